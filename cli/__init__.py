@@ -1,0 +1,57 @@
+"""The ``edgempir`` command line: a click group, one small module per command.
+
+Commands import their libraries inside the function body so that ``edgempir --help`` and
+the device-side commands (``bench``, ``build``) never import torch.
+Errors the user can fix (:class:`edgempir.errors.EdgempirError`) print one line and exit 2.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from edgempir import __version__
+from edgempir.errors import EdgempirError
+
+
+class _Group(click.Group):
+    """Turns EdgempirError into ``Error: <message>`` and exit code 2, without a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EdgempirError as e:
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
+                                           "show_default": True})
+@click.version_option(__version__, prog_name="edgempir")
+def main():
+    """Adversarially robust mixed-precision ensembles (EMPIR) for embedded accelerators.
+
+    \b
+    Typical flow:
+      edgempir train  --dataset fashion-mnist --bits 2,4,32 --out runs/fm
+      edgempir eval   runs/fm
+      edgempir export runs/fm --target arm --out bundles/fm-arm
+      edgempir bench  bundles/fm-arm
+    """
+
+
+def _register() -> None:
+    from edgempir.cli import train as _train
+
+    main.add_command(_train.train)
+    for name in ("eval", "export", "bench", "build"):
+        try:
+            mod = __import__(f"edgempir.cli.{name}_cmd", fromlist=["command"])
+        except ModuleNotFoundError as e:
+            if e.name != f"edgempir.cli.{name}_cmd":
+                raise
+            continue
+        main.add_command(mod.command)
+
+
+_register()

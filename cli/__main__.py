@@ -1,0 +1,3 @@
+from edgempir.cli import main
+
+main()

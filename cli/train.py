@@ -1,0 +1,66 @@
+"""``edgempir train``: Brevitas QAT of every member in one command."""
+from __future__ import annotations
+
+import click
+
+from edgempir.cli.common import json_option, seed_option
+
+EXAMPLE = """
+\b
+Examples:
+  edgempir train --out runs/fm                       # Fashion-MNIST, paper preset
+  edgempir train --bits 2,4,32 --epochs 5 --out runs/fm-2-4-32
+  edgempir train --dataset cifar10 --data-dir ~/data/cifar-10-batches-py --arch resnet8
+  edgempir train --out runs/fm --resume              # continue after a kill
+"""
+
+
+@click.command(epilog=EXAMPLE)
+@click.option("--dataset", type=click.Choice(["fashion-mnist", "mnist", "cifar10", "synthetic"]),
+              default="fashion-mnist", help="Data set to train on.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              envvar="EDGEMPIR_DATA", show_envvar=True,
+              help="Folder with the data set's files [default: the Debian package's folder].")
+@click.option("--arch", default=None, help="Architecture: mnist, cifar, resnet8 "
+              "[default: mnist for (Fashion-)MNIST, cifar for CIFAR-10].")
+@click.option("--members", default=None, help="Member specs, e.g. w2a4,w2a4,fp32.")
+@click.option("--bits", default=None, help="Shorthand: 2,4,32 means w2a2,w4a4,fp32.")
+@click.option("--preset", "preset_name", default=None,
+              help="Named member set: 'paper' [default when no --members/--bits].")
+@click.option("--combiner", type=click.Choice(["vote", "mean-softmax", "mean-logits"]),
+              default="vote", help="How the ensemble combines its members.")
+@click.option("--epochs", type=click.IntRange(min=1), default=3, help="Epochs per member.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
+              help="Adam learning rate (cosine decay to 0).")
+@seed_option
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch threads [default: torch's choice].")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Run directory to write.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run at --out.")
+@click.option("--force", is_flag=True, help="Replace an existing run directory.")
+@json_option
+def train(dataset, data_dir, arch, members, bits, preset_name, combiner, epochs, batch_size, lr,
+          seed, threads, out, resume, force, as_json):
+    """Train an EMPIR ensemble: one full-precision and low-bit members, one command."""
+    import json
+
+    from edgempir.members import resolve_members
+    from edgempir.models import default_arch
+    from edgempir.report import training_table
+    from edgempir.train import TrainConfig
+    from edgempir.train import train as run_train
+
+    specs = resolve_members(dataset, members, bits, preset_name)
+    cfg = TrainConfig(out=out, dataset=dataset, data_dir=data_dir,
+                      arch=arch or default_arch(dataset), members=specs, epochs=epochs,
+                      batch_size=batch_size, lr=lr, seed=seed, combiner=combiner,
+                      threads=threads)
+    manifest = run_train(cfg, resume=resume, force=force, progress=not as_json,
+                         echo=lambda s: click.echo(s, err=True))
+    if as_json:
+        click.echo(json.dumps({"run_dir": out, "manifest": manifest}, indent=2))
+    else:
+        click.echo(training_table(manifest))
+        click.echo(f"run directory: {out}")

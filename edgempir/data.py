@@ -1,0 +1,268 @@
+"""Data sets: IDX (MNIST, Fashion-MNIST), CIFAR-10 batches, and synthetic data.
+
+Numpy only. Images come back as uint8 arrays ``[N, C, H, W]``; models take floats in
+[0, 1] (``to_float``), and any normalisation lives inside the model. Missing or corrupt
+files raise :class:`DataError` naming the expected files and how to get them.
+
+CIFAR-10's python batches are pickles. We never run a user's pickle: the reader uses an
+unpickler whose allow-list holds only numpy's array reconstruction, so a file that names
+any other callable is rejected before anything runs. The binary batches (``*.bin``) are
+read too, and are preferred when both are present.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgempir.errors import DataError
+
+DATASETS = ("fashion-mnist", "mnist", "cifar10", "synthetic")
+DEFAULT_DATASET = "fashion-mnist"
+
+FASHION_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+                   "sneaker", "bag", "ankle boot")
+MNIST_CLASSES = tuple(str(i) for i in range(10))
+CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                 "ship", "truck")
+
+SYSTEM_DIRS = {
+    "fashion-mnist": "/usr/share/datasets/fashion-mnist",
+    "mnist": "/usr/share/datasets/mnist",
+    "cifar10": "/usr/share/datasets/cifar10",
+}
+
+HOW_TO_GET = {
+    "fashion-mnist": "install the Debian package 'dataset-fashion-mnist' (apt-get install "
+                     "dataset-fashion-mnist) or pass --data-dir / EDGEMPIR_DATA with the "
+                     "Fashion-MNIST IDX files",
+    "mnist": "copy the four MNIST IDX files (gz or raw) into a folder and pass it with "
+             "--data-dir or EDGEMPIR_DATA",
+    "cifar10": "unpack cifar-10-python.tar.gz (or cifar-10-binary.tar.gz) and pass the "
+               "folder with --data-dir or EDGEMPIR_DATA",
+}
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: np.ndarray  # uint8 [N, C, H, W]
+    y_train: np.ndarray  # int64 [N]
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    source: str  # where the files came from
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def to_float(x: np.ndarray) -> np.ndarray:
+    """uint8 images -> float32 in [0, 1]."""
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    return x.astype(np.float32)
+
+
+# ---------------------------------------------------------------- IDX (MNIST family)
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def _read_maybe_gz(path: Path, what: str) -> bytes:
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{path}: corrupt or truncated gzip ({e}); {what}") from None
+    return raw
+
+
+def read_idx(path: str | os.PathLike, how_to_get: str = "re-download the file") -> np.ndarray:
+    """Read one IDX file (raw or gzip) into a numpy array, checking magic and sizes."""
+    path = Path(path)
+    data = _read_maybe_gz(path, how_to_get)
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number); {how_to_get}")
+    ndim = data[3]
+    if ndim == 0 or ndim > 4 or len(data) < 4 + 4 * ndim:
+        raise DataError(f"{path}: IDX header is truncated or has {ndim} dimensions; {how_to_get}")
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    body = data[4 + 4 * ndim:]
+    if len(body) != expected:
+        raise DataError(f"{path}: IDX header says shape {shape} ({expected} bytes) but the file "
+                        f"holds {len(body)} bytes (truncated or corrupt); {how_to_get}")
+    return np.frombuffer(body, dtype=dtype).reshape(shape)
+
+
+def _find(directory: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem, stem.replace("-idx", ".idx")):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def _load_idx_pair(directory: Path, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    how = HOW_TO_GET[name]
+    img_stem, lbl_stem = IDX_FILES[split]
+    img_path, lbl_path = _find(directory, img_stem), _find(directory, lbl_stem)
+    if img_path is None or lbl_path is None:
+        missing = img_stem if img_path is None else lbl_stem
+        raise DataError(f"{name}: {directory / (missing + '.gz')} not found (expected "
+                        f"{', '.join(s + '[.gz]' for s in IDX_FILES['train'] + IDX_FILES['test'])}); {how}")
+    images, labels = read_idx(img_path, how), read_idx(lbl_path, how)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise DataError(f"{img_path}: expected uint8 images [N, H, W], got {images.dtype} "
+                        f"{images.shape}; {how}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(f"{lbl_path}: {len(labels)} labels for {len(images)} images; {how}")
+    if labels.size and labels.max() >= 10:
+        raise DataError(f"{lbl_path}: label {int(labels.max())} is out of range 0..9; {how}")
+    return images[:, None, :, :], labels.astype(np.int64)
+
+
+# ---------------------------------------------------------------- CIFAR-10
+try:  # numpy >= 2 moved the reconstruction helper; old pickles still name numpy.core
+    from numpy._core.multiarray import _reconstruct as _np_reconstruct
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.core.multiarray import _reconstruct as _np_reconstruct
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Refuses every global except numpy's array reconstruction: nothing else can run."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+
+    def find_class(self, module, name):
+        try:
+            return self.ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}") from None
+
+
+def _read_cifar_python_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    how = HOW_TO_GET["cifar10"]
+    try:
+        batch = _ArrayOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+    except Exception as e:  # any malformed pickle is a corrupt file
+        raise DataError(f"{path}: not a CIFAR-10 python batch ({e}); {how}") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{path}: not a CIFAR-10 python batch (no dict inside); {how}")
+    data = batch.get(b"data", batch.get("data"))
+    labels = batch.get(b"labels", batch.get("labels"))
+    if not isinstance(data, np.ndarray) or labels is None:
+        raise DataError(f"{path}: CIFAR-10 batch without 'data' and 'labels'; {how}")
+    labels = np.asarray(labels)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or \
+            labels.ndim != 1 or labels.shape[0] != data.shape[0] or labels.dtype.kind not in "iu":
+        raise DataError(f"{path}: CIFAR-10 batch has data {data.dtype} {data.shape} and "
+                        f"{labels.shape[0] if labels.ndim else 0} labels; expected uint8 "
+                        f"[N, 3072] and N integer labels; {how}")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise DataError(f"{path}: CIFAR-10 labels outside 0..9; {how}")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def _read_cifar_binary_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % 3073:
+        raise DataError(f"{path}: {raw.size} bytes is not a whole number of 3073-byte CIFAR-10 "
+                        f"records (truncated?); {HOW_TO_GET['cifar10']}")
+    rec = raw.reshape(-1, 3073)
+    if rec[:, 0].max() > 9:
+        raise DataError(f"{path}: CIFAR-10 labels outside 0..9; {HOW_TO_GET['cifar10']}")
+    return rec[:, 1:].reshape(-1, 3, 32, 32).copy(), rec[:, 0].astype(np.int64)
+
+
+def _load_cifar(directory: Path) -> tuple[np.ndarray, ...]:
+    for sub in (directory, directory / "cifar-10-batches-bin", directory / "cifar-10-batches-py"):
+        bins = [sub / f"data_batch_{i}.bin" for i in range(1, 6)] + [sub / "test_batch.bin"]
+        if all(p.is_file() for p in bins):
+            parts = [_read_cifar_binary_batch(p) for p in bins]
+            break
+        pys = [sub / f"data_batch_{i}" for i in range(1, 6)] + [sub / "test_batch"]
+        if all(p.is_file() for p in pys):
+            parts = [_read_cifar_python_batch(p) for p in pys]
+            break
+    else:
+        raise DataError(f"cifar10: data_batch_1..5 and test_batch (python or .bin) not found "
+                        f"under {directory}; {HOW_TO_GET['cifar10']}")
+    x_train = np.concatenate([p[0] for p in parts[:5]])
+    y_train = np.concatenate([p[1] for p in parts[:5]])
+    return x_train, y_train, parts[5][0], parts[5][1]
+
+
+# ---------------------------------------------------------------- synthetic
+def synthetic(n_train: int = 2000, n_test: int = 500, seed: int = 0, image_size: int = 28,
+              channels: int = 1, num_classes: int = 10) -> Dataset:
+    """Small learnable data for tests: each class is a fixed random template plus noise."""
+    rng = np.random.default_rng(seed)
+    templates = rng.uniform(0, 1, size=(num_classes, channels, image_size, image_size))
+    # smooth the templates a little so that conv nets find them easily
+    templates = (templates + np.roll(templates, 1, axis=2) + np.roll(templates, 1, axis=3)) / 3
+
+    def make(n, rng):
+        y = rng.integers(0, num_classes, size=n)
+        x = 0.75 * templates[y] + 0.25 * rng.uniform(0, 1, size=(n,) + templates.shape[1:])
+        return np.clip(np.round(x * 255), 0, 255).astype(np.uint8), y.astype(np.int64)
+
+    x_train, y_train = make(n_train, np.random.default_rng(seed + 1))
+    x_test, y_test = make(n_test, np.random.default_rng(seed + 2))
+    return Dataset("synthetic", x_train, y_train, x_test, y_test,
+                   tuple(f"class{i}" for i in range(num_classes)), "generated")
+
+
+# ---------------------------------------------------------------- entry point
+def resolve_data_dir(name: str, data_dir: str | os.PathLike | None) -> Path:
+    if data_dir is None:
+        data_dir = os.environ.get("EDGEMPIR_DATA")
+    if data_dir is not None:
+        d = Path(data_dir)
+        # accept either the data set's folder or a parent holding it
+        return d / name if (d / name).is_dir() else d
+    return Path(SYSTEM_DIRS.get(name, "."))
+
+
+def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | os.PathLike | None = None
+                 ) -> Dataset:
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    if name == "synthetic":
+        return synthetic()
+    directory = resolve_data_dir(name, data_dir)
+    if not directory.is_dir():
+        raise DataError(f"{name}: data folder {directory} does not exist; {HOW_TO_GET[name]}")
+    if name == "cifar10":
+        x_train, y_train, x_test, y_test = _load_cifar(directory)
+        classes = CIFAR_CLASSES
+    else:
+        x_train, y_train = _load_idx_pair(directory, name, "train")
+        x_test, y_test = _load_idx_pair(directory, name, "test")
+        if x_train.shape[1:] != x_test.shape[1:]:
+            raise DataError(f"{name}: train images {x_train.shape[1:]} and test images "
+                            f"{x_test.shape[1:]} differ in shape; {HOW_TO_GET[name]}")
+        classes = FASHION_CLASSES if name == "fashion-mnist" else MNIST_CLASSES
+    return Dataset(name, x_train, y_train, x_test, y_test, classes, str(directory))

@@ -1,0 +1,26 @@
+"""Errors a user can act on.
+
+Every error raised for bad input derives from :class:`EdgempirError`. The CLI turns it
+into one line on stderr and exit code 2, with no traceback (see ``edgempir.cli``).
+This module imports nothing heavy: the device path uses it.
+"""
+
+
+class EdgempirError(Exception):
+    """Bad input or state the user can fix; the message says what is wrong and what to do."""
+
+
+class SpecError(EdgempirError):
+    """A member spec or member list that does not parse."""
+
+
+class DataError(EdgempirError):
+    """Missing or corrupt data set files."""
+
+
+class RunDirError(EdgempirError):
+    """A run directory that is missing files, from another version, or inconsistent."""
+
+
+class BundleError(EdgempirError):
+    """A bundle that is missing files, tampered with, or for an absent runtime."""

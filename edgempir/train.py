@@ -1,0 +1,303 @@
+"""One training loop for every member (Brevitas QAT for the low-bit ones), with resume.
+
+Determinism: member i is initialised from ``seed`` and i; epoch e shuffles with a numpy
+generator seeded from (seed, i, e), and torch's generator is reseeded at every epoch. A run
+resumed from the checkpoint of its last finished epoch therefore computes exactly what an
+uninterrupted run computes. The learning rate follows a cosine schedule over all steps,
+derived from the step number, so it needs no saved state either.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgempir.errors import RunDirError
+from edgempir.fsutil import atomic_write_json, fsync_dir
+from edgempir.members import MemberSpec, reference_index
+from edgempir import rundir
+
+DEFAULT_EPOCHS = 3
+DEFAULT_BATCH_SIZE = 128
+DEFAULT_LR = 1e-3
+
+
+@dataclass
+class TrainConfig:
+    out: str
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    arch: str = "mnist"
+    members: list[MemberSpec] = field(default_factory=list)
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    lr: float = DEFAULT_LR
+    seed: int = 0
+    combiner: str = "vote"
+    threads: int | None = None
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["members"] = [m.name for m in self.members]
+        d.pop("out")
+        d.pop("threads")
+        d.pop("data_dir")
+        return d
+
+
+def versions() -> dict[str, str]:
+    import brevitas
+    import torch
+
+    import edgempir
+
+    return {"edgempir": edgempir.__version__, "python": platform.python_version(),
+            "torch": torch.__version__, "brevitas": brevitas.__version__,
+            "numpy": np.__version__}
+
+
+def _lr_at(step: int, total: int, base: float) -> float:
+    return 0.5 * base * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+def _member_seed(seed: int, index: int) -> int:
+    return seed * 1009 + index
+
+
+@dataclass
+class _Member:
+    index: int
+    spec: MemberSpec
+
+
+def predict_logits(model, x_uint8: np.ndarray, batch_size: int = 1000):
+    """All logits of a model on uint8 images, in eval mode, without gradients."""
+    import torch
+
+    outs = []
+    model.eval()
+    with torch.no_grad():
+        for s in range(0, len(x_uint8), batch_size):
+            xb = torch.from_numpy(x_uint8[s:s + batch_size]).float().div_(255.0)
+            outs.append(model(xb))
+    return torch.cat(outs)
+
+
+def _optimizer_state(opt) -> dict:
+    """Adam's state as flat tensors (safetensors takes tensors only)."""
+    import torch
+
+    flat = {}
+    for pid, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            flat[f"optim.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    return flat
+
+
+def _load_optimizer_state(opt, flat: dict) -> None:
+    sd = opt.state_dict()
+    state: dict = {}
+    for key, v in flat.items():
+        _, pid, k = key.split(".", 2)
+        state.setdefault(int(pid), {})[k] = v
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[str], None],
+                 progress: bool) -> tuple[object, list[dict]]:
+    import torch
+    from torch.nn import functional as F
+    from tqdm import tqdm
+
+    torch.manual_seed(_member_seed(cfg.seed, m.index))
+    model = rundir.build_model_for(cfg.arch, m.spec, data)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    ckpt = rundir.checkpoint_path(work, m.index, m.spec)
+    history: list[dict] = []
+    start_epoch = 0
+    if ckpt.is_file():
+        tensors, meta = rundir.load_weights(ckpt)
+        model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        # one forward initialises Brevitas' lazily created scale parameters before loading
+        model.train()
+        with torch.no_grad():
+            model(torch.zeros((1,) + data.input_shape))
+        model.load_state_dict(model_state, strict=True)
+        _load_optimizer_state(opt, {k: v for k, v in tensors.items() if k.startswith("optim.")})
+        history = json.loads(meta["history"])
+        start_epoch = int(meta["epoch"])
+        log(f"member {m.index} ({m.spec}): resuming after epoch {start_epoch}")
+
+    n = len(data.x_train)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    x_all = torch.from_numpy(data.x_train)
+    y_all = torch.from_numpy(data.y_train)
+    for epoch in range(start_epoch, cfg.epochs):
+        torch.manual_seed(_member_seed(cfg.seed, m.index) * 100003 + epoch)
+        order = np.random.default_rng([cfg.seed, m.index, epoch]).permutation(n)
+        model.train()
+        t0 = time.perf_counter()
+        seen = correct = 0
+        loss_sum = 0.0
+        bar = tqdm(range(steps_per_epoch), disable=not progress, leave=False, unit="batch",
+                   desc=f"member {m.index + 1} {m.spec} epoch {epoch + 1}/{cfg.epochs}")
+        for step in bar:
+            idx = torch.from_numpy(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
+            xb = x_all[idx].float().div_(255.0)
+            yb = y_all[idx]
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(epoch * steps_per_epoch + step, total_steps, cfg.lr)
+            out = model(xb)
+            loss = F.cross_entropy(out, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            seen += len(yb)
+            correct += int((out.argmax(1) == yb).sum())
+            loss_sum += float(loss) * len(yb)
+            if step % 20 == 0 or step == steps_per_epoch - 1:
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                                img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+        bar.close()
+        seconds = time.perf_counter() - t0
+        test_acc = float((predict_logits(model, data.x_test).argmax(1)
+                          == torch.from_numpy(data.y_test)).float().mean())
+        history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen,
+                        "test_accuracy": test_acc, "seconds": seconds,
+                        "images_per_second": seen / seconds})
+        state = {f"model.{k}": v for k, v in model.state_dict().items()}
+        state.update(_optimizer_state(opt))
+        rundir.save_weights(ckpt, state, {"epoch": str(epoch + 1), "history": json.dumps(history)})
+        log(f"member {m.index} ({m.spec}) epoch {epoch + 1}/{cfg.epochs}: loss {loss_sum / seen:.4f} "
+            f"train acc {correct / seen:.4f} test acc {test_acc:.4f} ({seconds:.1f} s, "
+            f"{seen / seconds:.0f} img/s)")
+    return model.eval(), history
+
+
+def _check_out(cfg: TrainConfig, resume: bool, force: bool) -> Path:
+    out = Path(cfg.out)
+    work = rundir.partial_dir(out)
+    if out.exists() and not force:
+        if resume and (out / rundir.MANIFEST).is_file():
+            return out  # already complete
+        raise RunDirError(f"{out} already exists; pass --force to replace it or choose another --out")
+    if work.exists():
+        if force:
+            shutil.rmtree(work)
+        elif not resume:
+            raise RunDirError(f"an unfinished run is at {work}; pass --resume to continue it or "
+                              "--force to start over")
+        else:
+            saved = json.loads((work / "config.json").read_text())
+            if saved != cfg.to_json():
+                diff = sorted(k for k in saved if saved.get(k) != cfg.to_json().get(k))
+                raise RunDirError(f"--resume: {work} was started with other settings "
+                                  f"({', '.join(diff)}); rerun with the same options or --force")
+    elif resume:
+        raise RunDirError(f"--resume: nothing to resume at {work}; run without --resume")
+    return work
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, force: bool = False, progress: bool = True,
+          echo: Callable[[str], None] = print) -> dict:
+    """Train every member, write the run directory, return its manifest."""
+    import torch
+
+    from edgempir.data import load_dataset
+    from edgempir.ensemble import combine
+
+    work = _check_out(cfg, resume, force)
+    if work == Path(cfg.out):
+        echo(f"{cfg.out} is already complete; nothing to resume")
+        return rundir.read_manifest(work)
+    data = load_dataset(cfg.dataset, cfg.data_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "config.json").is_file():
+        atomic_write_json(work / "config.json", cfg.to_json())
+    log_path = work / "train.log"
+
+    def log(msg: str) -> None:
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}"
+        with open(log_path, "a") as f:
+            f.write(line + "\n")
+        if not progress:
+            return
+        echo(msg)
+
+    log(f"training {len(cfg.members)} members {[m.name for m in cfg.members]} on {data.name} "
+        f"({len(data.x_train)} train / {len(data.x_test)} test images, arch {cfg.arch}, "
+        f"{torch.get_num_threads()} threads)")
+    members_meta, logits, histories = [], [], []
+    for i, spec in enumerate(cfg.members):
+        m = _Member(i, spec)
+        final = rundir.member_weights_path(work, i, spec)
+        if final.is_file():
+            model = rundir.build_model_for(cfg.arch, spec, data)
+            state, meta = rundir.load_weights(final)
+            model.load_state_dict(state, strict=True)
+            history = json.loads(meta["history"])
+            model.eval()
+        else:
+            model, history = train_member(cfg, data, work, m, log, progress)
+            rundir.save_weights(final, model.state_dict(), {"history": json.dumps(history),
+                                                            "spec": spec.name})
+        histories.append(history)
+        logits.append(predict_logits(model, data.x_test))
+        members_meta.append({
+            "index": i, "spec": spec.name, **spec.to_json(),
+            "file": str(final.relative_to(work)),
+            "parameters": int(sum(p.numel() for p in model.parameters())),
+            "clean_accuracy": float((logits[-1].argmax(1) == torch.from_numpy(data.y_test))
+                                    .float().mean()),
+            "time_per_epoch_s": [h["seconds"] for h in history],
+            "history": history,
+        })
+    stacked = torch.stack(logits)
+    y = torch.from_numpy(data.y_test)
+    ref = reference_index(cfg.members)
+    ensemble_acc = {c: float((combine(stacked, c, ref).argmax(1) == y).float().mean())
+                    for c in ("vote", "mean-softmax", "mean-logits")}
+    manifest = {
+        "schema": rundir.SCHEMA, "schema_version": rundir.SCHEMA_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "dataset": {"name": data.name, "source": data.source,
+                    "input_shape": list(data.input_shape), "input_range": [0.0, 1.0],
+                    "num_classes": data.num_classes, "class_names": list(data.class_names),
+                    "n_train": int(len(data.x_train)), "n_test": int(len(data.x_test))},
+        "arch": cfg.arch,
+        "members": members_meta,
+        "combiner": cfg.combiner,
+        "reference_member": ref,
+        "seed": cfg.seed,
+        "training": {"optimizer": "adam", "lr": cfg.lr, "schedule": "cosine",
+                     "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+                     "threads": torch.get_num_threads()},
+        "metrics": {"clean_accuracy": {"members": [m["clean_accuracy"] for m in members_meta],
+                                       "ensemble": ensemble_acc},
+                    "n_test": int(len(y))},
+        "versions": versions(),
+    }
+    atomic_write_json(work / rundir.MANIFEST, manifest)
+    out = Path(cfg.out)
+    if out.exists():  # --force: swap only now that the new run is complete
+        old = out.with_name(out.name + f".old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(work, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(work, out)
+    fsync_dir(out.parent)
+    return manifest
