@@ -1,0 +1,89 @@
+"""npz sets keyed by the model's input name, read without pickle.
+
+A set is ``{INPUT_NAME: float32 [N, C, H, W] in [0, 1], LABEL_NAME: int64 [N]}`` plus
+optional extra arrays (e.g. ``clean_index`` for adversarial sets). ``read_set`` loads with
+``allow_pickle=False`` and checks names, dtypes, shapes and value ranges before returning,
+so a hostile or truncated file gives a one-line error instead of running anything.
+"""
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from edgempir.errors import BundleError
+from edgempir.fsutil import atomic_write_bytes
+
+INPUT_NAME = "input"      # the ONNX graph's input name; every set is keyed by it
+LABEL_NAME = "label"
+MAX_ELEMENTS = 1 << 28    # refuse absurd arrays (1 GiB of float32) before allocating them
+
+
+def write_set(path: str | os.PathLike, x: np.ndarray, y: np.ndarray, **extra: np.ndarray) -> None:
+    """Atomically write a set; x is float32 in [0, 1], y int64 class ids."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    y = np.ascontiguousarray(y, dtype=np.int64)
+    if x.ndim != 4 or y.shape != (x.shape[0],):
+        raise ValueError(f"set needs x [N, C, H, W] and y [N], got {x.shape} and {y.shape}")
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{INPUT_NAME: x, LABEL_NAME: y}, **extra)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_set(path: str | os.PathLike, input_shape: tuple[int, ...] | None = None,
+             num_classes: int | None = None) -> dict[str, np.ndarray]:
+    """Read and check a set. ``input_shape`` is [C, H, W] without the batch dimension."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for name in z.files:
+                header_shape = _member_shape(z, name)
+                if header_shape is not None and int(np.prod(header_shape, dtype=np.int64)) > MAX_ELEMENTS:
+                    raise BundleError(f"{path}: array {name!r} has shape {header_shape}, too large "
+                                      "to be a calibration set; rebuild the set")
+            arrays = {name: z[name] for name in z.files}
+    except BundleError:
+        raise
+    except FileNotFoundError:
+        raise BundleError(f"{path}: file not found; re-export the bundle") from None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as e:
+        raise BundleError(f"{path}: not a readable npz set ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                          "re-export the bundle") from None
+    if INPUT_NAME not in arrays or LABEL_NAME not in arrays:
+        raise BundleError(f"{path}: needs arrays {INPUT_NAME!r} and {LABEL_NAME!r}, has "
+                          f"{sorted(arrays)}; re-export the bundle")
+    x, y = arrays[INPUT_NAME], arrays[LABEL_NAME]
+    if x.dtype != np.float32 or x.ndim != 4:
+        raise BundleError(f"{path}: {INPUT_NAME!r} must be float32 [N, C, H, W], got {x.dtype} "
+                          f"{list(x.shape)}; re-export the bundle")
+    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
+        raise BundleError(f"{path}: inputs have shape {list(x.shape[1:])} but the model takes "
+                          f"{list(input_shape)}; re-export the bundle for this model")
+    if y.dtype.kind not in "iu" or y.shape != (x.shape[0],):
+        raise BundleError(f"{path}: {LABEL_NAME!r} must be {x.shape[0]} integer labels, got "
+                          f"{y.dtype} {list(y.shape)}; re-export the bundle")
+    if x.size and (not np.isfinite(x).all() or x.min() < 0 or x.max() > 1):
+        raise BundleError(f"{path}: inputs must be finite and in [0, 1]; re-export the bundle")
+    if num_classes is not None and y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise BundleError(f"{path}: labels outside 0..{num_classes - 1}; re-export the bundle")
+    arrays[LABEL_NAME] = y.astype(np.int64)
+    return arrays
+
+
+def _member_shape(z, name: str):
+    """Shape from an npz member's header, read without loading the array."""
+    try:
+        from numpy.lib import format as npformat
+
+        with z.zip.open(name + ".npy") as f:
+            version = npformat.read_magic(f)
+            if version == (1, 0):
+                shape, _, _ = npformat.read_array_header_1_0(f)
+            else:
+                shape, _, _ = npformat.read_array_header_2_0(f)
+        return shape
+    except Exception:  # the full load below reports the problem
+        return None

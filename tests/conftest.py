@@ -1,0 +1,44 @@
+"""Shared fixtures: one tiny trained run on synthetic data, built once per test session.
+
+Fixtures that build on it live next to the tests that use them
+(tests/edgempir/conftest.py for eval, tests/targets/conftest.py for bundles).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# keep torch from grabbing every core on CI's 2-core machine
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def run_cli(*args: str, env: dict | None = None, check: bool = True, timeout: int = 600
+            ) -> subprocess.CompletedProcess:
+    """Run ``python -m edgempir.cli ARGS`` in a subprocess, as a user would."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "edgempir.cli", *args], capture_output=True,
+                          text=True, env=full_env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"edgempir {' '.join(args)} exited {proc.returncode}:\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(tmp_path_factory) -> Path:
+    """A trained run directory (w2a4, w4a4, fp32 on synthetic data, 1 epoch)."""
+    from edgempir.members import parse_members
+    from edgempir.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("runs") / "synthetic"
+    cfg = TrainConfig(out=str(out), dataset="synthetic", arch="mnist",
+                      members=parse_members("w2a4,w4a4,fp32"), epochs=1, batch_size=64, seed=0)
+    train(cfg, progress=False, echo=lambda s: None)
+    return out
