@@ -11,6 +11,7 @@ read too, and are preferred when both are present.
 """
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import os
@@ -154,6 +155,8 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
+        # protocol-2 pickles of arrays carry their bytes as latin-1 text re-encoded by this
+        ("_codecs", "encode"): codecs.encode,
     }
 
     def find_class(self, module, name):

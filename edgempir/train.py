@@ -121,22 +121,23 @@ def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[
 
     torch.manual_seed(_member_seed(cfg.seed, m.index))
     model = rundir.build_model_for(cfg.arch, m.spec, data)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ckpt = rundir.checkpoint_path(work, m.index, m.spec)
     history: list[dict] = []
     start_epoch = 0
+    optim_state = None
     if ckpt.is_file():
         tensors, meta = rundir.load_weights(ckpt)
-        model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-        # one forward initialises Brevitas' lazily created scale parameters before loading
-        model.train()
-        with torch.no_grad():
-            model(torch.zeros((1,) + data.input_shape))
-        model.load_state_dict(model_state, strict=True)
-        _load_optimizer_state(opt, {k: v for k, v in tensors.items() if k.startswith("optim.")})
+        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
+                               if k.startswith("model.")}, strict=True)
+        optim_state = {k: v for k, v in tensors.items() if k.startswith("optim.")}
         history = json.loads(meta["history"])
         start_epoch = int(meta["epoch"])
         log(f"member {m.index} ({m.spec}): resuming after epoch {start_epoch}")
+    # The optimizer is made only now: Brevitas replaces its scale parameters when a state
+    # dict is loaded, and an optimizer made before would keep updating the old ones.
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    if optim_state is not None:
+        _load_optimizer_state(opt, optim_state)
 
     n = len(data.x_train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -222,6 +223,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, force: bool = False, progre
         echo(f"{cfg.out} is already complete; nothing to resume")
         return rundir.read_manifest(work)
     data = load_dataset(cfg.dataset, cfg.data_dir)
+    for spec in cfg.members:  # a bad --arch or an arch that does not fit the data fails here
+        rundir.build_model_for(cfg.arch, spec, data)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     work.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,119 @@
+"""``edgempir bench BUNDLE``: the command that runs on the device (torch-free).
+
+Thin: options in, :func:`edgempir.targets.bench.run_bench` does the work, the report goes
+to a JSON file (atomically) and to stdout as a table, or as JSON only with ``--json``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+from edgempir.cli.common import json_option
+
+from edgempir.errors import EdgempirError
+
+
+def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or any(b < 1 for b in sizes):
+        raise click.BadParameter(f"{value!r}: give positive integers separated by commas, "
+                                 "e.g. 1,8,32")
+    return sizes
+
+
+def default_report_path(bundle: Path) -> Path:
+    """Next to the bundle, not inside it: a deployed bundle directory may be read-only."""
+    bundle = bundle.resolve()
+    return bundle.parent / f"{bundle.name}-bench.json"
+
+
+def _click_progress(label: str, total: int):
+    @contextlib.contextmanager
+    def bar():
+        with click.progressbar(length=max(total, 1), label=label, file=sys.stderr,
+                               show_eta=False) as b:
+            yield lambda n=1: b.update(n)
+    return bar()
+
+
+@click.command("bench", epilog="""\b
+Example:
+  edgempir bench bundles/fm-arm
+  edgempir bench bundles/fm-arm --batch-sizes 1,4 --duration 60 --out /tmp/fm-arm.json
+""")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--batch-sizes", default="1,8,32", callback=_batch_sizes,
+              help="Batch sizes to time, comma-separated.")
+@click.option("--repeats", default=200, type=click.IntRange(1),
+              help="Timed calls per model and batch size (at most; see --time-cap).")
+@click.option("--warmup", default=10, type=click.IntRange(0),
+              help="Untimed calls per model and batch size before timing.")
+@click.option("--time-cap", default=2.0, type=click.FloatRange(0.01),
+              help="Seconds of timed calls per model and batch size (at most).")
+@click.option("--threads", default=None, type=click.IntRange(1),
+              help="Runtime threads  [default: the bundle profile's]")
+@click.option("--n", "n", default=None, type=click.IntRange(1),
+              help="Images per evaluation set  [default: the whole set, as the host did]")
+@click.option("--square-queries", default=300, type=click.IntRange(0),
+              help="Square attack query budget per image (0 skips the attack).")
+@click.option("--square-n", default=100, type=click.IntRange(0),
+              help="Clean images the Square attack runs on (0 skips the attack).")
+@click.option("--duration", default=0.0, type=click.FloatRange(0),
+              help="Soak test length in seconds (0: no soak); reports latency drift and RSS "
+                   "growth over time.")
+@click.option("--no-memory", is_flag=True,
+              help="Skip the peak-RSS measurement (it starts two child processes).")
+@click.option("--seed", default=0, type=int, help="Seed of the Square attack.")
+@click.option("--out", "out", default=None, type=click.Path(path_type=Path),
+              help="JSON report path  [default: BUNDLE-bench.json next to the bundle]")
+@json_option
+def command(bundle: Path, batch_sizes, repeats, warmup, time_cap, threads, n, square_queries,
+            square_n, duration, no_memory, seed, out, as_json):
+    """Benchmark a deployed bundle on this machine, without torch.
+
+    Verifies every file's sha256, then measures the engine as deployed: latency and
+    throughput of the ensemble (members and vote in one graph) and of its fp32 member alone,
+    peak memory, accuracy on the bundle's evaluation sets against the host's figures
+    (drift), and a black-box Square attack on the engine itself. docs/BENCH.md explains
+    every figure and the JSON report.
+    """
+    from edgempir.targets.bench import BenchConfig, format_report, run_bench
+
+    from edgempir.fsutil import atomic_write_text
+
+    out = out or default_report_path(bundle)
+    _check_writable(out)
+    cfg = BenchConfig(batch_sizes=batch_sizes, warmup=warmup, repeats=repeats,
+                      time_cap_s=time_cap, threads=threads, n=n,
+                      square_queries=square_queries, square_n=square_n,
+                      duration_s=duration, memory=not no_memory, seed=seed)
+    report = run_bench(bundle, cfg, progress=None if as_json else _click_progress)
+    text = json.dumps(report, indent=2, allow_nan=False) + "\n"
+    try:
+        atomic_write_text(out, text)
+    except OSError as e:
+        raise EdgempirError(f"cannot write the report to {out} ({e.strerror or e}); pass "
+                            "--out PATH in a writable directory") from None
+    if as_json:
+        click.echo(text, nl=False)
+    else:
+        click.echo(format_report(report))
+        click.echo(f"report: {out}")
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before a minute of measuring, not after it."""
+    parent = out.resolve().parent
+    probe = parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if out.is_dir() or not os.access(probe, os.W_OK):
+        raise EdgempirError(f"cannot write the report to {out} (not a writable file path); "
+                            "pass --out PATH in a writable directory")

@@ -1,0 +1,42 @@
+"""``edgempir build BUNDLE``: build a jetson bundle's TensorRT engines on the device itself.
+
+Device side (Python 3.10, numpy + TensorRT): no torch, no onnx package. Engines and the
+timing cache go to BUNDLE/engines/ and are reused while TensorRT version, GPU and ONNX file
+match; ``bench`` builds them on first use too, so this command only moves the wait.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edgempir.cli.common import json_option
+
+
+@click.command("build", epilog="""\b
+Example (on the Jetson):
+  edgempir build bundles/fm-jetson
+""")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Rebuild engines even if cached ones match.")
+@json_option
+def command(bundle, force, as_json):
+    """Build (or reuse) the TensorRT engines of a jetson bundle, on this device."""
+    from edgempir.errors import BundleError
+    from edgempir.targets import tensorrt
+    from edgempir.targets.bundle import verify_bundle
+
+    b = verify_bundle(bundle)
+    if b.runtime != "tensorrt":
+        raise BundleError(f"bundle {bundle} targets {b.target} ({b.runtime}); only TensorRT "
+                          "bundles have engines to build: run 'edgempir bench' directly")
+    tensorrt.require_tensorrt(b)
+    echo = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
+    plans = tensorrt.build_all(b, force=force, echo=echo)
+    result = {"bundle": str(bundle), "engines": [p.relative_to(b.path).as_posix() for p in plans]}
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        for p in result["engines"]:
+            click.echo(p)

@@ -1,0 +1,76 @@
+"""``edgempir eval``: robustness of a trained run under protocol paper and/or adaptive."""
+from __future__ import annotations
+
+import click
+
+from edgempir.cli.common import json_option, seed_option
+
+EXAMPLE = """
+\b
+Examples:
+  edgempir eval runs/fm                          # protocol adaptive, config standard (slow)
+  edgempir eval runs/fm --protocol both --config quick     # the README's main job
+  edgempir eval runs/fm --eps 0.05,0.1,0.2       # a curve (PNG in runs/fm/eval/)
+  edgempir eval runs/fm --protocol paper --attacks fgsm,pgd --n 500
+\b
+Writes RUN/eval/<protocol>-<config>.json (schema edgempir.eval v1, docs/EVAL.md),
+RUN/eval/adv-<protocol>.npz, RUN/eval/table-<config>.txt and RUN/eval/acc-vs-eps.png.
+Finished attacks are kept in RUN/eval/partial/: rerun the same command to resume.
+"""
+
+
+@click.command(name="eval", epilog=EXAMPLE)
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--protocol", type=click.Choice(["adaptive", "paper", "both"]),
+              default="adaptive",
+              help="adaptive: attacks that know the deployed ensemble (the headline); "
+                   "paper: the EMPIR paper's evaluation, for comparison; both.")
+@click.option("--config", "config_name", type=click.Choice(["standard", "quick"]),
+              default="standard",
+              help="standard: PGD-100 x5 + AutoAttack (APGD-CE, APGD-T, FAB-T, Square "
+                   "5000) + transfer; quick: a lighter, labelled subset (docs/EVAL.md).")
+@click.option("--attacks", default=None,
+              help="Comma-separated subset of the protocol's attacks, e.g. pgd,square "
+                   "[default: all of the configuration's].")
+@click.option("--eps", default=None,
+              help="L-inf radius or comma-separated list (0.1, 8/255, 0.05,0.1,0.2) "
+                   "[default: MNIST 0.3, Fashion-MNIST 0.1, CIFAR-10 8/255].")
+@click.option("--n", "n", type=int, default=None,
+              help="Test images to attack [default: 1000 standard, 300 quick].")
+@seed_option
+@click.option("--batch-size", type=int, default=250, help="Images per attack batch.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              envvar="EDGEMPIR_DATA", show_envvar=True,
+              help="Folder with the data set's files [default: the Debian package's folder].")
+@click.option("--threads", type=click.IntRange(min=1), default=1,
+              help="Torch threads (small attack batches gain little from more; docs/EVAL.md).")
+@click.option("--force", is_flag=True,
+              help="Discard finished attacks kept from an earlier (interrupted) eval.")
+@json_option
+def command(run_dir, protocol, config_name, attacks, eps, n, seed, batch_size, data_dir, threads,
+            force, as_json):
+    """Clean and adversarial accuracy of every member and of the ensemble (real combiner).
+
+    The headline is protocol adaptive: per sample, the worst case over attacks on a
+    differentiable surrogate of the deployed ensemble, AutoAttack and transfer from each
+    member, scored with the ensemble's real combiner.
+    """
+    import json
+
+    from edgempir.report import eval_tables
+    from edgempir.robustness import evaluate
+
+    protocols = ["paper", "adaptive"] if protocol == "both" else [protocol]
+    names = [a for a in attacks.split(",") if a.strip()] if attacks else None
+    result = evaluate(run_dir, protocols=protocols, config=config_name, attacks=names,
+                      eps=eps, n=n, seed=seed, batch_size=batch_size, data_dir=data_dir,
+                      force=force, progress=not as_json, threads=threads,
+                      echo=lambda s: click.echo(s, err=True))
+    if as_json:
+        click.echo(json.dumps({"reports": result.reports,
+                               "files": [str(f) for f in result.files]}, indent=2))
+        return
+    click.echo(eval_tables(result.reports))
+    click.echo("")
+    for f in result.files:
+        click.echo(f"wrote {f}")

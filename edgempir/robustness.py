@@ -1,0 +1,895 @@
+"""Robustness evaluation of a run: protocols, configurations, worst case, masking checks.
+
+Two protocols (docs/EVAL.md):
+
+- ``paper`` reproduces EMPIR's evaluation so its table can be compared: FGSM, BIM, PGD and
+  CW-L2 with the paper's parameters, the ensemble's gradients taken as the reference code
+  took them (FGSM and PGD through the mean softmax of the members, BIM and CW through the
+  full-precision member alone), scored with the vote. Each member is also attacked alone
+  with its own gradients (the paper's "fp32 alone" rows).
+- ``adaptive`` (the headline) attacks a differentiable surrogate of the deployed ensemble
+  (mean of the members' softmax, through Brevitas' straight-through quantizers) with PGD and
+  restarts and AutoAttack's components, plus transfer from each member; everything is scored
+  with the real combiner and reported per sample as the worst case over every adversarial
+  example found for that sample.
+
+Each protocol has named configurations (``standard``, ``quick``). Every finished
+(protocol, config, eps, attack, source) result is saved atomically under
+``eval/partial/`` with a fingerprint of everything that determines it, so a killed eval
+resumes where it stopped and gives identical results.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgempir.attacks.base import AttackError, check_eps
+
+SCHEMA = "edgempir.eval"
+SCHEMA_VERSION = 1
+PROTOCOLS = ("paper", "adaptive")
+DEFAULT_EPS = {"mnist": 0.3, "fashion-mnist": 0.1, "cifar10": 8 / 255, "synthetic": 0.1}
+DOC = "docs/EVAL.md"
+
+
+# ------------------------------------------------------------------ plans and configurations
+@dataclass(frozen=True)
+class Planned:
+    """One attack of a configuration.
+
+    ``ensemble_source``: where the ensemble's gradients come from: ``surrogate`` (mean
+    softmax) or ``reference`` (the vote's reference member, the fp32 one: the paper's BIM/CW).
+    ``cascade``: run only on samples still robust after the previous attacks (AutoAttack's
+    practice; the attack's figure is then the robust accuracy after it, cumulative).
+    ``judge``: what decides success inside the attack (restarts, CW's best iterate):
+    ``real`` is the target's deployed decision (the vote), ``own`` the attacked model's argmax.
+    """
+
+    name: str
+    attack: str
+    params: dict = field(default_factory=dict)
+    ensemble_source: str = "surrogate"
+    members: bool = True
+    cascade: bool = False
+    judge: str = "real"
+    #: parameters that differ when the attack is aimed at a member alone (quick: shorter PGD
+    #: for the transfer sources, undefended members need few steps)
+    member_params: dict = field(default_factory=dict)
+
+    def params_for(self, source: str) -> dict:
+        return {**self.params, **self.member_params} if source.startswith("m") else self.params
+
+    @property
+    def bounded(self) -> bool:
+        return self.attack != "cw"
+
+
+@dataclass(frozen=True)
+class Config:
+    protocol: str
+    name: str
+    summary: str                  # what it runs, for the label
+    n: int                        # default number of test images
+    plan: tuple[Planned, ...]
+    pool: str                     # worst case over "all" example sets, or "aimed" ones only
+    checks: dict | None = None    # masking-check settings (adaptive only)
+
+    @property
+    def label(self) -> str:
+        if self.name == "standard":
+            return f"standard ({self.summary})"
+        return f"{self.name} (lighter than standard: {self.summary})"
+
+
+_PAPER_PLAN = (
+    Planned("fgsm", "fgsm", {}, "surrogate", judge="own"),
+    Planned("bim", "bim", {"steps": 40, "step_size": 0.01}, "reference", judge="own"),
+    Planned("pgd", "pgd", {"steps": 40, "step_size": 0.01, "random_start": True,
+                           "restarts": 1}, "surrogate", judge="own"),
+    Planned("cw", "cw", {"steps": 50, "lr": 0.1, "initial_const": 10.0}, "reference",
+            judge="own"),
+)
+
+
+def _adaptive_plan(pgd_steps: int, restarts: int, apgd_steps: int, targeted: bool,
+                   square_queries: int, members_everywhere: bool,
+                   member_pgd_steps: int | None = None) -> tuple[Planned, ...]:
+    """PGD first on everything (aimed at the ensemble and at each member: the transfer
+    sources), then AutoAttack's components in cascade on what is still robust."""
+    more = members_everywhere
+    member_params = {"steps": member_pgd_steps} if member_pgd_steps else {}
+    plan = [Planned("pgd", "pgd", {"steps": pgd_steps, "rel_step": 0.25, "step_size": None,
+                                   "random_start": True, "restarts": restarts},
+                    member_params=member_params),
+            Planned("apgd-ce", "apgd-ce", {"steps": apgd_steps, "restarts": 1}, members=more,
+                    cascade=True)]
+    if targeted:
+        plan += [Planned("apgd-t", "apgd-t", {"steps": apgd_steps, "restarts": 1},
+                         members=more, cascade=True),
+                 Planned("fab-t", "fab-t", {"steps": apgd_steps, "restarts": 1}, members=more,
+                         cascade=True)]
+    plan.append(Planned("square", "square", {"n_queries": square_queries, "restarts": 1},
+                        members=more, cascade=True))
+    return tuple(plan)
+
+
+CONFIGS: dict[tuple[str, str], Config] = {
+    ("paper", "standard"): Config(
+        "paper", "standard", "FGSM, BIM-40, PGD-40, CW-L2-50 with the paper's parameters",
+        1000, _PAPER_PLAN, pool="aimed"),
+    ("paper", "quick"): Config(
+        "paper", "quick", "the same attacks on 300 images instead of 1000",
+        300, _PAPER_PLAN, pool="aimed"),
+    ("adaptive", "standard"): Config(
+        "adaptive", "standard",
+        "PGD-100 x5 restarts, AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square 5000 "
+        "queries), transfer from each member",
+        1000, _adaptive_plan(100, 5, 100, True, 5000, True), pool="all",
+        checks={"n": 200, "large_eps": 0.5, "large_eps_steps": 50, "more_steps_factor": 2}),
+    ("adaptive", "quick"): Config(
+        "adaptive", "quick",
+        "300 images, PGD-50 x1 on the ensemble, PGD-20 on each member (transfer), APGD-CE-50 "
+        "and Square 300 queries on the ensemble only; no APGD-T, no FAB-T",
+        300, _adaptive_plan(50, 1, 50, False, 300, False, member_pgd_steps=20), pool="all",
+        checks={"n": 32, "large_eps": 0.5, "large_eps_steps": 10, "more_steps_factor": 2}),
+}
+CONFIG_NAMES = ("standard", "quick")
+
+
+def get_config(protocol: str, name: str) -> Config:
+    if protocol not in PROTOCOLS:
+        raise AttackError(f"unknown protocol {protocol!r}; choose one of "
+                          f"{', '.join(PROTOCOLS)} (or 'both')")
+    if (protocol, name) not in CONFIGS:
+        raise AttackError(f"unknown configuration {name!r}; choose one of "
+                          f"{', '.join(CONFIG_NAMES)}")
+    return CONFIGS[(protocol, name)]
+
+
+def select_attacks(configs: list[Config], names: list[str] | None
+                   ) -> list[tuple[Planned, ...]]:
+    """The plan of each config restricted to ``names`` (every name must belong to at least
+    one of the protocols, and every protocol must keep at least one attack)."""
+    if not names:
+        return [c.plan for c in configs]
+    from edgempir.attacks import REGISTRY, canonical_name
+
+    wanted = [canonical_name(n) for n in names if n.strip()]
+    plans = []
+    for n in wanted:
+        if not any(n == p.name for c in configs for p in c.plan):
+            known = sorted({p.name for c in configs for p in c.plan})
+            where = "" if n in REGISTRY else f"; registered attacks: {', '.join(REGISTRY)}"
+            protos = " and ".join(c.protocol for c in configs)
+            raise AttackError(f"unknown attack {n!r} for protocol {protos}; choose from "
+                              f"{', '.join(known)}{where}")
+    for config in configs:
+        plan = tuple(p for p in config.plan if p.name in wanted)
+        if not plan:
+            raise AttackError(f"none of the attacks {', '.join(wanted)} is part of protocol "
+                              f"{config.protocol}; its attacks are "
+                              f"{', '.join(p.name for p in config.plan)}")
+        plans.append(plan)
+    return plans
+
+
+def parse_eps_list(text: str | None, dataset: str) -> list[float]:
+    """``"0.05,0.1"``, ``"8/255"``; None -> the data set's default eps."""
+    if text is None or not str(text).strip():
+        return [DEFAULT_EPS.get(dataset, 0.1)]
+    values = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "/" in part:
+                num, den = part.split("/", 1)
+                value = float(num) / float(den)
+            else:
+                value = float(part)
+        except (ValueError, ZeroDivisionError):
+            raise AttackError(f"eps {part!r} is not a number; give e.g. 0.1, 8/255 or a "
+                              "comma-separated list 0.05,0.1,0.2") from None
+        values.append(check_eps(value, "Linf"))
+    if not values:
+        raise AttackError("--eps is empty; give e.g. 0.1 or 0.05,0.1,0.2")
+    return list(dict.fromkeys(values))
+
+
+def choose_subset(n_test: int, n: int, seed: int) -> np.ndarray:
+    """Sorted test-set indices: ``n`` drawn without replacement by ``default_rng(seed)``."""
+    if n <= 0:
+        raise AttackError(f"--n {n}: need at least one test image")
+    if n >= n_test:
+        return np.arange(n_test, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_test, size=n, replace=False)).astype(np.int64)
+
+
+SUBSET_HOW = ("numpy.sort(numpy.random.default_rng(seed).choice(n_test, n, replace=False)) "
+              "over the data set's test split (all of it, in order, when n >= n_test)")
+
+
+# ------------------------------------------------------------------ the evaluation
+@dataclass
+class Job:
+    """One attack run: ``attack`` aimed at ``source`` (``surrogate`` or ``m<i>``)."""
+
+    planned: Planned
+    source: str
+    aims: list[str]               # targets whose figure this run gives: "ensemble", "m0", ...
+
+    @property
+    def key(self) -> str:
+        return f"{self.planned.name}@{self.source}"
+
+
+def _jobs(plan: tuple[Planned, ...], n_members: int, reference: int) -> list[Job]:
+    jobs: list[Job] = []
+    for p in plan:
+        ens_source = "surrogate" if p.ensemble_source == "surrogate" else f"m{reference}"
+        by_source: dict[str, Job] = {ens_source: Job(p, ens_source, ["ensemble"])}
+        if p.members:
+            for i in range(n_members):
+                src = f"m{i}"
+                if src in by_source:
+                    by_source[src].aims.append(src)
+                else:
+                    by_source[src] = Job(p, src, [src])
+        jobs.extend(by_source.values())
+    return jobs
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _eps_tag(eps: float | None) -> str:
+    return "unbounded" if eps is None else f"eps-{eps:.6g}".replace("/", "_")
+
+
+class Evaluator:
+    """Runs one protocol/config on one subset; the state that attacks and scoring share."""
+
+    def __init__(self, ens, x, y, indices, config: Config, plan, *, seed: int,
+                 batch_size: int, partial_dir: Path, run_fingerprint: str,
+                 progress: bool = True):
+        import torch
+
+        self.torch = torch
+        self.ens = ens
+        self.surrogate = ens.surrogate().eval()
+        self.x = x
+        self.y = y
+        self.indices = indices
+        self.config = config
+        self.plan = plan
+        self.seed = seed
+        self.batch_size = batch_size
+        self.partial_dir = partial_dir
+        self.run_fingerprint = run_fingerprint
+        self.progress = progress
+        self.n_members = len(ens.members)
+        self.targets = ["ensemble"] + [f"m{i}" for i in range(self.n_members)]
+        self.jobs = _jobs(plan, self.n_members, ens.reference)
+        self.subset_digest = hashlib.sha256(indices.astype(np.int64).tobytes()).hexdigest()
+        self.attack_seconds = 0.0
+        self.last_sets: dict[str, dict] = {}
+
+    # ---------------------------------------------------------------- models and decisions
+    def source_model(self, source: str):
+        return self.surrogate if source == "surrogate" else self.ens.members[int(source[1:])]
+
+    def decide_fn(self, job: Job) -> Callable | None:
+        if job.planned.judge == "own" or job.source != "surrogate":
+            return None  # the attacked model's own argmax (a member alone; paper's rules)
+        ens = self.ens
+
+        def decide(xb):
+            with self.torch.no_grad():
+                return ens(xb).argmax(dim=1)
+        return decide
+
+    def score(self, x_adv) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions [targets, n] (ensemble with its real combiner, then members) and the
+        surrogate's probability of the true class (to rank failed attempts)."""
+        from edgempir.ensemble import combine
+
+        torch = self.torch
+        preds, p_true = [], []
+        with torch.no_grad():
+            for s in range(0, len(x_adv), self.batch_size):
+                xb = x_adv[s:s + self.batch_size]
+                logits = self.ens.member_logits(xb)
+                decision = combine(logits, self.ens.combiner, self.ens.reference).argmax(1)
+                preds.append(torch.cat([decision[None], logits.argmax(dim=2)]).numpy())
+                probs = logits.softmax(dim=2).mean(dim=0)
+                yb = self.y[s:s + self.batch_size]
+                p_true.append(probs.gather(1, yb[:, None])[:, 0].numpy())
+        return np.concatenate(preds, axis=1), np.concatenate(p_true)
+
+    # ---------------------------------------------------------------- one attack run
+    def run_job(self, job: Job, eps: float | None, mask: np.ndarray):
+        """x_adv for every sample (the input itself where ``mask`` is False), resumable."""
+        from edgempir.attacks import make_attack
+
+        torch = self.torch
+        p = job.planned
+        attack = make_attack(p.attack, eps=eps, seed=self.seed, **p.params_for(job.source))
+        fingerprint = _digest({"run": self.run_fingerprint, "subset": self.subset_digest,
+                               "attack": attack.describe(), "source": job.source,
+                               "judge": p.judge, "mask": hashlib.sha256(
+                                   mask.tobytes()).hexdigest(), "batch": self.batch_size})
+        path = self.partial_dir / _eps_tag(eps) / f"{job.key}.npz"
+        cached = _load_partial(path, fingerprint)
+        if cached is not None:
+            x_adv_rows, seconds = cached
+        else:
+            model = self.source_model(job.source)
+            decide = self.decide_fn(job)
+            rows = np.flatnonzero(mask)
+            out = []
+            t0 = time.perf_counter()
+            bar = _bar(len(rows), f"{self.config.protocol} {_eps_label(eps)} {p.name} -> "
+                       f"{_source_label(job.source, self.ens)}", self.progress)
+            # query-only attacks pay Python overhead per query, not per image: one big batch
+            step = self.batch_size if attack.white_box else max(self.batch_size, 2000)
+            for s in range(0, len(rows), step):
+                idx = torch.from_numpy(rows[s:s + step])
+                out.append(attack(model, self.x[idx], self.y[idx], decide=decide))
+                bar.update(len(idx))
+            bar.close()
+            seconds = time.perf_counter() - t0
+            shape = (0,) + tuple(self.x.shape[1:])
+            x_adv_rows = (torch.cat(out).numpy() if out else np.zeros(shape, np.float32))
+            _save_partial(path, fingerprint, x_adv_rows, seconds)
+        self.attack_seconds += seconds
+        x_adv = self.x.clone()
+        if mask.any():
+            x_adv[torch.from_numpy(np.flatnonzero(mask))] = torch.from_numpy(x_adv_rows)
+        return x_adv, seconds
+
+    # ---------------------------------------------------------------- one eps
+    def evaluate_eps(self, eps: float, clean_pred: np.ndarray, keep_examples: bool,
+                     unbounded_cache: dict) -> dict:
+        y = self.y.numpy()
+        clean_ok = clean_pred == y[None]
+        worst = WorstCase(clean_ok, self.config.pool)
+        records: dict[str, dict] = {}
+        per_set: dict[str, dict] = {}
+        chosen = _Chooser(self.x.numpy(), clean_ok[0]) if keep_examples else None
+        for job in self.jobs:
+            p = job.planned
+            rows = [self.targets.index(t) for t in job.aims]
+            mask = worst.still_robust(rows) if p.cascade else np.ones(len(y), dtype=bool)
+            if not p.bounded and job.key in unbounded_cache:
+                x_adv, preds, p_true = unbounded_cache[job.key]
+            else:
+                x_adv, _ = self.run_job(job, eps if p.bounded else None, mask)
+                preds, p_true = self.score(x_adv)
+                if not p.bounded:  # CW-L2 ignores eps: run once, reuse at every eps
+                    unbounded_cache[job.key] = (x_adv, preds, p_true)
+            ok = preds == y[None]
+            values = worst.add(ok, rows, cascade=p.cascade, bounded=p.bounded)
+            for t, r in zip(job.aims, rows):
+                rec = records.setdefault(p.name, {"_n_attacked": {}})
+                rec[t] = values[r]
+                rec["_n_attacked"][t] = int(mask.sum())
+            per_set[job.key] = {"ok": ok, "source": job.source}
+            if job.key == "pgd@surrogate":  # the more-steps check continues from these
+                per_set[job.key]["x_adv"] = x_adv.numpy()
+            if chosen is not None and p.bounded and (self.config.pool == "all"
+                                                     or "ensemble" in job.aims):
+                chosen.offer(x_adv.numpy(), ok[0], p_true)
+        robust = worst.robust
+        self.last_sets = per_set
+        result = {"eps": eps, "clean": _fig(clean_ok.mean(axis=1)), "attacks": {},
+                  "worst_case": _fig(robust.mean(axis=1))}
+        for p in self.plan:
+            rec = records.get(p.name, {})
+            entry = {"ensemble": rec.get("ensemble"),
+                     "members": [rec.get(f"m{i}") for i in range(self.n_members)],
+                     "mode": "cascade" if p.cascade else "all",
+                     "norm": "Linf" if p.bounded else "L2",
+                     "eps": eps if p.bounded else None,
+                     "gradients": _gradients_label(p, self.ens),
+                     "n_attacked": rec.get("_n_attacked", {})}
+            if not p.bounded:
+                entry["in_worst_case"] = False
+            result["attacks"][p.name] = entry
+        if self.config.protocol == "adaptive":
+            for i in range(self.n_members):
+                key = f"pgd@m{i}"
+                if key in per_set:
+                    ok = per_set[key]["ok"]
+                    result["attacks"][f"transfer-m{i}"] = {
+                        "ensemble": float(ok[0].mean()),
+                        "members": [float(v) for v in ok[1:].mean(axis=1)],
+                        "mode": "all", "norm": "Linf", "eps": eps,
+                        "gradients": f"member {i} ({self.ens.specs[i]}) alone, PGD; "
+                                     "scored on the ensemble (transfer)",
+                        "n_attacked": {"ensemble": len(y)}}
+        if self.config.protocol == "paper":
+            linf = [n for n, e in result["attacks"].items()]
+            result["mean_of_attacks"] = {
+                "ensemble": _mean([result["attacks"][n]["ensemble"] for n in linf]),
+                "members": [_mean([result["attacks"][n]["members"][i] for n in linf])
+                            for i in range(self.n_members)],
+                "over": linf}
+        result["worst_case"]["over"] = self.worst_case_over()
+        if chosen is not None:
+            result["_examples"] = chosen.result()
+            result["_robust"] = robust
+        return result
+
+    def worst_case_over(self) -> str:
+        names = [p.name for p in self.plan if p.bounded]
+        if self.config.pool == "all":
+            extra = ", transfer from each member" if any(p.name == "pgd" for p in self.plan) \
+                else ""
+            return (f"per sample, every L-inf example found ({', '.join(names)}{extra}; "
+                    "those aimed at members included) and the clean input")
+        return (f"per sample, the clean input and the L-inf attacks aimed at this model "
+                f"({', '.join(names)}); CW-L2 is reported apart (other norm)")
+
+
+def _fig(values) -> dict:
+    values = [float(v) for v in values]
+    return {"ensemble": values[0], "members": values[1:]}
+
+
+def _mean(values):
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def _eps_label(eps: float | None) -> str:
+    return "unbounded" if eps is None else f"eps={eps:.4g}"
+
+
+def _source_label(source: str, ens) -> str:
+    if source == "surrogate":
+        return "ensemble (mean-softmax surrogate)"
+    i = int(source[1:])
+    return f"member {i} ({ens.specs[i]})"
+
+
+def _gradients_label(p: Planned, ens) -> str:
+    if p.ensemble_source == "reference":
+        i = ens.reference
+        ens_part = f"ensemble: member {i} ({ens.specs[i]}) alone, as the reference code did"
+    elif p.attack == "square":
+        ens_part = "ensemble: queries to the mean-softmax surrogate (no gradients)"
+    else:
+        ens_part = "ensemble: mean-softmax surrogate through the straight-through quantizers"
+    return ens_part + ("; members: each member alone" if p.members else "")
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False,
+                dynamic_ncols=True)
+
+
+class WorstCase:
+    """Per-sample worst case for every target (row 0 the ensemble, then the members).
+
+    A sample counts as robust for a target only while the target is right on the clean
+    input and on every example set added so far: ``pool="all"`` takes every L-inf set for
+    every target (adaptive: any example in the ball is a valid attack, whoever it was
+    crafted on); ``pool="aimed"`` only the sets aimed at that target (paper). Unbounded
+    (L2) sets never enter an L-inf worst case.
+    """
+
+    def __init__(self, clean_ok: np.ndarray, pool: str):
+        if pool not in ("all", "aimed"):
+            raise ValueError(f"pool {pool!r}")
+        self.robust = np.array(clean_ok, dtype=bool, copy=True)   # [targets, n]
+        self.pool = pool
+
+    def still_robust(self, rows: list[int]) -> np.ndarray:
+        """Samples on which any of ``rows`` has not been broken yet (a cascade's mask)."""
+        return self.robust[rows].any(axis=0)
+
+    def add(self, ok: np.ndarray, rows: list[int], *, cascade: bool, bounded: bool = True
+            ) -> dict[int, float]:
+        """Add one example set (``ok``: [targets, n] correctness); return, for the aimed rows,
+        the attack's figure: its own accuracy, or for a cascade the robust accuracy after it."""
+        values = {r: float((self.robust[r] & ok[r]).mean() if cascade else ok[r].mean())
+                  for r in rows}
+        if bounded:
+            if self.pool == "all":
+                self.robust &= ok
+            else:
+                for r in rows:
+                    self.robust[r] &= ok[r]
+        return values
+
+    def accuracy(self) -> np.ndarray:
+        return self.robust.mean(axis=1)
+
+
+class _Chooser:
+    """Per sample: the first example that fools the ensemble (the clean input when it is
+    already misclassified), else the strongest attempt (lowest mean-softmax probability of
+    the true class)."""
+
+    def __init__(self, x: np.ndarray, clean_ok: np.ndarray):
+        self.x = x.copy()
+        self.fooled = ~np.asarray(clean_ok, dtype=bool)
+        self.p_true = np.full(len(clean_ok), np.inf)
+
+    def offer(self, x_adv: np.ndarray, ens_ok: np.ndarray, p_true: np.ndarray) -> None:
+        fooled_now = ~ens_ok & ~self.fooled
+        weaker = ~self.fooled & ens_ok & (p_true < self.p_true)
+        take = fooled_now | weaker
+        self.x[take] = x_adv[take]
+        self.p_true[take] = p_true[take]
+        self.fooled |= fooled_now
+
+    def result(self) -> np.ndarray:
+        return self.x
+
+
+# ------------------------------------------------------------------ partial results
+def _load_partial(path: Path, fingerprint: str):
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["fingerprint"]) != fingerprint:
+                return None
+            return z["x_adv"].astype(np.float32), float(z["seconds"])
+    except (OSError, KeyError, ValueError, EOFError):
+        return None
+
+
+def _save_partial(path: Path, fingerprint: str, x_adv: np.ndarray, seconds: float) -> None:
+    import io
+
+    from edgempir.fsutil import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(buf, x_adv=np.ascontiguousarray(x_adv, dtype=np.float32),
+             fingerprint=np.array(fingerprint), seconds=np.array(seconds))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# ------------------------------------------------------------------ masking checks
+CHECK_DOCS = {
+    "zero-gradients": f"{DOC}#zero-gradients",
+    "square-beats-white-box": f"{DOC}#square-beats-white-box",
+    "large-eps-not-zero": f"{DOC}#large-eps-not-zero",
+    "more-steps-lower": f"{DOC}#more-steps-lower",
+}
+# thresholds, documented in docs/EVAL.md
+ZERO_GRAD_MAX_FRACTION = 0.01     # of the samples
+SQUARE_MARGIN = 0.002             # AutoAttack's checks.py
+LARGE_EPS_MAX_ACCURACY = 0.05
+MORE_STEPS_MARGIN = 0.02
+
+
+def _check(check_id: str, passed: bool | None, detail: str, value=None) -> dict:
+    return {"id": check_id, "passed": passed, "detail": detail, "doc": CHECK_DOCS[check_id],
+            "value": value}
+
+
+def masking_checks(ev: Evaluator, eps: float, first: dict, settings: dict) -> list[dict]:
+    torch = ev.torch
+    n = min(int(settings["n"]), len(ev.y))
+    xs, ys = ev.x[:n], ev.y[:n]
+    checks = []
+
+    # 1. zero gradients through the surrogate at the clean inputs
+    from edgempir.attacks.base import frozen
+    from edgempir.attacks.pgd import input_gradient
+
+    with frozen(ev.surrogate):
+        grads = torch.cat([input_gradient(ev.surrogate, xs[s:s + ev.batch_size],
+                                          ys[s:s + ev.batch_size])
+                           for s in range(0, n, ev.batch_size)])
+    zero_samples = int((grads.flatten(1).abs().sum(dim=1) == 0).sum())
+    zero_entries = float((grads == 0).float().mean())
+    frac = zero_samples / max(n, 1)
+    checks.append(_check(
+        "zero-gradients", frac <= ZERO_GRAD_MAX_FRACTION,
+        f"{zero_samples} of {n} clean inputs ({100 * frac:.1f}%) have an all-zero input "
+        f"gradient through the mean-softmax surrogate ({100 * zero_entries:.1f}% of all "
+        f"gradient entries are zero); limit {100 * ZERO_GRAD_MAX_FRACTION:.0f}% of inputs",
+        frac))
+
+    # 2. the query-only Square beats the white-box attacks (cumulative, AutoAttack's rule)
+    attacks = first["attacks"]
+    if "square" in attacks and attacks["square"]["ensemble"] is not None:
+        white = [a["ensemble"] for name, a in attacks.items()
+                 if name in {p.name for p in ev.plan if p.name != "square"}
+                 and a["ensemble"] is not None]
+        if white:
+            best_white = min(white)
+            gain = best_white - attacks["square"]["ensemble"]
+            margin = max(SQUARE_MARGIN, 1.5 / len(ev.y))
+            checks.append(_check(
+                "square-beats-white-box", gain <= margin,
+                f"Square (queries only) lowered the ensemble's robust accuracy from "
+                f"{100 * best_white:.2f}% (after the white-box attacks and transfer) to "
+                f"{100 * attacks['square']['ensemble']:.2f}%; allowed drop "
+                f"{100 * margin:.2f} points", gain))
+    else:
+        checks.append(_check("square-beats-white-box", None,
+                             "not run: square is not part of this evaluation"))
+
+    # 3. a very large eps must bring the ensemble near 0%
+    from edgempir.attacks import make_attack
+
+    big = float(settings["large_eps"])
+    attack = make_attack("pgd", eps=big, seed=ev.seed, steps=int(settings["large_eps_steps"]),
+                         rel_step=0.1, restarts=1)
+
+    def craft_big(xb, yb, sl):
+        return attack(ev.surrogate, xb, yb)
+
+    acc_big = float(_attacked_ok(ev, craft_big, xs, ys, f"check large-eps eps={big:g} pgd",
+                                 attack.describe()).mean())
+    checks.append(_check(
+        "large-eps-not-zero", acc_big <= LARGE_EPS_MAX_ACCURACY,
+        f"PGD-{settings['large_eps_steps']} at eps {big:g} leaves the ensemble (vote) "
+        f"{100 * acc_big:.2f}% accurate on {n} images; expected <= "
+        f"{100 * LARGE_EPS_MAX_ACCURACY:.0f}%", acc_big))
+
+    # 4. more PGD steps must not keep lowering the accuracy: continue the configured PGD
+    # from where it stopped for (factor - 1) x its steps and count the newly broken samples
+    pgd = next((p for p in ev.plan if p.name == "pgd"), None)
+    pgd_set = ev.last_sets.get("pgd@surrogate")
+    if pgd is not None and pgd_set is not None:
+        from edgempir.attacks.pgd import sign_gradient_ascent
+
+        k = int(pgd.params["steps"])
+        extra = k * (int(settings["more_steps_factor"]) - 1)
+        step = (float(pgd.params["step_size"]) if pgd.params.get("step_size") is not None
+                else float(pgd.params.get("rel_step", 0.25)) * eps)
+        start = torch.from_numpy(pgd_set["x_adv"][:n])
+
+        def craft(xb, yb, sl):
+            with frozen(ev.surrogate):
+                return sign_gradient_ascent(ev.surrogate, xb, yb, eps, step, extra,
+                                            start=start[sl].clone())
+
+        ok_long = _attacked_ok(ev, craft, xs, ys, f"check more-steps eps={eps:g} pgd+{extra}",
+                               {"eps": eps, "extra": extra, "step": step,
+                                "start": hashlib.sha256(start.numpy().tobytes()).hexdigest()})
+        ok_short = pgd_set["ok"][0][:n]
+        newly = int((ok_short & ~ok_long).sum())
+        drop = newly / max(n, 1)
+        margin = max(MORE_STEPS_MARGIN, 1.5 / max(n, 1))
+        checks.append(_check(
+            "more-steps-lower", drop <= margin,
+            f"continuing the configured PGD-{k} x{pgd.params['restarts']} for {extra} more "
+            f"steps broke the ensemble (vote) on {newly} more of {n} images "
+            f"({100 * drop:.2f} points; {100 * ok_short.mean():.2f}% -> "
+            f"{100 * (ok_short & ok_long).mean():.2f}%); allowed {100 * margin:.1f} points",
+            drop))
+    else:
+        checks.append(_check("more-steps-lower", None,
+                             "not run: pgd is not part of this evaluation"))
+    return checks
+
+
+def _attacked_ok(ev: Evaluator, craft, xs, ys, desc: str, what: dict) -> np.ndarray:
+    """Per-sample correctness of the ensemble's real decision on ``craft``'s examples
+    (``craft(x_batch, y_batch, slice)``); the examples are kept for resume."""
+    torch = ev.torch
+    fingerprint = _digest({"run": ev.run_fingerprint, "subset": ev.subset_digest, "n": len(ys),
+                           "batch": ev.batch_size, "seed": ev.seed, "what": what})
+    path = ev.partial_dir / "checks" / f"{_digest(desc)[:16]}.npz"
+    cached = _load_partial(path, fingerprint)
+    if cached is None:
+        t0 = time.perf_counter()
+        bar = _bar(len(ys), f"{ev.config.protocol} {desc}", ev.progress)
+        out = []
+        for s in range(0, len(ys), ev.batch_size):
+            sl = slice(s, s + ev.batch_size)
+            out.append(craft(xs[sl], ys[sl], sl).detach())
+            bar.update(len(out[-1]))
+        bar.close()
+        x_adv = torch.cat(out).numpy()
+        _save_partial(path, fingerprint, x_adv, time.perf_counter() - t0)
+    else:
+        x_adv = cached[0]
+    with torch.no_grad():
+        pred = torch.cat([ev.ens(torch.from_numpy(x_adv[s:s + ev.batch_size])).argmax(1)
+                          for s in range(0, len(x_adv), ev.batch_size)])
+    return (pred == ys).numpy()
+
+
+# ------------------------------------------------------------------ entry point
+def versions() -> dict:
+    import brevitas
+    import torch
+
+    import edgempir
+
+    out = {"edgempir": edgempir.__version__, "python": platform.python_version(),
+           "torch": torch.__version__, "brevitas": brevitas.__version__,
+           "numpy": np.__version__}
+    try:
+        import torchattacks
+
+        out["torchattacks"] = torchattacks.__version__
+    except ImportError:  # pragma: no cover
+        out["torchattacks"] = None
+    return out
+
+
+@dataclass
+class EvalResult:
+    reports: dict[str, dict]      # protocol -> report
+    files: list[Path]
+
+
+def evaluate(run_dir: str | os.PathLike, protocols: list[str] | tuple[str, ...] = ("adaptive",),
+             config: str = "standard", attacks: list[str] | None = None,
+             eps: str | list[float] | None = None, n: int | None = None, seed: int = 0,
+             batch_size: int = 250, data_dir: str | None = None, force: bool = False,
+             progress: bool = True, echo: Callable[[str], None] = lambda s: None,
+             overrides: dict[str, dict] | None = None, threads: int | None = 1
+             ) -> EvalResult:
+    """Evaluate a run directory; write reports, adversarial sets and the plot under eval/.
+
+    ``overrides`` (Python API only, e.g. ``{"pgd": {"steps": 5}}``) changes attack
+    parameters; the report records them and its ``config_label`` says so.
+
+    ``threads``: torch intra-op threads (default 1). Attack batches are small and Brevitas
+    adds Python overhead per layer, so a second thread gains little on an idle 2-core
+    machine, and on a busy one OpenMP's spinning threads made PGD 3-20x slower (measured).
+    """
+    import torch
+
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        return _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size,
+                         data_dir, force, progress, echo, overrides)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, data_dir, force,
+              progress, echo, overrides) -> EvalResult:
+    import torch
+
+    from edgempir.calib import write_set
+    from edgempir.data import load_dataset, to_float
+    from edgempir.fsutil import atomic_write_json, atomic_write_text, sha256_file
+    from edgempir.report import accuracy_plot, eval_tables
+    from edgempir.rundir import load_run
+
+    run = Path(run_dir)
+    # validate everything cheap before loading anything heavy
+    configs = [get_config(p, config) for p in protocols]
+    plans = select_attacks(configs, attacks)
+    if overrides:
+        import dataclasses
+
+        plans = [tuple(dataclasses.replace(p, params={**p.params, **overrides[p.name]})
+                       if p.name in overrides else p for p in plan) for plan in plans]
+    if batch_size < 1:
+        raise AttackError(f"--batch-size {batch_size}: must be at least 1")
+    ens = load_run(run)
+    manifest = ens.manifest
+    dataset = manifest["dataset"]["name"]
+    eps_list = eps if isinstance(eps, list) else parse_eps_list(eps, dataset)
+    eps_list = [check_eps(e) for e in eps_list]
+    ds = load_dataset(dataset, data_dir)
+    if tuple(ds.input_shape) != tuple(manifest["dataset"]["input_shape"]):
+        from edgempir.errors import DataError
+
+        raise DataError(f"{dataset} at {ds.source} has images {list(ds.input_shape)} but the "
+                        f"run was trained on {manifest['dataset']['input_shape']}; point "
+                        "--data-dir at the data the run was trained on")
+    run_fingerprint = _digest({"manifest": sha256_file(run / "manifest.json"),
+                               "members": [sha256_file(run / m["file"])
+                                           for m in manifest["members"]]})
+    eval_dir = run / "eval"
+    files: list[Path] = []
+    reports: dict[str, dict] = {}
+    for cfg, plan in zip(configs, plans):
+        t0 = time.perf_counter()
+        n_images = int(n if n is not None else cfg.n)
+        indices = choose_subset(len(ds.y_test), n_images, seed)
+        x = torch.from_numpy(to_float(ds.x_test[indices]))
+        y = torch.from_numpy(ds.y_test[indices].astype(np.int64))
+        partial_dir = eval_dir / "partial" / f"{cfg.protocol}-{cfg.name}"
+        if force and partial_dir.exists():
+            shutil.rmtree(partial_dir)
+        ev = Evaluator(ens, x, y, indices, cfg, plan, seed=seed, batch_size=batch_size,
+                       partial_dir=partial_dir, run_fingerprint=run_fingerprint,
+                       progress=progress)
+        clean_pred, _ = ev.score(x)
+        unbounded: dict = {}
+        results = []
+        examples = None
+        checks: list[dict] = []
+        for k, e in enumerate(eps_list):
+            res = ev.evaluate_eps(e, clean_pred, keep_examples=(k == 0),
+                                  unbounded_cache=unbounded)
+            if k == 0:
+                examples = res.pop("_examples")
+                res.pop("_robust")
+                if cfg.checks:
+                    checks = masking_checks(ev, e, res, cfg.checks)
+            results.append(res)
+        report = {
+            "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+            "protocol": cfg.protocol, "config": cfg.name,
+            "config_label": cfg.label + (f" + parameter overrides {overrides}" if overrides
+                                         else ""),
+            "overrides": overrides or {},
+            "run": {"path": str(run), "dataset": dataset, "arch": manifest["arch"],
+                    "fingerprint": run_fingerprint},
+            "norm": "Linf", "eps": eps_list, "n_examples": int(len(indices)), "seed": seed,
+            "subset": {"split": "test", "n_test": int(len(ds.y_test)),
+                       "indices": [int(i) for i in indices],
+                       "sha256": ev.subset_digest, "how": SUBSET_HOW},
+            "combiner": ens.combiner, "reference_member": ens.reference,
+            "members": [{"index": i, **spec.to_json()} for i, spec in enumerate(ens.specs)],
+            "attacks": _attack_params(plan, ens),
+            "worst_case_over": ev.worst_case_over(),
+            "results": results,
+            "masking_checks": checks,
+            "adversarial_examples": f"adv-{cfg.protocol}.npz",
+            "versions": versions(),
+            "seconds": round(time.perf_counter() - t0, 2),
+            "attack_seconds": round(ev.attack_seconds, 2),
+        }
+        report_path = eval_dir / f"{cfg.protocol}-{cfg.name}.json"
+        atomic_write_json(report_path, report)
+        adv_path = eval_dir / f"adv-{cfg.protocol}.npz"
+        write_set(adv_path, examples, y.numpy(), index=indices.astype(np.int64),
+                  eps=np.float32(eps_list[0]), protocol=np.array(cfg.protocol),
+                  config=np.array(cfg.name))
+        files += [report_path, adv_path]
+        reports[cfg.protocol] = report
+    # the side-by-side table and the plot use every report of this config on disk
+    all_reports = dict(reports)
+    for proto in PROTOCOLS:
+        if proto not in all_reports:
+            other = eval_dir / f"{proto}-{config}.json"
+            if other.is_file():
+                try:
+                    all_reports[proto] = json.loads(other.read_text())
+                except (OSError, json.JSONDecodeError):
+                    pass
+    table = eval_tables(all_reports, manifest)
+    table_path = eval_dir / f"table-{config}.txt"
+    atomic_write_text(table_path, table + "\n")
+    plot_path = eval_dir / "acc-vs-eps.png"
+    accuracy_plot(all_reports, plot_path)
+    files += [table_path, plot_path]
+    return EvalResult(reports=reports, files=files)
+
+
+def _attack_params(plan, ens) -> dict:
+    from edgempir.attacks import make_attack
+
+    out = {}
+    for p in plan:
+        a = make_attack(p.attack, eps=0.1 if p.bounded else None, **p.params)
+        desc = a.describe()
+        for k in ("eps", "seed", "name"):
+            desc.pop(k, None)
+        out[p.name] = {"attack": p.attack, "params": desc, "mode": "cascade" if p.cascade
+                       else "all", "judge": p.judge, "gradients": _gradients_label(p, ens),
+                       "aimed_at_members": p.members}
+        if p.member_params:
+            out[p.name]["member_params"] = dict(p.member_params)
+    return out

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Install edgempir and everything it needs into .venv on a Debian-like machine (Python 3.10+,
+# no GPU needed). Idempotent: a second run only checks.
+#   bash scripts/install.sh          # the package, test tools
+#   bash scripts/install.sh --data   # also the Fashion-MNIST Debian package (apt, as root or sudo)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_data=0
+for arg in "$@"; do
+  case "$arg" in
+    --data) want_data=1 ;;
+    *) echo "install.sh: unknown option $arg (known: --data)" >&2; exit 2 ;;
+  esac
+done
+
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+  echo "install.sh: edgempir needs Python 3.10 or newer (found: $("$PY" --version 2>&1)); set PYTHON=" >&2
+  exit 2
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+
+# torch first and pinned: an unpinned torch (asked for by brevitas) pulls a multi-GB CUDA
+# build. Where no local CPU wheel is configured, TORCH_INDEX_URL can point at a CPU index.
+if ! .venv/bin/python -c 'import torch, sys; sys.exit(not torch.__version__.startswith("2.13."))' 2>/dev/null; then
+  if [ -n "${TORCH_INDEX_URL:-}" ]; then
+    "${pip[@]}" torch==2.13.0 --index-url "$TORCH_INDEX_URL"
+  else
+    "${pip[@]}" torch==2.13.0
+  fi
+fi
+# torchattacks' metadata asks for torchvision, which has no CPU build for torch 2.13 and breaks
+# at import; torchattacks itself never needs it, so it goes in without its declared needs
+# (scipy, requests, tqdm come with edgempir).
+"${pip[@]}" --no-deps torchattacks==3.5.1
+"${pip[@]}" -e ".[dev]"
+
+if [ "$want_data" = 1 ] && [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else
+    echo "install.sh: no apt-get here; put the Fashion-MNIST IDX files in a folder and set EDGEMPIR_DATA" >&2
+  fi
+fi
+.venv/bin/python -c 'import edgempir, torch, brevitas, onnxruntime; print("edgempir", edgempir.__version__, "| torch", torch.__version__, "| brevitas", brevitas.__version__, "| onnxruntime", onnxruntime.__version__)'

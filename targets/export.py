@@ -1,0 +1,316 @@
+"""``edgempir export``: a run directory (trained and evaluated) -> a bundle for one target.
+
+Steps, all inside ``OUT.tmp-<pid>`` (renamed onto OUT only when every check passed, so a
+failure or a kill leaves nothing half-written):
+
+1. profile: built-in target or the user's TOML file, checked strictly;
+2. sets: calibration (training images), clean (the test images eval attacked) and the
+   adversarial examples of eval's adaptive protocol, in calib/;
+3. members: Brevitas QCDQ export, the profile's graph passes, the profile's graph rules,
+   and the ONNX Runtime kernel check (every quantized conv/linear an integer kernel);
+4. ensemble.onnx: the members and the vote in one graph, checked the same way;
+5. validation: ONNX Runtime against PyTorch on the clean and adversarial sets, per member
+   and for the ensemble; top-1 agreement below the floor (0.995) fails the export;
+6. manifest.json with the profile, members, weight bytes, host accuracies, validation
+   figures, eval provenance and the sha256 of every file.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgempir.errors import EdgempirError, RunDirError
+from edgempir.targets import bundle as B
+from edgempir.targets.onnx_export import ExportError
+
+PROTOCOL = "adaptive"
+
+
+def default_out(run: Path, target_name: str) -> Path:
+    return Path("bundles") / f"{Path(run).resolve().name}-{target_name}"
+
+
+# ------------------------------------------------------------------ inputs
+def find_eval(run: Path, adv: dict) -> dict:
+    """The adaptive eval report that produced the adversarial set, as provenance."""
+    from edgempir.fsutil import sha256_file
+
+    eval_dir = run / "eval"
+    config = str(adv["config"]) if "config" in adv else None
+    candidates = [eval_dir / f"{PROTOCOL}-{config}.json"] if config else \
+        sorted(eval_dir.glob(f"{PROTOCOL}-*.json"), key=lambda p: p.stat().st_mtime)[::-1]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise RunDirError(f"{path} is not readable JSON ({e}); rerun 'edgempir eval "
+                              f"{run}'") from None
+        if not isinstance(report, dict) or report.get("schema") != "edgempir.eval":
+            raise RunDirError(f"{path} is not an edgempir eval report; rerun 'edgempir eval'")
+        if report.get("protocol") != PROTOCOL:
+            continue
+        headline = [{"eps": r.get("eps"), "clean": r.get("clean"),
+                     "worst_case": r.get("worst_case")}
+                    for r in report.get("results", []) if isinstance(r, dict)]
+        return {"protocol": PROTOCOL, "config": report.get("config"),
+                "eps": report.get("eps"), "norm": report.get("norm", "Linf"),
+                "adv_eps": float(np.asarray(adv["eps"]).reshape(-1)[0]) if "eps" in adv
+                else None,
+                "n_examples": report.get("n_examples"), "seed": report.get("seed"),
+                "report_file": f"eval/{path.name}", "report_sha256": sha256_file(path),
+                "adv_sha256": sha256_file(eval_dir / "adv-adaptive.npz"),
+                "report": {"results": headline,
+                           "worst_case_over": report.get("worst_case_over")}}
+    raise RunDirError(f"{run} has eval/adv-adaptive.npz but no {PROTOCOL} eval report "
+                      f"(eval/{PROTOCOL}-<config>.json); rerun 'edgempir eval {run}'")
+
+
+def check_out(out: Path, force: bool) -> None:
+    if out.exists() and not force:
+        raise EdgempirError(f"output directory {out} already exists; pass --force to replace "
+                            "it or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise EdgempirError(f"{out} exists and is not a directory; choose another --out")
+
+
+# ------------------------------------------------------------------ weight bytes
+def weight_bytes(model, spec, proto) -> dict:
+    """Weight memory of a member: at its real bit width, as stored in ONNX, and as float32."""
+    from onnx import numpy_helper
+    from torch import nn
+
+    quant = float_n = 0
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            n = m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
+            if type(m).__module__.startswith("brevitas") and not spec.is_float:
+                quant += m.weight.numel()
+                float_n += m.bias.numel() if m.bias is not None else 0
+            else:
+                float_n += n
+    params = quant + float_n
+    bits = spec.weight_bits or 32
+    stored = sum(numpy_helper.to_array(t).nbytes for t in proto.graph.initializer)
+    return {"parameters": int(params), "quantized_parameters": int(quant),
+            "true_bits": int(-(-quant * bits // 8) + 4 * float_n), "stored": int(stored),
+            "float32": int(4 * params),
+            "storage": "float32" if spec.is_float else "int8-initializers"}
+
+
+# ------------------------------------------------------------------ the export
+def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *,
+                  force: bool = False, data_dir: str | None = None, n_calib: int = 512,
+                  seed: int = 0, progress: bool = True,
+                  echo: Callable[[str], None] = lambda s: None,
+                  perturb: Callable | None = None) -> dict:
+    """Export RUN for TARGET into OUT; returns the bundle's manifest.
+
+    ``perturb`` (tests only) is applied to the PyTorch members after export and before
+    validation, to prove that a model that does not match its export is rejected.
+    """
+    import onnx
+
+    from edgempir import rundir
+    from edgempir.calib.build import build_sets, read_adversarial
+    from edgempir.data import load_dataset
+    from edgempir.fsutil import atomic_dir, sha256_file
+    from edgempir.targets import graph, onnx_export as OX
+    from edgempir.targets.profile import load_profile
+
+    t0 = time.perf_counter()
+    profile = load_profile(target)
+    run = Path(run)
+    out = Path(out) if out is not None else default_out(run, profile["name"])
+    check_out(out, force)
+    manifest = rundir.read_manifest(run)
+    if not (run / "eval").is_dir():
+        raise RunDirError(f"{run} has not been evaluated (no eval/ folder); run 'edgempir eval "
+                          f"{run}' first: the bundle carries its adversarial examples")
+    ds = manifest["dataset"]
+    input_shape = tuple(ds["input_shape"])
+    adv = read_adversarial(run, input_shape, ds["num_classes"])
+    eval_info = find_eval(run, adv)
+    ens = rundir.load_run(run)
+    specs = ens.specs
+    data = load_dataset(ds["name"], data_dir)
+    if tuple(data.input_shape) != input_shape or data.num_classes != ds["num_classes"]:
+        raise RunDirError(f"data set {ds['name']} from {data.source} has shape "
+                          f"{data.input_shape} / {data.num_classes} classes, the run was "
+                          f"trained on {list(input_shape)} / {ds['num_classes']}")
+    opset = profile["export"]["opset"]
+    passes = profile["export"]["passes"]
+    rules = profile["export"]["graph_rules"]
+    int_ops = profile["export"]["integer_kernels"]
+    ort_prof = profile.get("onnxruntime", {})
+    floor = profile["validation"]["min_agreement"]
+
+    with atomic_dir(out, replace=force) as tmp:
+        calib = build_sets(data, adv, tmp / "calib", n_calib=n_calib, seed=seed)
+        protos, members, pass_reports = [], [], []
+        bar = _bar(len(specs), f"export {profile['name']}: members", progress)
+        for i, (model, spec) in enumerate(zip(ens.members, specs)):
+            rel = B.member_relpath(i, spec.name)
+            path = tmp / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            what = f"member {i} ({spec})"
+            proto = OX.export_member(model, path, input_shape, opset)
+            proto, reports = apply_passes(proto, passes, what)
+            check_graph_rules(proto, rules, what)
+            onnx.save(proto, str(path))
+            layers = OX.expected_layers(model)
+            counts = OX.kernel_counts(path, ort_prof)
+            OX.check_integer_kernels(counts, layers, int_ops, what)
+            protos.append(proto)
+            pass_reports.append(reports)
+            members.append({
+                "index": i, **spec.to_json(), "file": rel,
+                "parameters": manifest["members"][i].get("parameters"),
+                "weight_bytes": weight_bytes(model, spec, proto),
+                "layers": layers, "optimized_ops": counts,
+                "integer_kernels": int(sum(counts.get(op, 0) for op in OX.INTEGER_OPS)),
+                "passes": reports,
+                "host_clean_accuracy_run": manifest["members"][i].get("clean_accuracy"),
+            })
+            bar.update(1)
+        bar.close()
+        ens_proto = graph.merge_ensemble(protos, ens.reference, ds["num_classes"], opset)
+        check_graph_rules(ens_proto, rules, "ensemble.onnx")
+        onnx.save(ens_proto, str(tmp / B.ENSEMBLE_FILE))
+        ens_counts = OX.kernel_counts(tmp / B.ENSEMBLE_FILE, ort_prof)
+
+        if perturb is not None:
+            perturb(ens)
+        validation, host_accuracy = validate_bundle(tmp, ens, members, calib, ort_prof, floor,
+                                                    progress)
+        fp32 = next((i for i, s in enumerate(specs) if s.is_float), None)
+        bundle_manifest = {
+            "schema": B.BUNDLE_SCHEMA, "schema_version": B.SCHEMA_VERSION,
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "target": profile["name"], "runtime": profile["runtime"], "profile": profile,
+            "input": {"name": OX.INPUT_NAME, "shape": list(input_shape), "dtype": "float32",
+                      "range": [0.0, 1.0], "batch": "dynamic", "layout": "NCHW"},
+            "outputs": {"ensemble": {graph.CLASS_IDS: "int64 [batch]",
+                                     graph.MEMBER_LOGITS: "float32 [members, batch, classes]"},
+                        "member": {OX.MEMBER_OUTPUT: "float32 [batch, classes]"}},
+            "dataset": ds["name"], "num_classes": int(ds["num_classes"]),
+            "class_names": list(ds["class_names"]),
+            "arch": manifest["arch"], "combiner": "vote",
+            "vote": "strict majority of member argmaxes, else the reference member's argmax",
+            "reference_member": int(ens.reference), "fp32_member": fp32,
+            "ensemble_file": B.ENSEMBLE_FILE, "ensemble_optimized_ops": ens_counts,
+            "members": members, "calib": calib,
+            "host_accuracy": host_accuracy,
+            "host_accuracy_how": "PyTorch ensemble (vote) on exactly calib/clean.npz and "
+                                 "calib/adv-adaptive.npz, measured by export",
+            "eval_info": eval_info, "validation": validation,
+            "source_run": {"path": str(run.resolve()), "name": run.resolve().name,
+                           "manifest_sha256": sha256_file(run / "manifest.json"),
+                           "seed": manifest.get("seed")},
+            "versions": _versions(),
+            "export_seconds": None,
+        }
+        bundle_manifest["export_seconds"] = round(time.perf_counter() - t0, 2)
+        bundle_manifest = B.write_manifest(tmp, bundle_manifest)
+    echo(f"wrote {out}")
+    return bundle_manifest
+
+
+def apply_passes(proto, passes: list[str], what: str):
+    reports = []
+    for name in passes:
+        if name == "tensorrt-qdq":
+            from edgempir.targets.tensorrt_rules import tensorrt_qdq_pass
+
+            proto, rep = tensorrt_qdq_pass(proto, what)
+            reports.append(rep.to_json())
+        else:  # profile.py only admits known passes
+            raise ExportError(f"unknown graph pass {name!r}")
+    return proto, reports
+
+
+def check_graph_rules(proto, rules: list[str], what: str) -> None:
+    for name in rules:
+        if name == "tensorrt":
+            from edgempir.targets.tensorrt_rules import enforce_rules
+
+            enforce_rules(proto, what)
+        else:
+            raise ExportError(f"unknown graph rule set {name!r}")
+
+
+def validate_bundle(root: Path, ens, members: list, calib: dict, ort_prof: dict, floor: float,
+                    progress: bool) -> tuple[dict, dict]:
+    """ONNX Runtime (member files and ensemble.onnx) against PyTorch on clean and adv sets."""
+    from edgempir.calib.npz import INPUT_NAME, LABEL_NAME, read_set
+    from edgempir.targets.onnx_export import (agreement_report, check_agreement,
+                                              torch_member_logits)
+    from edgempir.targets.onnxruntime import OrtModel
+    from edgempir.vote import vote
+
+    validation, host_accuracy = {}, {}
+    sessions = [OrtModel(root / m["file"], "member", ort_prof) for m in members]
+    ens_model = OrtModel(root / B.ENSEMBLE_FILE, "ensemble", ort_prof)
+    names = ("clean", "adv-adaptive")
+    bar = _bar(len(names), "validate: ONNX Runtime vs PyTorch", progress)
+    for name in names:
+        s = read_set(root / calib[name]["file"])
+        x, y = s[INPUT_NAME], s[LABEL_NAME]
+        ref = torch_member_logits(ens.members, x)
+        ref_ids = vote(ref, ens.reference)
+        host_accuracy[name] = float((ref_ids == y).mean())
+        files = np.stack([_batched(sess, x)[1] for sess in sessions])
+        ids, ens_logits = _batched(ens_model, x)
+        rep_files = agreement_report(ref, files, ref_ids, vote(files, ens.reference), y)
+        rep_ens = agreement_report(ref, ens_logits, ref_ids, ids, y)
+        # the vote inside the graph must be the vote of its own member outputs, exactly
+        graph_vote_ok = bool(np.array_equal(ids, vote(ens_logits, ens.reference)))
+        validation[name] = {"n": int(len(y)), "member_files": rep_files,
+                            "ensemble_graph": rep_ens, "graph_vote_matches_numpy": graph_vote_ok}
+        check_agreement(rep_files, floor, f"{name} (member files)")
+        check_agreement(rep_ens, floor, f"{name} (ensemble.onnx)")
+        if not graph_vote_ok:
+            raise ExportError("validation failed: the vote inside ensemble.onnx disagrees with "
+                              "edgempir.vote on its own member outputs")
+        bar.update(1)
+    bar.close()
+    validation["min_agreement"] = floor
+    validation["runtime"] = ens_model.info()
+    return validation, host_accuracy
+
+
+def _batched(model, x: np.ndarray, batch: int = 256):
+    ids, logits = [], []
+    for s in range(0, len(x), batch):
+        a, b = model.run(x[s:s + batch])
+        ids.append(a)
+        logits.append(b)
+    axis = 1 if logits and logits[0].ndim == 3 else 0
+    return np.concatenate(ids), np.concatenate(logits, axis=axis)
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+
+
+def _versions() -> dict:
+    import brevitas
+    import onnx
+    import onnxruntime
+    import torch
+
+    import edgempir
+
+    return {"edgempir": edgempir.__version__, "python": platform.python_version(),
+            "torch": torch.__version__, "brevitas": brevitas.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "numpy": np.__version__}

@@ -1,0 +1,217 @@
+"""Host side: Brevitas QCDQ export of each member, graph checks, and numeric validation.
+
+Why the TorchScript path (``dynamo=False``) with ``keep_initializers_as_inputs=False``:
+the dynamo exporter and Brevitas' own default keep the weights as graph inputs, which ONNX
+Runtime must treat as overridable, so it neither constant-folds them nor fuses the
+QuantizeLinear -> DequantizeLinear -> Conv pattern into QLinearConv. With weights as
+initializers the low-bit convolutions become integer kernels; :func:`kernel_counts` reads
+ONNX Runtime's optimised graph to prove it for every export.
+
+Brevitas' exporter runs two onnxoptimizer passes (extract_constant_to_initializer,
+eliminate_unused_initializer). onnxoptimizer is an optional native package that is not
+installed here; when it is missing, :func:`_onnx_passes_fallback` supplies those two passes
+written with the onnx package (they are small and exact), and refuses any other pass.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgempir.errors import EdgempirError
+
+INPUT_NAME = "input"
+MEMBER_OUTPUT = "logits"
+INTEGER_OPS = ("QLinearConv", "QGemm", "MatMulInteger", "QLinearMatMul", "ConvInteger")
+
+
+class ExportError(EdgempirError):
+    """An export that does not meet its checks (graph rules, kernels, validation)."""
+
+
+# ------------------------------------------------------------------ Brevitas export
+class _OnnxPassesFallback:
+    """The two onnxoptimizer passes Brevitas' QCDQ exporter asks for, on the onnx package."""
+
+    @staticmethod
+    def optimize(model, passes):
+        import onnx
+
+        g = model.graph
+        for p in passes:
+            if p == "extract_constant_to_initializer":
+                keep = []
+                for n in g.node:
+                    if n.op_type == "Constant" and len(n.attribute) == 1 and \
+                            n.attribute[0].name == "value":
+                        t = onnx.TensorProto()
+                        t.CopyFrom(n.attribute[0].t)
+                        t.name = n.output[0]
+                        g.initializer.append(t)
+                    else:
+                        keep.append(n)
+                del g.node[:]
+                g.node.extend(keep)
+            elif p == "eliminate_unused_initializer":
+                used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+                inits = [t for t in g.initializer if t.name in used]
+                del g.initializer[:]
+                g.initializer.extend(inits)
+                init_names = {t.name for t in g.initializer}
+                inputs = [i for i in g.input if i.name in used or i.name not in init_names]
+                del g.input[:]
+                g.input.extend(inputs)
+            else:
+                raise ExportError(f"Brevitas asked for onnxoptimizer pass {p!r}, which edgempir's "
+                                  "fallback lacks; pip install onnxoptimizer")
+        return model
+
+
+def _ensure_onnx_passes() -> None:
+    import brevitas.export.onnx.manager as manager
+
+    if getattr(manager, "opt", None) is None:
+        import onnx
+
+        manager.onnx = onnx
+        manager.opt = _OnnxPassesFallback
+
+
+def export_member(model, path: str | os.PathLike, input_shape, opset: int = 13):
+    """Export one member (eval mode) to ``path``; returns the loaded ModelProto."""
+    import onnx
+    import torch
+    from brevitas.export import export_onnx_qcdq
+
+    _ensure_onnx_passes()
+    model = model.eval()
+    example = torch.rand(2, *input_shape)
+    is_quant = any(type(m).__module__.startswith("brevitas") for m in model.modules())
+    kwargs = dict(args=example, export_path=str(path), opset_version=opset,
+                  input_names=[INPUT_NAME], output_names=[MEMBER_OUTPUT],
+                  dynamic_axes={INPUT_NAME: {0: "batch"}, MEMBER_OUTPUT: {0: "batch"}},
+                  keep_initializers_as_inputs=False, do_constant_folding=True)
+    with torch.no_grad():
+        if is_quant:
+            export_onnx_qcdq(model, dynamo=False, **kwargs)
+        else:
+            # plain torch layers: the same TorchScript exporter, without Brevitas handlers
+            kwargs.pop("export_path")
+            torch.onnx.export(model, kwargs.pop("args"), str(path), dynamo=False, **kwargs)
+    proto = onnx.load(str(path))
+    check_member_graph(proto, str(path))
+    return proto
+
+
+def check_member_graph(proto, name: str) -> None:
+    """Weights are initializers, BatchNorm is folded, one input named ``input``."""
+    inputs = [i.name for i in proto.graph.input]
+    if inputs != [INPUT_NAME]:
+        extra = [i for i in inputs if i != INPUT_NAME]
+        raise ExportError(f"{name}: graph inputs are {inputs}; weights must be initializers, "
+                          f"not inputs ({', '.join(extra[:3])}...)")
+    bn = [n.name for n in proto.graph.node if n.op_type == "BatchNormalization"]
+    if bn:
+        raise ExportError(f"{name}: BatchNormalization {bn[0]} was not folded into its "
+                          "convolution; it would block the integer kernels")
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    if not dims or dims[0].dim_param == "" :
+        raise ExportError(f"{name}: the batch dimension of {INPUT_NAME!r} is not dynamic")
+
+
+# ------------------------------------------------------------------ kernels ORT runs
+def optimized_graph(onnx_path: str | os.PathLike, ort_profile: dict | None = None):
+    """The graph ONNX Runtime runs after its optimisations, as a ModelProto."""
+    import onnx
+
+    from edgempir.targets.onnxruntime import write_optimized_graph
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "optimized.onnx"
+        write_optimized_graph(onnx_path, out, ort_profile)
+        return onnx.load(str(out))
+
+
+def kernel_counts(onnx_path: str | os.PathLike, ort_profile: dict | None = None) -> dict:
+    """Op type -> count in ONNX Runtime's optimised graph."""
+    proto = optimized_graph(onnx_path, ort_profile)
+    return dict(sorted(collections.Counter(n.op_type for n in proto.graph.node).items()))
+
+
+def expected_layers(model) -> dict:
+    """How many quantized conv/linear layers a member has, and how many float ones."""
+    from torch import nn
+
+    q = f_conv = f_lin = 0
+    for m in model.modules():
+        mod = type(m).__module__
+        if mod.startswith("brevitas") and type(m).__name__ in ("QuantConv2d", "QuantLinear",
+                                                               "QuantConv1d"):
+            q += 1
+        elif isinstance(m, nn.Conv2d) and not mod.startswith("brevitas"):
+            f_conv += 1
+        elif isinstance(m, nn.Linear) and not mod.startswith("brevitas"):
+            f_lin += 1
+    return {"quantized": q, "float_conv": f_conv, "float_linear": f_lin}
+
+
+def check_integer_kernels(counts: dict, layers: dict, integer_ops, name: str) -> None:
+    """A quantized member's conv/linear layers must all run as integer kernels."""
+    if not layers["quantized"] or not integer_ops:
+        return
+    n_int = sum(counts.get(op, 0) for op in integer_ops)
+    float_conv = counts.get("Conv", 0) + counts.get("FusedConv", 0) + counts.get("NchwcConv", 0)
+    if float_conv:
+        raise ExportError(f"{name}: ONNX Runtime runs {float_conv} float Conv in this quantized "
+                          "member (something sits between its quantizers and the convolution); "
+                          "export refuses it")
+    if n_int < layers["quantized"]:
+        raise ExportError(f"{name}: only {n_int} of {layers['quantized']} quantized conv/linear "
+                          f"layers run as integer kernels ({', '.join(integer_ops)}) in ONNX "
+                          "Runtime's optimised graph")
+
+
+# ------------------------------------------------------------------ validation
+def torch_member_logits(models, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """[M, N, C] logits of the PyTorch members on float inputs in [0, 1]."""
+    import torch
+
+    outs = []
+    with torch.no_grad():
+        for s in range(0, len(x), batch_size):
+            xb = torch.from_numpy(np.ascontiguousarray(x[s:s + batch_size], dtype=np.float32))
+            outs.append(torch.stack([m(xb) for m in models]).numpy())
+    return np.concatenate(outs, axis=1)
+
+
+def agreement_report(ref_logits: np.ndarray, ort_logits: np.ndarray, ref_ids: np.ndarray,
+                     ort_ids: np.ndarray, labels: np.ndarray | None = None) -> dict:
+    """Per-member and ensemble top-1 agreement and max |logit difference|."""
+    members = []
+    for i in range(ref_logits.shape[0]):
+        members.append({
+            "index": i,
+            "agreement": float((ref_logits[i].argmax(1) == ort_logits[i].argmax(1)).mean()),
+            "max_logit_diff": float(np.abs(ref_logits[i] - ort_logits[i]).max()),
+        })
+    report = {"n": int(ref_logits.shape[1]), "members": members,
+              "ensemble": {"agreement": float((ref_ids == ort_ids).mean())}}
+    if labels is not None:
+        report["ensemble"]["accuracy_torch"] = float((ref_ids == labels).mean())
+        report["ensemble"]["accuracy_onnx"] = float((ort_ids == labels).mean())
+    return report
+
+
+def check_agreement(report: dict, floor: float, what: str) -> None:
+    worst = [(m["agreement"], f"member {m['index']}") for m in report["members"]]
+    worst.append((report["ensemble"]["agreement"], "the ensemble"))
+    agreement, who = min(worst)
+    if agreement < floor:
+        diff = max(m["max_logit_diff"] for m in report["members"])
+        raise ExportError(f"validation failed on {what}: ONNX Runtime agrees with PyTorch on "
+                          f"{agreement:.2%} of top-1 decisions for {who} (needs >= {floor:.1%}, "
+                          f"max logit difference {diff:.3g}); the export is not what was "
+                          "evaluated, nothing was written")

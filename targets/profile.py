@@ -1,0 +1,168 @@
+"""Target profiles: TOML files that say how a bundle is exported, checked and run.
+
+A profile is data (targets/profiles/{arm,jetson,x86}.toml, or a user's file): which runtime
+runs it, which graph passes ``export`` applies and which graph rules it checks, which ONNX
+Runtime kernels must appear in the low-bit members' optimised graphs, and the runtime's
+settings. :data:`SCHEMA` below is the whole grammar: an unknown table or key, or a value
+of the wrong type, is an error naming it, so a typo never silently falls back to a default.
+
+The profile is copied in full into the bundle's manifest as JSON: the device never
+reads TOML.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgempir.errors import EdgempirError
+
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+BUILTIN = ("arm", "jetson", "x86")
+RUNTIMES = ("onnxruntime", "tensorrt")
+KNOWN_PASSES = ("tensorrt-qdq",)
+KNOWN_RULES = ("tensorrt",)
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+KNOWN_PROVIDERS_HINT = "CPUExecutionProvider, XnnpackExecutionProvider, ..."
+
+
+class ProfileError(EdgempirError):
+    """A target profile that is missing, unreadable or not valid."""
+
+
+def _str_list(v):
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# table -> key -> (check, description, default); None as table key = top level
+SCHEMA: dict[str | None, dict[str, tuple]] = {
+    None: {
+        "name": (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string", None),
+        "description": (lambda v: isinstance(v, str), "a string", ""),
+        "runtime": (lambda v: v in RUNTIMES, f"one of {', '.join(RUNTIMES)}", None),
+    },
+    "export": {
+        "opset": (lambda v: _int(v) and 13 <= v <= 21, "an integer opset 13..21", 13),
+        "passes": (lambda v: _str_list(v) and all(p in KNOWN_PASSES for p in v),
+                   f"a list of passes from: {', '.join(KNOWN_PASSES)}", []),
+        "graph_rules": (lambda v: _str_list(v) and all(r in KNOWN_RULES for r in v),
+                        f"a list of rule sets from: {', '.join(KNOWN_RULES)}", []),
+        "integer_kernels": (_str_list, "a list of ONNX op types", []),
+    },
+    "onnxruntime": {
+        "providers": (lambda v: _str_list(v) and len(v) > 0,
+                      f"a non-empty list of execution providers ({KNOWN_PROVIDERS_HINT})",
+                      ["CPUExecutionProvider"]),
+        "graph_optimization_level": (lambda v: v in OPT_LEVELS, f"one of {', '.join(OPT_LEVELS)}",
+                                     "all"),
+        "intra_op_threads": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: default)", 0),
+        "inter_op_threads": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: default)", 0),
+    },
+    "tensorrt": {
+        "versions": (lambda v: isinstance(v, list) and all(_int(x) and x in (10, 11) for x in v)
+                     and len(v) > 0, "a list of TensorRT major versions from 10, 11", [10, 11]),
+        "min_batch": (lambda v: _int(v) and v >= 1, "an integer >= 1", 1),
+        "opt_batch": (lambda v: _int(v) and v >= 1, "an integer >= 1", 1),
+        "max_batch": (lambda v: _int(v) and v >= 1, "an integer >= 1", 64),
+        "workspace_mib": (lambda v: _int(v) and v >= 16, "an integer >= 16 (MiB)", 1024),
+        "builder_optimization_level": (lambda v: _int(v) and 0 <= v <= 5, "an integer 0..5", 3),
+        "tf32": (lambda v: isinstance(v, bool), "true or false", False),
+    },
+    "validation": {
+        "min_agreement": (lambda v: _num(v) and 0.995 <= v <= 1.0,
+                          "a number in [0.995, 1] (the issue's floor is 0.995)", 0.995),
+    },
+}
+
+
+def _toml():
+    if sys.version_info >= (3, 11):
+        import tomllib
+        return tomllib
+    try:
+        import tomli
+    except ImportError:
+        raise ProfileError("reading a TOML profile on Python 3.10 needs tomli; "
+                           "pip install tomli") from None
+    return tomli
+
+
+def validate(data: Any, source: str) -> dict:
+    """Check ``data`` against :data:`SCHEMA`; return it with defaults filled in."""
+    if not isinstance(data, dict):
+        raise ProfileError(f"{source}: a profile is a TOML table")
+    out: dict = {}
+    for key, value in data.items():
+        if key in SCHEMA and key is not None:
+            if not isinstance(value, dict):
+                raise ProfileError(f"{source}: [{key}] must be a table")
+            continue
+        if key not in SCHEMA[None]:
+            tables = ", ".join(f"[{t}]" for t in SCHEMA if t)
+            raise ProfileError(f"{source}: unknown key {key!r}; top-level keys are "
+                               f"{', '.join(SCHEMA[None])} and tables {tables}")
+    for table, keys in SCHEMA.items():
+        section = data if table is None else data.get(table, {})
+        dest = out if table is None else out.setdefault(table, {})
+        for key, value in section.items():
+            if table is None and key in SCHEMA:
+                continue
+            if key not in keys:
+                raise ProfileError(f"{source}: unknown key {key!r} in [{table}]; known keys: "
+                                   f"{', '.join(keys)}")
+            check, what, _ = keys[key]
+            if not check(value):
+                where = key if table is None else f"{table}.{key}"
+                raise ProfileError(f"{source}: {where} = {value!r} is invalid; it must be {what}")
+            dest[key] = value
+        for key, (_, what, default) in keys.items():
+            if key not in dest:
+                if default is None:
+                    where = key if table is None else f"{table}.{key}"
+                    raise ProfileError(f"{source}: {where} is missing; it must be {what}")
+                dest[key] = list(default) if isinstance(default, list) else default
+    if out["runtime"] == "tensorrt" and "tensorrt" not in data:
+        raise ProfileError(f"{source}: runtime 'tensorrt' needs a [tensorrt] table")
+    if out["runtime"] != "tensorrt" and "tensorrt" in data:
+        raise ProfileError(f"{source}: [tensorrt] is only for runtime = 'tensorrt'")
+    if out["runtime"] != "tensorrt":
+        out.pop("tensorrt")
+    t = out.get("tensorrt")
+    if t and not t["min_batch"] <= t["opt_batch"] <= t["max_batch"]:
+        raise ProfileError(f"{source}: [tensorrt] needs min_batch <= opt_batch <= max_batch")
+    return out
+
+
+def load_profile(target: str | os.PathLike) -> dict:
+    """A built-in profile by name (arm, jetson, x86) or a user's TOML file by path."""
+    text = str(target)
+    if text in BUILTIN:
+        path, source = PROFILES_DIR / f"{text}.toml", f"built-in profile {text!r}"
+    elif text.endswith(".toml") or os.sep in text or Path(text).is_file():
+        path, source = Path(text), f"profile {text}"
+        if not path.is_file():
+            raise ProfileError(f"profile file {text} not found; pass a built-in target "
+                               f"({', '.join(BUILTIN)}) or the path of a TOML profile")
+    else:
+        raise ProfileError(f"unknown target {text!r}; use one of {', '.join(BUILTIN)} or the "
+                           "path of a TOML profile file")
+    try:
+        data = _toml().loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ProfileError(f"{source}: not a UTF-8 text file") from None
+    except OSError as e:
+        raise ProfileError(f"{source}: cannot read it ({e.strerror})") from None
+    except Exception as e:  # tomllib.TOMLDecodeError / tomli.TOMLDecodeError
+        raise ProfileError(f"{source}: not valid TOML ({e})") from None
+    profile = validate(data, source)
+    profile["source"] = "builtin" if text in BUILTIN else str(path)
+    return profile

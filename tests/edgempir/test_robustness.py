@@ -1,0 +1,216 @@
+"""Robustness evaluation: per-sample worst case, the vote for scoring, resume, checks."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgempir.attacks import AttackError
+from edgempir.robustness import (CONFIGS, WorstCase, choose_subset, evaluate, get_config,
+                                 parse_eps_list, select_attacks)
+
+EVAL_DOC = Path(__file__).resolve().parents[2] / "docs" / "EVAL.md"
+
+
+# ---------------------------------------------------------------- pure parts
+def test_worst_case_is_per_sample_not_per_attack():
+    clean = np.array([[1, 1, 1, 1]], dtype=bool)
+    wc = WorstCase(clean, pool="all")
+    a = wc.add(np.array([[0, 0, 1, 1]], dtype=bool), [0], cascade=False)
+    b = wc.add(np.array([[1, 1, 0, 0]], dtype=bool), [0], cascade=False)
+    # each attack alone leaves 50%; per sample, every image was broken by one of them
+    assert a[0] == 0.5 and b[0] == 0.5
+    assert wc.accuracy()[0] == 0.0
+
+
+def test_worst_case_pools_and_cascade():
+    clean = np.ones((2, 4), dtype=bool)            # ensemble, one member
+    ok = np.array([[1, 1, 1, 0], [0, 1, 1, 1]], dtype=bool)
+    aimed = WorstCase(clean, pool="aimed")
+    aimed.add(ok, [1], cascade=False)              # aimed at the member only
+    assert aimed.accuracy().tolist() == [1.0, 0.75]
+    every = WorstCase(clean, pool="all")
+    every.add(ok, [1], cascade=False)              # any example in the ball counts
+    assert every.accuracy().tolist() == [0.75, 0.75]
+    # a cascade figure is the robust accuracy after the attack (cumulative)
+    later = every.add(np.array([[0, 1, 1, 1], [1, 1, 1, 1]], dtype=bool), [0], cascade=True)
+    assert later[0] == 0.5 and every.accuracy()[0] == 0.5
+    # an L2 (unbounded) set never enters the L-inf worst case
+    every.add(np.zeros((2, 4), dtype=bool), [0, 1], cascade=False, bounded=False)
+    assert every.accuracy()[0] == 0.5
+
+
+def test_subset_is_fixed_by_the_seed():
+    a, b, c = choose_subset(10000, 100, 0), choose_subset(10000, 100, 0), choose_subset(10000, 100, 1)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert len(np.unique(a)) == 100 and np.all(np.diff(a) > 0)
+    assert np.array_equal(choose_subset(50, 100, 0), np.arange(50))
+
+
+def test_eps_parsing_and_defaults():
+    assert parse_eps_list(None, "fashion-mnist") == [0.1]
+    assert parse_eps_list(None, "mnist") == [0.3]
+    assert parse_eps_list(None, "cifar10") == [8 / 255]
+    assert parse_eps_list("0.05, 0.1,0.2", "mnist") == [0.05, 0.1, 0.2]
+    assert parse_eps_list("8/255", "mnist") == [8 / 255]
+    for bad in ("0", "-0.1", "1.5", "x", "1/0"):
+        with pytest.raises(AttackError, match="eps"):
+            parse_eps_list(bad, "mnist")
+
+
+def test_configurations_follow_the_issue():
+    paper = get_config("paper", "standard")
+    assert [p.name for p in paper.plan] == ["fgsm", "bim", "pgd", "cw"]
+    by = {p.name: p for p in paper.plan}
+    assert by["bim"].params == {"steps": 40, "step_size": 0.01}
+    assert by["pgd"].params["steps"] == 40 and by["pgd"].params["step_size"] == 0.01
+    assert by["cw"].params == {"steps": 50, "lr": 0.1, "initial_const": 10.0}
+    assert by["bim"].ensemble_source == by["cw"].ensemble_source == "reference"
+    assert by["fgsm"].ensemble_source == by["pgd"].ensemble_source == "surrogate"
+    adaptive = get_config("adaptive", "standard")
+    names = [p.name for p in adaptive.plan]
+    assert names == ["pgd", "apgd-ce", "apgd-t", "fab-t", "square"]
+    pgd = adaptive.plan[0]
+    assert pgd.params["steps"] == 100 and pgd.params["restarts"] > 1
+    assert adaptive.plan[-1].params["n_queries"] == 5000
+    quick = get_config("adaptive", "quick")
+    assert "lighter than standard" in quick.label and quick.n < adaptive.n
+    for (protocol, name), cfg in CONFIGS.items():
+        assert cfg.protocol == protocol and cfg.name == name
+
+
+def test_attack_selection_errors():
+    cfgs = [get_config("paper", "quick"), get_config("adaptive", "quick")]
+    with pytest.raises(AttackError, match="unknown attack 'deepfool'"):
+        select_attacks(cfgs, ["deepfool"])
+    with pytest.raises(AttackError, match="none of the attacks cw is part of protocol adaptive"):
+        select_attacks(cfgs, ["cw"])
+    plans = select_attacks(cfgs, ["pgd"])
+    assert [[p.name for p in plan] for plan in plans] == [["pgd"], ["pgd"]]
+    with pytest.raises(AttackError, match="unknown protocol"):
+        get_config("strong", "quick")
+
+
+# ---------------------------------------------------------------- end to end (tiny)
+def _report(run, protocol):
+    return json.loads((run / "eval" / f"{protocol}-quick.json").read_text())
+
+
+def test_report_schema_and_contract(evaluated_run):
+    run, result = evaluated_run
+    for protocol in ("paper", "adaptive"):
+        rep = _report(run, protocol)
+        assert rep == json.loads(json.dumps(result.reports[protocol]))
+        assert rep["schema"] == "edgempir.eval" and rep["schema_version"] == 1
+        assert rep["protocol"] == protocol and rep["config"] == "quick"
+        assert "overrides" in rep["config_label"]
+        assert rep["norm"] == "Linf" and rep["eps"] == [0.1, 0.3]
+        assert rep["n_examples"] == 40 and len(rep["subset"]["indices"]) == 40
+        assert rep["subset"]["indices"] == choose_subset(500, 40, 0).tolist()
+        assert rep["combiner"] == "vote"
+        assert [m["spec"] for m in rep["members"]] == ["w2a4", "w4a4", "fp32"]
+        assert rep["members"][2]["weight_bits"] == 32 and rep["members"][0]["act_bits"] == 4
+        assert {"torch", "brevitas", "torchattacks"} <= set(rep["versions"])
+        for res in rep["results"]:
+            for fig in [res["clean"], res["worst_case"], *res["attacks"].values()]:
+                vals = [fig["ensemble"], *fig["members"]]
+                assert all(v is None or 0 <= v <= 1 for v in vals)
+                assert len(fig["members"]) == 3
+            for i in range(4):
+                wc = [res["worst_case"]["ensemble"], *res["worst_case"]["members"]][i]
+                cl = [res["clean"]["ensemble"], *res["clean"]["members"]][i]
+                assert wc <= cl
+    paper = _report(run, "paper")
+    assert set(paper["results"][0]["attacks"]) == {"fgsm", "bim", "pgd", "cw"}
+    assert paper["results"][0]["attacks"]["cw"]["norm"] == "L2"
+    assert "mean_of_attacks" in paper["results"][0]
+    adaptive = _report(run, "adaptive")
+    atk = adaptive["results"][0]["attacks"]
+    assert {"pgd", "apgd-ce", "square", "transfer-m0", "transfer-m1", "transfer-m2"} <= set(atk)
+    assert atk["square"]["mode"] == "cascade"
+    # larger eps, lower (or equal) worst case
+    r = adaptive["results"]
+    assert r[1]["worst_case"]["ensemble"] <= r[0]["worst_case"]["ensemble"]
+
+
+def test_adaptive_worst_case_is_per_sample_and_scored_with_the_vote(evaluated_run,
+                                                                     vote_accuracy):
+    """The saved examples reproduce the worst case when scored with an independent vote."""
+    from edgempir.calib import read_set
+
+    run, _ = evaluated_run
+    rep = _report(run, "adaptive")
+    res = rep["results"][0]
+    adv = read_set(run / "eval" / "adv-adaptive.npz", input_shape=(1, 28, 28))
+    assert np.array_equal(adv["index"], rep["subset"]["indices"])
+    assert float(adv["eps"]) == pytest.approx(0.1)
+    x, y = adv["input"], adv["label"]
+    # every example inside the ball around its clean image, inside [0, 1]
+    from edgempir.data import load_dataset, to_float
+
+    clean = to_float(load_dataset("synthetic").x_test[adv["index"]])
+    assert np.abs(x - clean).max() <= 0.1 + 1e-6 and x.min() >= 0 and x.max() <= 1
+    # scored with the numpy vote, the chosen examples give exactly the worst case
+    assert vote_accuracy(run, x, y) == pytest.approx(res["worst_case"]["ensemble"])
+    # per sample: at most the best single attack, and the clean figure is the vote's
+    singles = [a["ensemble"] for a in res["attacks"].values() if a["ensemble"] is not None]
+    assert res["worst_case"]["ensemble"] <= min(singles)
+    assert res["clean"]["ensemble"] == pytest.approx(vote_accuracy(run, clean, y))
+
+
+def test_masking_checks_are_documented(evaluated_run):
+    run, _ = evaluated_run
+    checks = _report(run, "adaptive")["masking_checks"]
+    ids = [c["id"] for c in checks]
+    assert ids == ["zero-gradients", "square-beats-white-box", "large-eps-not-zero",
+                   "more-steps-lower"]
+    doc = EVAL_DOC.read_text()
+    anchors = {m.lower() for m in re.findall(r"^#+ .*?`?([a-z-]+)`?\s*$", doc, re.M)}
+    for c in checks:
+        assert c["passed"] in (True, False, None) and c["detail"]
+        assert c["doc"].startswith("docs/EVAL.md#")
+        assert c["doc"].split("#")[1] in anchors, f"{c['id']} has no section in docs/EVAL.md"
+    assert _report(run, "paper")["masking_checks"] == []
+
+
+def test_resume_gives_identical_results(evaluated_run, tmp_path, fast_overrides):
+    """Kill after some attacks (simulated: drop later partial results and the reports);
+    the rerun reuses what was kept and ends with identical numbers."""
+    import shutil
+
+    run, result = evaluated_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    partial = copy / "eval" / "partial" / "adaptive-quick"
+    kept = sorted(partial.rglob("pgd@*.npz"))
+    dropped = [p for p in partial.rglob("*.npz") if p not in kept]
+    for p in dropped:
+        p.unlink()
+    for p in (copy / "eval").glob("*.json"):
+        p.unlink()
+    mtimes = {p: p.stat().st_mtime_ns for p in kept}
+    again = evaluate(copy, protocols=["adaptive"], config="quick", n=40, seed=0,
+                     eps="0.1,0.3", progress=False, overrides=fast_overrides)
+    assert again.reports["adaptive"]["results"] == result.reports["adaptive"]["results"]
+    assert again.reports["adaptive"]["masking_checks"] == \
+        result.reports["adaptive"]["masking_checks"]
+    assert all(p.stat().st_mtime_ns == m for p, m in mtimes.items()), "kept results recomputed"
+
+
+def test_bad_inputs_are_clear_errors(run_copy, tmp_path):
+    from edgempir.errors import EdgempirError, RunDirError
+
+    with pytest.raises(AttackError, match="unknown attack"):
+        evaluate(run_copy, config="quick", attacks=["nope"], n=4, progress=False)
+    for bad in ("0", "1.5", "-1"):
+        with pytest.raises(AttackError, match="eps"):
+            evaluate(run_copy, config="quick", eps=bad, n=4, progress=False)
+    next((run_copy / "members").glob("*.safetensors")).unlink()
+    with pytest.raises(RunDirError, match="weights .* missing"):
+        evaluate(run_copy, config="quick", n=4, progress=False)
+    with pytest.raises(EdgempirError, match="does not exist"):
+        evaluate(tmp_path / "nowhere", config="quick", n=4, progress=False)
+    assert not (run_copy / "eval").exists(), "nothing half-written"
