@@ -35,10 +35,11 @@ Finished attacks are kept in RUN/eval/partial/: rerun the same command to resume
 @click.option("--eps", default=None,
               help="L-inf radius or comma-separated list (0.1, 8/255, 0.05,0.1,0.2) "
                    "[default: MNIST 0.3, Fashion-MNIST 0.1, CIFAR-10 8/255].")
-@click.option("--n", "n", type=int, default=None,
+@click.option("--n", "n", type=click.IntRange(min=1), default=None,
               help="Test images to attack [default: 1000 standard, 300 quick].")
 @seed_option
-@click.option("--batch-size", type=int, default=250, help="Images per attack batch.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=250,
+              help="Images per attack batch.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               envvar="EDGEMPIR_DATA", show_envvar=True,
               help="Folder with the data set's files [default: the Debian package's folder].")
@@ -56,16 +57,22 @@ def command(run_dir, protocol, config_name, attacks, eps, n, seed, batch_size, d
     member, scored with the ensemble's real combiner.
     """
     import json
+    import sys
 
     from edgempir.report import eval_tables
     from edgempir.robustness import evaluate
 
     protocols = ["paper", "adaptive"] if protocol == "both" else [protocol]
     names = [a for a in attacks.split(",") if a.strip()] if attacks else None
-    result = evaluate(run_dir, protocols=protocols, config=config_name, attacks=names,
-                      eps=eps, n=n, seed=seed, batch_size=batch_size, data_dir=data_dir,
-                      force=force, progress=not as_json, threads=threads,
-                      echo=lambda s: click.echo(s, err=True))
+    try:
+        result = evaluate(run_dir, protocols=protocols, config=config_name, attacks=names,
+                          eps=eps, n=n, seed=seed, batch_size=batch_size, data_dir=data_dir,
+                          force=force, progress=not as_json, threads=threads,
+                          echo=lambda s: click.echo(s, err=True))
+    except KeyboardInterrupt:
+        click.echo(f"Interrupted: finished attacks are kept in {run_dir}/eval/partial; rerun "
+                   "the same command to resume.", err=True)
+        sys.exit(130)
     if as_json:
         click.echo(json.dumps({"reports": result.reports,
                                "files": [str(f) for f in result.files]}, indent=2))

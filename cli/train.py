@@ -12,6 +12,7 @@ Examples:
   edgempir train --bits 2,4,32 --epochs 5 --out runs/fm-2-4-32
   edgempir train --dataset cifar10 --data-dir ~/data/cifar-10-batches-py --arch resnet8
   edgempir train --out runs/fm --resume              # continue after a kill
+  edgempir train --adv-train pgd --adv-steps 7 --out runs/fm-at   # PGD-trained members
 """
 
 
@@ -33,6 +34,20 @@ Examples:
 @click.option("--batch-size", type=click.IntRange(min=1), default=128)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
               help="Adam learning rate (cosine decay to 0).")
+@click.option("--augment", type=click.Choice(["none", "hflip"]), default=None,
+              help="Training augmentation [default: hflip for fashion-mnist and cifar10, "
+                   "none for digits].")
+@click.option("--adv-train", type=click.Choice(["none", "pgd", "trades"]), default="none",
+              help="Adversarial training of every member: Madry PGD or TRADES, through the "
+                   "straight-through quantizers.")
+@click.option("--adv-eps", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="L-inf budget for --adv-train [default: the data set's eval eps: "
+                   "0.3 MNIST, 0.1 Fashion-MNIST, 8/255 CIFAR-10].")
+@click.option("--adv-steps", type=click.IntRange(min=1), default=10, help="PGD steps per batch.")
+@click.option("--adv-step-size", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="PGD step size [default: 2.5 * eps / steps].")
+@click.option("--trades-beta", type=click.FloatRange(min=0), default=6.0,
+              help="TRADES' robustness weight.")
 @seed_option
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Torch threads [default: torch's choice].")
@@ -42,10 +57,12 @@ Examples:
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @json_option
 def train(dataset, data_dir, arch, members, bits, preset_name, combiner, epochs, batch_size, lr,
-          seed, threads, out, resume, force, as_json):
+          augment, adv_train, adv_eps, adv_steps, adv_step_size, trades_beta, seed, threads, out,
+          resume, force, as_json):
     """Train an EMPIR ensemble: one full-precision and low-bit members, one command."""
     import json
 
+    from edgempir.data import DEFAULT_AUGMENT
     from edgempir.members import resolve_members
     from edgempir.models import default_arch
     from edgempir.report import training_table
@@ -56,7 +73,9 @@ def train(dataset, data_dir, arch, members, bits, preset_name, combiner, epochs,
     cfg = TrainConfig(out=out, dataset=dataset, data_dir=data_dir,
                       arch=arch or default_arch(dataset), members=specs, epochs=epochs,
                       batch_size=batch_size, lr=lr, seed=seed, combiner=combiner,
-                      threads=threads)
+                      threads=threads, augment=augment or DEFAULT_AUGMENT.get(dataset, "none"),
+                      adv_train=adv_train, adv_eps=adv_eps, adv_steps=adv_steps,
+                      adv_step_size=adv_step_size, trades_beta=trades_beta)
     manifest = run_train(cfg, resume=resume, force=force, progress=not as_json,
                          echo=lambda s: click.echo(s, err=True))
     if as_json:

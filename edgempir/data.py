@@ -27,6 +27,11 @@ from edgempir.errors import DataError
 DATASETS = ("fashion-mnist", "mnist", "cifar10", "synthetic")
 DEFAULT_DATASET = "fashion-mnist"
 
+# L-inf budgets used by default for evaluation and adversarial training (inputs in [0, 1]).
+DEFAULT_EPS = {"mnist": 0.3, "fashion-mnist": 0.1, "cifar10": 8 / 255, "synthetic": 0.1}
+# Random horizontal flips keep the label for clothes and CIFAR objects, not for digits.
+DEFAULT_AUGMENT = {"fashion-mnist": "hflip", "cifar10": "hflip"}
+
 FASHION_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                    "sneaker", "bag", "ankle boot")
 MNIST_CLASSES = tuple(str(i) for i in range(10))

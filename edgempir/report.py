@@ -142,20 +142,28 @@ def accuracy_plot(reports: dict[str, dict], path) -> None:
     from edgempir.fsutil import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
-    styles = {"adaptive": "-", "paper": "--"}
+    styles = {"adaptive": ("-", "o"), "paper": ("--", "s")}
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for proto in ("adaptive", "paper"):
         rep = reports.get(proto)
         if not rep:
             continue
         names = _model_names(rep)
-        eps = [r["eps"] for r in rep["results"]]
+        n_members = len(rep["members"])
+        # eps 0 is the clean accuracy: a single eps still draws a line from it
+        eps = [0.0] + [r["eps"] for r in rep["results"]]
         for i, name in enumerate(names):
-            acc = [100 * _values(r["worst_case"], len(rep["members"]))[i]
-                   for r in rep["results"]]
-            ax.plot(eps, acc, styles[proto], marker="o", color=colors[i % len(colors)],
-                    label=f"{name}, {proto} ({rep['config']})", linewidth=2.2 if i == 0 else 1.2)
-    ax.set_xlabel("eps (L-inf)")
+            acc = [_values(rep["results"][0]["clean"], n_members)[i]]
+            acc += [_values(r["worst_case"], n_members)[i] for r in rep["results"]]
+            if all(a is None for a in acc[1:]):
+                continue  # not attacked under this protocol/config (paper quick members)
+            acc = [float("nan") if a is None else 100 * a for a in acc]
+            line, marker = styles[proto]
+            ax.plot(eps, acc, line, marker=marker, color=colors[i % len(colors)],
+                    label=f"{name}, {proto} ({rep['config']})",
+                    linewidth=2.2 if i == 0 else 1.2)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("eps (L-inf); eps 0 = clean accuracy")
     ax.set_ylabel("worst-case accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)

@@ -58,7 +58,9 @@ class Planned:
     attack: str
     params: dict = field(default_factory=dict)
     ensemble_source: str = "surrogate"
-    members: bool = True
+    #: which members are also attacked alone with their own gradients: "all", "reference"
+    #: (the fp32 member only: the paper's "fp32 alone" row) or "none"
+    members: str = "all"
     cascade: bool = False
     judge: str = "real"
     #: parameters that differ when the attack is aimed at a member alone (quick: shorter PGD
@@ -90,14 +92,16 @@ class Config:
         return f"{self.name} (lighter than standard: {self.summary})"
 
 
-_PAPER_PLAN = (
-    Planned("fgsm", "fgsm", {}, "surrogate", judge="own"),
-    Planned("bim", "bim", {"steps": 40, "step_size": 0.01}, "reference", judge="own"),
-    Planned("pgd", "pgd", {"steps": 40, "step_size": 0.01, "random_start": True,
-                           "restarts": 1}, "surrogate", judge="own"),
-    Planned("cw", "cw", {"steps": 50, "lr": 0.1, "initial_const": 10.0}, "reference",
-            judge="own"),
-)
+def _paper_plan(members: str) -> tuple[Planned, ...]:
+    return (
+        Planned("fgsm", "fgsm", {}, "surrogate", members=members, judge="own"),
+        Planned("bim", "bim", {"steps": 40, "step_size": 0.01}, "reference", members=members,
+                judge="own"),
+        Planned("pgd", "pgd", {"steps": 40, "step_size": 0.01, "random_start": True,
+                               "restarts": 1}, "surrogate", members=members, judge="own"),
+        Planned("cw", "cw", {"steps": 50, "lr": 0.1, "initial_const": 10.0}, "reference",
+                members=members, judge="own"),
+    )
 
 
 def _adaptive_plan(pgd_steps: int, restarts: int, apgd_steps: int, targeted: bool,
@@ -105,7 +109,7 @@ def _adaptive_plan(pgd_steps: int, restarts: int, apgd_steps: int, targeted: boo
                    member_pgd_steps: int | None = None) -> tuple[Planned, ...]:
     """PGD first on everything (aimed at the ensemble and at each member: the transfer
     sources), then AutoAttack's components in cascade on what is still robust."""
-    more = members_everywhere
+    more = "all" if members_everywhere else "none"
     member_params = {"steps": member_pgd_steps} if member_pgd_steps else {}
     plan = [Planned("pgd", "pgd", {"steps": pgd_steps, "rel_step": 0.25, "step_size": None,
                                    "random_start": True, "restarts": restarts},
@@ -125,10 +129,11 @@ def _adaptive_plan(pgd_steps: int, restarts: int, apgd_steps: int, targeted: boo
 CONFIGS: dict[tuple[str, str], Config] = {
     ("paper", "standard"): Config(
         "paper", "standard", "FGSM, BIM-40, PGD-40, CW-L2-50 with the paper's parameters",
-        1000, _PAPER_PLAN, pool="aimed"),
+        1000, _paper_plan("all"), pool="aimed"),
     ("paper", "quick"): Config(
-        "paper", "quick", "the same attacks on 300 images instead of 1000",
-        300, _PAPER_PLAN, pool="aimed"),
+        "paper", "quick", "the same attacks on 300 images instead of 1000; members attacked "
+        "alone: the fp32 member only (the paper's 'fp32 alone' row)",
+        300, _paper_plan("reference"), pool="aimed"),
     ("adaptive", "standard"): Config(
         "adaptive", "standard",
         "PGD-100 x5 restarts, AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square 5000 "
@@ -137,9 +142,9 @@ CONFIGS: dict[tuple[str, str], Config] = {
         checks={"n": 200, "large_eps": 0.5, "large_eps_steps": 50, "more_steps_factor": 2}),
     ("adaptive", "quick"): Config(
         "adaptive", "quick",
-        "300 images, PGD-50 x1 on the ensemble, PGD-20 on each member (transfer), APGD-CE-50 "
+        "300 images, PGD-50 x1 on the ensemble, PGD-40 on each member (transfer), APGD-CE-50 "
         "and Square 300 queries on the ensemble only; no APGD-T, no FAB-T",
-        300, _adaptive_plan(50, 1, 50, False, 300, False, member_pgd_steps=20), pool="all",
+        300, _adaptive_plan(50, 1, 50, False, 300, False, member_pgd_steps=40), pool="all",
         checks={"n": 32, "large_eps": 0.5, "large_eps_steps": 10, "more_steps_factor": 2}),
 }
 CONFIG_NAMES = ("standard", "quick")
@@ -239,8 +244,8 @@ def _jobs(plan: tuple[Planned, ...], n_members: int, reference: int) -> list[Job
     for p in plan:
         ens_source = "surrogate" if p.ensemble_source == "surrogate" else f"m{reference}"
         by_source: dict[str, Job] = {ens_source: Job(p, ens_source, ["ensemble"])}
-        if p.members:
-            for i in range(n_members):
+        if p.members != "none":
+            for i in (range(n_members) if p.members == "all" else [reference]):
                 src = f"m{i}"
                 if src in by_source:
                     by_source[src].aims.append(src)
@@ -263,7 +268,7 @@ class Evaluator:
 
     def __init__(self, ens, x, y, indices, config: Config, plan, *, seed: int,
                  batch_size: int, partial_dir: Path, run_fingerprint: str,
-                 progress: bool = True):
+                 progress: bool = True, echo: Callable[[str], None] = lambda s: None):
         import torch
 
         self.torch = torch
@@ -279,6 +284,7 @@ class Evaluator:
         self.partial_dir = partial_dir
         self.run_fingerprint = run_fingerprint
         self.progress = progress
+        self.echo = echo
         self.n_members = len(ens.members)
         self.targets = ["ensemble"] + [f"m{i}" for i in range(self.n_members)]
         self.jobs = _jobs(plan, self.n_members, ens.reference)
@@ -334,6 +340,9 @@ class Evaluator:
         cached = _load_partial(path, fingerprint)
         if cached is not None:
             x_adv_rows, seconds = cached
+            if self.progress:
+                self.echo(f"{self.config.protocol} {_eps_label(eps)} {p.name} -> "
+                          f"{_source_label(job.source, self.ens)}: resumed from {path}")
         else:
             model = self.source_model(job.source)
             decide = self.decide_fn(job)
@@ -392,9 +401,10 @@ class Evaluator:
                                                      or "ensemble" in job.aims):
                 chosen.offer(x_adv.numpy(), ok[0], p_true)
         robust = worst.robust
+        worst_acc = worst.accuracy()
         self.last_sets = per_set
         result = {"eps": eps, "clean": _fig(clean_ok.mean(axis=1)), "attacks": {},
-                  "worst_case": _fig(robust.mean(axis=1))}
+                  "worst_case": _fig(worst_acc)}
         for p in self.plan:
             rec = records.get(p.name, {})
             entry = {"ensemble": rec.get("ensemble"),
@@ -444,7 +454,7 @@ class Evaluator:
 
 
 def _fig(values) -> dict:
-    values = [float(v) for v in values]
+    values = [None if v is None or np.isnan(v) else float(v) for v in values]
     return {"ensemble": values[0], "members": values[1:]}
 
 
@@ -472,7 +482,9 @@ def _gradients_label(p: Planned, ens) -> str:
         ens_part = "ensemble: queries to the mean-softmax surrogate (no gradients)"
     else:
         ens_part = "ensemble: mean-softmax surrogate through the straight-through quantizers"
-    return ens_part + ("; members: each member alone" if p.members else "")
+    who = {"all": "each member alone", "reference": f"member {ens.reference} alone",
+           "none": "not attacked alone"}[p.members]
+    return f"{ens_part}; members: {who}"
 
 
 def _bar(total: int, desc: str, enabled: bool):
@@ -497,6 +509,7 @@ class WorstCase:
             raise ValueError(f"pool {pool!r}")
         self.robust = np.array(clean_ok, dtype=bool, copy=True)   # [targets, n]
         self.pool = pool
+        self.attacked = np.zeros(len(self.robust), dtype=bool)   # any L-inf set counted yet
 
     def still_robust(self, rows: list[int]) -> np.ndarray:
         """Samples on which any of ``rows`` has not been broken yet (a cascade's mask)."""
@@ -511,13 +524,16 @@ class WorstCase:
         if bounded:
             if self.pool == "all":
                 self.robust &= ok
+                self.attacked[:] = True
             else:
                 for r in rows:
                     self.robust[r] &= ok[r]
+                    self.attacked[r] = True
         return values
 
     def accuracy(self) -> np.ndarray:
-        return self.robust.mean(axis=1)
+        """Worst-case accuracy per target; NaN for a target no L-inf attack was aimed at."""
+        return np.where(self.attacked, self.robust.mean(axis=1), np.nan)
 
 
 class _Chooser:
@@ -813,7 +829,7 @@ def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, dat
             shutil.rmtree(partial_dir)
         ev = Evaluator(ens, x, y, indices, cfg, plan, seed=seed, batch_size=batch_size,
                        partial_dir=partial_dir, run_fingerprint=run_fingerprint,
-                       progress=progress)
+                       progress=progress, echo=echo)
         clean_pred, _ = ev.score(x)
         unbounded: dict = {}
         results = []

@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from edgempir.data import DEFAULT_EPS
 from edgempir.errors import RunDirError
 from edgempir.fsutil import atomic_write_json, fsync_dir
 from edgempir.members import MemberSpec, reference_index
@@ -44,6 +45,12 @@ class TrainConfig:
     seed: int = 0
     combiner: str = "vote"
     threads: int | None = None
+    augment: str = "none"          # "hflip": random horizontal flips (clothes, CIFAR objects)
+    adv_train: str = "none"        # "pgd" (Madry) or "trades"
+    adv_eps: float | None = None   # default: the data set's eval eps
+    adv_steps: int = 10
+    adv_step_size: float | None = None  # default 2.5 * eps / steps
+    trades_beta: float = 6.0
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -116,8 +123,9 @@ def _load_optimizer_state(opt, flat: dict) -> None:
 def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[str], None],
                  progress: bool) -> tuple[object, list[dict]]:
     import torch
-    from torch.nn import functional as F
     from tqdm import tqdm
+
+    from edgempir.adv_train import default_step_size, training_step_loss
 
     torch.manual_seed(_member_seed(cfg.seed, m.index))
     model = rundir.build_model_for(cfg.arch, m.spec, data)
@@ -139,6 +147,8 @@ def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[
     if optim_state is not None:
         _load_optimizer_state(opt, optim_state)
 
+    eps = cfg.adv_eps if cfg.adv_eps is not None else DEFAULT_EPS[cfg.dataset]
+    step_size = cfg.adv_step_size or default_step_size(eps, cfg.adv_steps)
     n = len(data.x_train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
@@ -146,10 +156,12 @@ def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[
     y_all = torch.from_numpy(data.y_train)
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(_member_seed(cfg.seed, m.index) * 100003 + epoch)
-        order = np.random.default_rng([cfg.seed, m.index, epoch]).permutation(n)
+        rng = np.random.default_rng([cfg.seed, m.index, epoch])
+        order = rng.permutation(n)
+        flips = rng.random(n) < 0.5
         model.train()
         t0 = time.perf_counter()
-        seen = correct = 0
+        seen = correct = adv_correct = 0
         loss_sum = 0.0
         bar = tqdm(range(steps_per_epoch), disable=not progress, leave=False, unit="batch",
                    desc=f"member {m.index + 1} {m.spec} epoch {epoch + 1}/{cfg.epochs}")
@@ -157,19 +169,27 @@ def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[
             idx = torch.from_numpy(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
             xb = x_all[idx].float().div_(255.0)
             yb = y_all[idx]
+            if cfg.augment == "hflip":
+                flip = torch.from_numpy(flips[step * cfg.batch_size:(step + 1) * cfg.batch_size])
+                xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
             for g in opt.param_groups:
                 g["lr"] = _lr_at(epoch * steps_per_epoch + step, total_steps, cfg.lr)
-            out = model(xb)
-            loss = F.cross_entropy(out, yb)
+            loss, out, out_adv = training_step_loss(model, xb, yb, cfg.adv_train, eps,
+                                                    cfg.adv_steps, step_size, cfg.trades_beta)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             seen += len(yb)
             correct += int((out.argmax(1) == yb).sum())
-            loss_sum += float(loss) * len(yb)
+            if out_adv is not None:
+                adv_correct += int((out_adv.argmax(1) == yb).sum())
+            loss_sum += loss.item() * len(yb)
             if step % 20 == 0 or step == steps_per_epoch - 1:
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                                img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+                post = {"loss": f"{loss_sum / seen:.3f}", "acc": f"{correct / seen:.3f}"}
+                if cfg.adv_train != "none":
+                    post["adv_acc"] = f"{adv_correct / seen:.3f}"
+                post["img_s"] = f"{seen / (time.perf_counter() - t0):.0f}"
+                bar.set_postfix(post)
         bar.close()
         seconds = time.perf_counter() - t0
         test_acc = float((predict_logits(model, data.x_test).argmax(1)
@@ -177,6 +197,8 @@ def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[
         history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen,
                         "test_accuracy": test_acc, "seconds": seconds,
                         "images_per_second": seen / seconds})
+        if cfg.adv_train != "none":
+            history[-1]["train_adversarial_accuracy"] = adv_correct / seen
         state = {f"model.{k}": v for k, v in model.state_dict().items()}
         state.update(_optimizer_state(opt))
         rundir.save_weights(ckpt, state, {"epoch": str(epoch + 1), "history": json.dumps(history)})
@@ -287,7 +309,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, force: bool = False, progre
         "seed": cfg.seed,
         "training": {"optimizer": "adam", "lr": cfg.lr, "schedule": "cosine",
                      "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-                     "threads": torch.get_num_threads()},
+                     "augment": cfg.augment, "threads": torch.get_num_threads(),
+                     "adversarial": None if cfg.adv_train == "none" else {
+                         "method": cfg.adv_train, "norm": "Linf",
+                         "eps": cfg.adv_eps if cfg.adv_eps is not None else DEFAULT_EPS[cfg.dataset],
+                         "steps": cfg.adv_steps, "step_size": cfg.adv_step_size,
+                         "trades_beta": cfg.trades_beta if cfg.adv_train == "trades" else None}},
         "metrics": {"clean_accuracy": {"members": [m["clean_accuracy"] for m in members_meta],
                                        "ensemble": ensemble_acc},
                     "n_test": int(len(y))},

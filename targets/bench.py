@@ -43,6 +43,7 @@ SOAK_RSS_GROWTH_FLAG = 8 << 20    # bytes of RSS growth over a soak worth a warn
 MIN_REPEATS = 5                   # even under the time cap, a percentile needs a few samples
 EVAL_SETS = ("clean", "adv-adaptive")
 EMULATION_ENV = "EDGEMPIR_EMULATED"
+BUSY_LOAD_PER_CORE = 0.5          # 1-minute load per usable core above which timings suffer
 
 
 @dataclass
@@ -123,7 +124,7 @@ def compare_latency(runners: dict[str, Callable[[np.ndarray], Any]], inputs: np.
         for b in batch_sizes:
             x = _batch_of(inputs, b)
             samples: dict[str, list[float]] = {name: [] for name in runners}
-            for name, run in runners.items():
+            for run in runners.values():
                 for _ in range(warmup):
                     run(x)
             deadline = time.perf_counter() + time_cap_s * len(runners)
@@ -499,6 +500,9 @@ def machine_info() -> dict:
     affinity = None
     with contextlib.suppress(AttributeError, OSError):
         affinity = len(os.sched_getaffinity(0))
+    load = None
+    with contextlib.suppress(AttributeError, OSError):
+        load = [round(v, 2) for v in os.getloadavg()]
     return {
         "arch": platform.machine(),
         "cpu_model": cpu_model(cpuinfo),
@@ -512,8 +516,16 @@ def machine_info() -> dict:
         "hostname": platform.node(),
         "python": platform.python_version(),
         "virtualized": "hypervisor" in flags,
+        "load_average": load,
         "emulation": detect_emulation(cpuinfo=cpuinfo),
     }
+
+
+def busy(machine: dict) -> bool:
+    """Other processes were competing for the CPU when bench started (1-minute load)."""
+    load, cores = machine.get("load_average"), machine.get("cores_usable") or \
+        machine.get("cores_logical") or 1
+    return bool(load) and load[0] > BUSY_LOAD_PER_CORE * cores
 
 
 def runtime_versions(runtime: str) -> dict:
@@ -605,8 +617,6 @@ def run_bench(bundle_path: str | os.PathLike, cfg: BenchConfig,
     from edgempir.targets.bundle import verify_bundle
     from edgempir.targets.runtime import open_model
 
-    from edgempir import __version__
-
     progress = progress or no_progress
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -640,6 +650,12 @@ def run_bench(bundle_path: str | os.PathLike, cfg: BenchConfig,
     mark("open", t0)
 
     machine = machine_info()
+    if busy(machine):
+        warnings.append(_warning("busy-machine",
+                                 f"1-minute load average {machine['load_average'][0]} on "
+                                 f"{machine['cores_usable'] or machine['cores_logical']} usable "
+                                 "cores when bench started: other processes compete for the "
+                                 "CPU, latencies are pessimistic and noisy"))
     if machine["emulation"]["emulated"]:
         warnings.append(_warning("emulated", "running under emulation ("
                                  + "; ".join(machine["emulation"]["evidence"])
@@ -753,7 +769,7 @@ def run_bench(bundle_path: str | os.PathLike, cfg: BenchConfig,
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "edgempir_version": __version__,
+        "edgempir_version": edgempir_version(),
         "bundle": {
             "path": str(Path(bundle.path).resolve()),
             "name": Path(bundle.path).resolve().name,
@@ -790,6 +806,20 @@ def run_bench(bundle_path: str | os.PathLike, cfg: BenchConfig,
         "timings_s": timings,
     }
     return report
+
+
+def edgempir_version() -> str:
+    import edgempir
+
+    version = getattr(edgempir, "__version__", None)
+    if version is None:  # a namespace package shadows edgempir (a tests/edgempir/ on sys.path)
+        from importlib.metadata import PackageNotFoundError, version as dist_version
+
+        try:
+            version = dist_version("edgempir")
+        except PackageNotFoundError:
+            version = "unknown"
+    return version
 
 
 def _eval_summary(info: dict | None) -> dict:
@@ -845,6 +875,7 @@ SCHEMA_SPEC: dict = {
                 "cores_logical": (int, None), "cores_physical": (int, None),
                 "cores_usable": (int, None), "memory_total_bytes": int, "gpus": [str],
                 "os": str, "hostname": str, "python": str, "virtualized": bool,
+                "load_average": ([_NUM], None),
                 "emulation": {"emulated": bool, "emulator": (str, None), "evidence": [str]}},
     "runtime": {"name": str, "versions": dict, "providers": (list, None),
                 "threads": (int, None), "info": dict},
@@ -974,7 +1005,8 @@ def format_report(r: dict) -> str:
            f"logical cores ({m['cores_usable']} usable), "
            f"{m['memory_total_bytes'] / 2**30:.1f} GiB"
            + (f", GPU {', '.join(m['gpus'])}" if m["gpus"] else "")
-           + (", virtual machine" if m["virtualized"] else ""),
+           + (", virtual machine" if m["virtualized"] else "")
+           + (f", load {m['load_average'][0]}" if m["load_average"] else ""),
            f"runtime: {rt['name']} {rt['versions'].get(rt['name'], '?')} ("
            + ", ".join(f"{k} {v}" for k, v in rt["versions"].items() if k != rt["name"])
            + f"), providers {', '.join(rt['providers'] or ['-'])}, threads "

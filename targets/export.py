@@ -227,10 +227,13 @@ def apply_passes(proto, passes: list[str], what: str):
     reports = []
     for name in passes:
         if name == "tensorrt-qdq":
-            from edgempir.targets.tensorrt_rules import tensorrt_qdq_pass
+            from edgempir.targets.tensorrt_rules import check_rules, tensorrt_qdq_pass
 
+            # the measurement that keeps this pass: how many TensorRT rules the raw graph breaks
+            before = check_rules(proto)
             proto, rep = tensorrt_qdq_pass(proto, what)
-            reports.append(rep.to_json())
+            reports.append({**rep.to_json(), "rule_violations_before": len(before),
+                            "rule_violations_after": len(check_rules(proto))})
         else:  # profile.py only admits known passes
             raise ExportError(f"unknown graph pass {name!r}")
     return proto, reports

@@ -118,7 +118,7 @@ def check_member_graph(proto, name: str) -> None:
         raise ExportError(f"{name}: BatchNormalization {bn[0]} was not folded into its "
                           "convolution; it would block the integer kernels")
     dims = proto.graph.input[0].type.tensor_type.shape.dim
-    if not dims or dims[0].dim_param == "" :
+    if not dims or dims[0].dim_param == "":
         raise ExportError(f"{name}: the batch dimension of {INPUT_NAME!r} is not dynamic")
 
 

@@ -32,6 +32,16 @@ def run_cli(*args: str, env: dict | None = None, check: bool = True, timeout: in
 
 
 @pytest.fixture(scope="session")
+def cli():
+    """``cli("train", "--help")`` runs the command line in a subprocess (see run_cli).
+
+    A fixture rather than an import: tests/ is not on sys.path, because its folder
+    tests/edgempir would shadow the installed package.
+    """
+    return run_cli
+
+
+@pytest.fixture(scope="session")
 def synthetic_run(tmp_path_factory) -> Path:
     """A trained run directory (w2a4, w4a4, fp32 on synthetic data, 1 epoch)."""
     from edgempir.members import parse_members

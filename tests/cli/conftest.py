@@ -23,8 +23,8 @@ def run_cli(*args: str, env: dict | None = None, check: bool = True, timeout: in
             cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
     """``python -m edgempir.cli ARGS`` in a subprocess, as a user runs it.
 
-    (tests/conftest.py has the same helper, but is not importable from here under
-    --import-mode=importlib without a rootdir conftest putting tests/ on sys.path.)
+    (tests/conftest.py has the same helper, but ``from conftest import run_cli`` fails
+    while pytest is still loading the conftest files.)
     """
     full_env = dict(os.environ)
     full_env.update(env or {})

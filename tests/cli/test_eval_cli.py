@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import time
 
 from click.testing import CliRunner
-from conftest import run_cli
 
 from edgempir.cli import main
 
@@ -14,10 +16,10 @@ def _invoke(*args):
     return CliRunner().invoke(main, list(args))
 
 
-def test_quick_eval_end_to_end(synthetic_run, tmp_path):
+def test_quick_eval_end_to_end(cli, synthetic_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(synthetic_run, run, ignore=shutil.ignore_patterns("eval", "checkpoints"))
-    proc = run_cli("eval", str(run), "--config", "quick", "--n", "24")
+    proc = cli("eval", str(run), "--config", "quick", "--n", "24")
     out = proc.stdout
     # every robustness figure is labelled with its protocol and configuration
     assert "adaptive (quick, n=24): worst case" in out
@@ -45,6 +47,28 @@ def test_quick_eval_end_to_end(synthetic_run, tmp_path):
     data = json.loads(again.stdout)
     assert data["reports"]["adaptive"]["results"] == report["results"]
 
+    # a real kill (SIGKILL) in the middle, then the same command: identical numbers
+    killed = tmp_path / "killed"
+    shutil.copytree(synthetic_run, killed, ignore=shutil.ignore_patterns("eval", "checkpoints"))
+    args = [sys.executable, "-m", "edgempir.cli", "eval", str(killed), "--config", "quick",
+            "--n", "24"]
+    first = killed / "eval" / "partial" / "adaptive-quick" / "eps-0.1" / "pgd@surrogate.npz"
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert first.exists() and not (killed / "eval" / "adaptive-quick.json").exists()
+    kept = first.stat().st_mtime_ns
+    resumed = cli("eval", str(killed), "--config", "quick", "--n", "24")
+    assert "resumed from" in resumed.stderr and first.stat().st_mtime_ns == kept
+    final = json.loads((killed / "eval" / "adaptive-quick.json").read_text())
+    assert final["results"] == report["results"]
+    assert final["masking_checks"] == report["masking_checks"]
+
 
 def test_help_shows_defaults_and_an_example():
     out = _invoke("eval", "--help").output
@@ -53,7 +77,7 @@ def test_help_shows_defaults_and_an_example():
     assert "8/255" in out
 
 
-def test_bad_inputs_exit_2_with_one_line(synthetic_run, tmp_path):
+def test_bad_inputs_exit_2_with_one_line(cli, synthetic_run, tmp_path):
     cases = [
         (["--attacks", "nope"], "unknown attack 'nope'"),
         (["--eps", "0"], "eps 0 is outside (0, 1]"),
@@ -72,6 +96,6 @@ def test_bad_inputs_exit_2_with_one_line(synthetic_run, tmp_path):
     res = _invoke("eval", str(empty))
     assert res.exit_code == 2 and "manifest.json missing" in res.stderr
     # exactly as a user sees it: one line, exit 2, no traceback
-    proc = run_cli("eval", str(empty), check=False)
+    proc = cli("eval", str(empty), check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0

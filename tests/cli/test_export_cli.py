@@ -100,3 +100,14 @@ def test_run_without_eval(evaluated_run, tmp_path, remove):
 def test_not_a_run(tmp_path):
     proc = cli("export", str(tmp_path), "--target", "arm", "--out", str(tmp_path / "b"))
     assert_one_line_error(proc, "not a run directory")
+
+
+def test_tensorrt_rules_checked_on_every_jetson_export(evaluated_run, tmp_path):
+    """A TensorRT profile without the rules pass: the checker names the offending node."""
+    prof = tmp_path / "trt-no-pass.toml"
+    prof.write_text('name = "trt-no-pass"\nruntime = "tensorrt"\n[export]\n'
+                    'graph_rules = ["tensorrt"]\n[tensorrt]\nmax_batch = 8\n')
+    proc = cli("export", str(evaluated_run), "--target", str(prof), "--out", str(tmp_path / "b"))
+    assert_one_line_error(proc, "breaks TensorRT's ONNX rules: QuantizeLinear node "
+                                "'/quant_input/act_quant/export_handler/QuantizeLinear'")
+    assert not (tmp_path / "b").exists()

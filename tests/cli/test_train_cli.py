@@ -2,16 +2,15 @@
 import json
 
 import pytest
-from conftest import run_cli
 
 
-def test_train_end_to_end_prints_table_and_json(tmp_path):
+def test_train_end_to_end_prints_table_and_json(cli, tmp_path):
     out = tmp_path / "run"
-    proc = run_cli("train", "--dataset", "synthetic", "--bits", "2,32", "--epochs", "1",
+    proc = cli("train", "--dataset", "synthetic", "--bits", "2,32", "--epochs", "1",
                    "--out", str(out))
     assert "ensemble vote (deployed)" in proc.stdout and "protocol: clean" in proc.stdout
     assert (out / "manifest.json").is_file()
-    again = run_cli("train", "--dataset", "synthetic", "--bits", "2,32", "--epochs", "1",
+    again = cli("train", "--dataset", "synthetic", "--bits", "2,32", "--epochs", "1",
                     "--out", str(tmp_path / "run2"), "--json")
     report = json.loads(again.stdout)
     assert [m["spec"] for m in report["manifest"]["members"]] == ["w2a2", "fp32"]
@@ -28,14 +27,14 @@ def test_train_end_to_end_prints_table_and_json(tmp_path):
     (["--arch", "vgg"], "unknown architecture"),
     (["--resume"], "nothing to resume"),
 ])
-def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, message):
+def test_bad_input_is_one_line_exit_2_nothing_written(cli, tmp_path, args, message):
     (tmp_path / "EMPTY").mkdir()
     args = [a.replace("NOWHERE", str(tmp_path / "nowhere")).replace("EMPTY", str(tmp_path / "EMPTY"))
             for a in args]
     if "--dataset" not in args:
         args += ["--dataset", "synthetic"]
     out = tmp_path / "run"
-    proc = run_cli("train", *args, "--epochs", "1", "--out", str(out), check=False)
+    proc = cli("train", *args, "--epochs", "1", "--out", str(out), check=False)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
@@ -43,15 +42,15 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, message):
     assert not out.exists() and not (tmp_path / "run.partial").exists()
 
 
-def test_existing_run_is_kept_without_force(synthetic_run):
+def test_existing_run_is_kept_without_force(cli, synthetic_run):
     before = (synthetic_run / "manifest.json").read_bytes()
-    proc = run_cli("train", "--dataset", "synthetic", "--out", str(synthetic_run), check=False)
+    proc = cli("train", "--dataset", "synthetic", "--out", str(synthetic_run), check=False)
     assert proc.returncode == 2 and "--force" in proc.stderr
     assert (synthetic_run / "manifest.json").read_bytes() == before
 
 
-def test_help_shows_defaults_and_example():
-    proc = run_cli("train", "--help")
+def test_help_shows_defaults_and_example(cli):
+    proc = cli("train", "--help")
     assert "[default: fashion-mnist]" in proc.stdout and "Examples:" in proc.stdout
 
 

@@ -39,12 +39,16 @@ FORBIDDEN = ("torch", "brevitas", "onnx", "onnxscript", "torchattacks")
 INTEGER_OPS = {"QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm",
                "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "NhwcQLinearConv"}
 FLOAT_CONV_OPS = {"Conv", "FusedConv", "NchwcConv", "NhwcFusedConv"}
+# EDGEMPIR_ARM_CPU picks the emulated core (the runner's default: cortex-a76)
+ARM_CPU = os.environ.get("EDGEMPIR_ARM_CPU", "cortex-a76")
+CORE_NAMES = {"cortex-a53": "Cortex-A53", "cortex-a57": "Cortex-A57", "cortex-a72": "Cortex-A72",
+              "cortex-a76": "Cortex-A76", "neoverse-n1": "Neoverse-N1"}
 
 
 def _run(cmd, timeout=900, env=None) -> subprocess.CompletedProcess:
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
+    return subprocess.run([str(c) for c in cmd], check=False, capture_output=True, text=True,
                           timeout=timeout, env=full_env)
 
 
@@ -83,21 +87,22 @@ def arm_sysroot() -> Path:
 
 @pytest.fixture(scope="session")
 def arm_bundle(request, tmp_path_factory) -> Path:
-    """synthetic run -> eval (quick, n 64) -> export --target arm, on the host; or the arm
-    bundle EDGEMPIR_ARM_BUNDLE names (to check a real one, e.g. one exported from runs/)."""
+    """The synthetic run, evaluated (quick), exported with --target arm on the host; or the
+    arm bundle EDGEMPIR_ARM_BUNDLE names (to check a real one, e.g. exported from runs/)."""
     from edgempir.cli import main
 
     if os.environ.get("EDGEMPIR_ARM_BUNDLE"):
         return Path(os.environ["EDGEMPIR_ARM_BUNDLE"]).resolve()
-    synthetic_run = request.getfixturevalue("synthetic_run")
-
     missing = [c for c in ("eval", "export") if c not in main.commands]
     if missing:
         pytest.skip(f"edgempir {' and '.join(missing)} not available yet")
     work = tmp_path_factory.mktemp("arm")
-    run = work / "run"
-    shutil.copytree(synthetic_run, run)  # eval writes into the run: keep the shared one clean
-    host_cli("eval", str(run), "--config", "quick", "--n", "64")
+    try:  # eval is the expensive step: share the session's evaluated run where there is one
+        run = request.getfixturevalue("evaluated_run")
+    except pytest.FixtureLookupError:
+        run = work / "run"
+        shutil.copytree(request.getfixturevalue("synthetic_run"), run)  # eval writes into it
+        host_cli("eval", str(run), "--config", "quick", "--n", "48")
     out = work / "synthetic-arm"
     host_cli("export", str(run), "--target", "arm", "--out", str(out))
     return out
@@ -166,7 +171,7 @@ def _quantized_layers(path: Path) -> int:
 
 
 # ----------------------------------------------------------------- tests
-def test_runner_is_aarch64_with_only_the_device_side(arm_sysroot, tmp_path):
+def test_runner_is_aarch64_with_only_the_device_side(arm_sysroot):
     """The guest is aarch64, sees the sysroot's packages and the project's sources only,
     imports the whole device path without torch/brevitas/onnx, and its child processes
     (bench's memory probe) are emulated the same way."""
@@ -217,9 +222,9 @@ def test_bench_end_to_end_under_emulation(arm_sysroot, arm_bundle, tmp_path):
     assert validate_report(report) == []
     m = report["machine"]
     assert m["arch"] == "aarch64"
-    assert m["cpu_model"] == "Cortex-A76"
+    assert m["cpu_model"] == CORE_NAMES[ARM_CPU]
     assert m["emulation"]["emulated"] is True
-    assert m["emulation"]["emulator"] == "qemu-aarch64-static -cpu cortex-a76"
+    assert m["emulation"]["emulator"] == f"qemu-aarch64-static -cpu {ARM_CPU}"
     assert "emulated" in [w["code"] for w in report["warnings"]]
     assert "EMULATED" in format_report(report)
     assert report["runtime"]["versions"]["onnxruntime"]

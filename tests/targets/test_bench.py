@@ -79,9 +79,11 @@ def test_ensemble_scores_is_log_of_mean_softmax():
 
 # ----------------------------------------------------------------- soak
 def test_soak_reports_windows_drift_and_rss():
-    def slow_down(x, calls=[0]):
-        calls[0] += 1
-        time.sleep(0.002 if calls[0] < 150 else 0.006)
+    calls = []
+
+    def slow_down(x):  # slower after the first ~0.4 s: the last window must show the drift
+        calls.append(1)
+        time.sleep(0.002 if len(calls) < 150 else 0.006)
 
     r = bench.soak(slow_down, np.zeros((1, 1, 2, 2), np.float32), duration_s=1.2,
                    window_s=0.4)
@@ -186,3 +188,10 @@ def test_every_warning_code_has_a_docs_section():
     assert codes >= {"emulated", "accuracy-drift", "no-fp32-member", "soak-rss-growth"}
     headings = set(re.findall(r'<a id="([a-z0-9-]+)"></a>', doc))
     assert codes <= headings, f"undocumented warnings: {codes - headings}"
+
+
+def test_busy_machine_is_judged_per_usable_core():
+    assert bench.busy({"load_average": [3.0, 1, 1], "cores_usable": 2})
+    assert not bench.busy({"load_average": [0.9, 1, 1], "cores_usable": 2})
+    assert not bench.busy({"load_average": [3.0, 1, 1], "cores_usable": 8})
+    assert not bench.busy({"load_average": None, "cores_usable": 2})

@@ -141,6 +141,7 @@ def test_jetson_bundle_meets_tensorrt_rules(jetson_bundle):
     assert b.manifest["validation"]["clean"]["ensemble_graph"]["ensemble"]["agreement"] >= 0.995
     passes = b.members[0]["passes"][0]
     assert passes["pass"] == "tensorrt-qdq" and passes["retyped_int8"] == 3
+    assert passes["rule_violations_before"] > 0 == passes["rule_violations_after"]  # needed
     try:
         import tensorrt  # noqa: F401
     except ImportError:
@@ -180,3 +181,37 @@ def test_perturbed_model_is_rejected(evaluated_run, tmp_path):
     assert "\n" not in str(e.value)
     assert not out.exists()
     assert not list(tmp_path.iterdir())  # no OUT.tmp-<pid> left behind
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "edgempir.cli", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_build_command_without_tensorrt(jetson_bundle, arm_bundle):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here; this checks the message where it is absent")
+    except ImportError:
+        pass
+    proc = _cli("build", str(jetson_bundle))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "which is not installed here" in proc.stderr
+    proc = _cli("build", str(arm_bundle))
+    assert proc.returncode == 2 and "only TensorRT bundles have engines" in proc.stderr
+
+
+def test_device_modules_import_no_host_libraries():
+    """bundle, runtime, the runtimes and build run on the device: no torch, onnx or brevitas."""
+    code = ("import sys; import edgempir.targets.bundle, edgempir.targets.runtime, "
+            "edgempir.targets.onnxruntime, edgempir.targets.tensorrt, edgempir.cli.build_cmd; "
+            "bad = [m for m in ('torch', 'onnx', 'brevitas', 'tomllib') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
