@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from edgempir.calib.npz import INPUT_NAME, LABEL_NAME, read_set, write_set
-from edgempir.errors import RunDirError
+
+from edgempir.errors import BundleError, RunDirError
 
 ADV_FILE = "adv-adaptive.npz"
 
@@ -27,7 +27,7 @@ def read_adversarial(run: Path, input_shape, num_classes: int) -> dict:
                           "bundle carries the adaptive protocol's adversarial examples)")
     try:
         arrays = read_set(path, input_shape, num_classes)
-    except Exception as e:  # BundleError from the reader: reword for a run directory
+    except BundleError as e:  # the reader speaks of bundles: reword for a run directory
         raise RunDirError(f"{path}: {str(e).split(': ', 1)[-1]}".replace(
             "re-export the bundle", f"rerun 'edgempir eval {run}'")) from None
     return arrays
@@ -68,8 +68,8 @@ def build_sets(data, adv: dict, out_dir: Path, *, n_calib: int = 512, seed: int 
     return {
         "calibration": {"file": "calib/calibration.npz", "n": int(n_calib),
                         "source": f"training images (seed {seed})"},
-        "clean": {"file": "calib/clean.npz", "n": int(len(index)), "source": clean_source},
-        "adv-adaptive": {"file": f"calib/{ADV_FILE}", "n": int(len(x_adv)),
+        "clean": {"file": "calib/clean.npz", "n": len(index), "source": clean_source},
+        "adv-adaptive": {"file": f"calib/{ADV_FILE}", "n": len(x_adv),
                          "source": "adversarial examples made on the host by eval's adaptive "
                                    "protocol (RUN/eval/adv-adaptive.npz)"},
     }

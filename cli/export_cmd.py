@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import click
-
 from edgempir.cli.common import json_option, seed_option
 
 

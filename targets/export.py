@@ -19,15 +19,15 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-
-from edgempir.errors import EdgempirError, RunDirError
 from edgempir.targets import bundle as B
 from edgempir.targets.onnx_export import ExportError
+
+from edgempir.errors import EdgempirError, RunDirError
 
 PROTOCOL = "adaptive"
 
@@ -117,13 +117,14 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
     validation, to prove that a model that does not match its export is rejected.
     """
     import onnx
+    from edgempir.calib.build import build_sets, read_adversarial
+    from edgempir.targets import graph
+    from edgempir.targets import onnx_export as OX
+    from edgempir.targets.profile import load_profile
 
     from edgempir import rundir
-    from edgempir.calib.build import build_sets, read_adversarial
     from edgempir.data import load_dataset
     from edgempir.fsutil import atomic_dir, sha256_file
-    from edgempir.targets import graph, onnx_export as OX
-    from edgempir.targets.profile import load_profile
 
     t0 = time.perf_counter()
     profile = load_profile(target)
@@ -253,9 +254,9 @@ def validate_bundle(root: Path, ens, members: list, calib: dict, ort_prof: dict,
                     progress: bool) -> tuple[dict, dict]:
     """ONNX Runtime (member files and ensemble.onnx) against PyTorch on clean and adv sets."""
     from edgempir.calib.npz import INPUT_NAME, LABEL_NAME, read_set
-    from edgempir.targets.onnx_export import (agreement_report, check_agreement,
-                                              torch_member_logits)
+    from edgempir.targets.onnx_export import agreement_report, check_agreement, torch_member_logits
     from edgempir.targets.onnxruntime import OrtModel
+
     from edgempir.vote import vote
 
     validation, host_accuracy = {}, {}
@@ -275,7 +276,7 @@ def validate_bundle(root: Path, ens, members: list, calib: dict, ort_prof: dict,
         rep_ens = agreement_report(ref, ens_logits, ref_ids, ids, y)
         # the vote inside the graph must be the vote of its own member outputs, exactly
         graph_vote_ok = bool(np.array_equal(ids, vote(ens_logits, ens.reference)))
-        validation[name] = {"n": int(len(y)), "member_files": rep_files,
+        validation[name] = {"n": len(y), "member_files": rep_files,
                             "ensemble_graph": rep_ens, "graph_vote_matches_numpy": graph_vote_ok}
         check_agreement(rep_files, floor, f"{name} (member files)")
         check_agreement(rep_ens, floor, f"{name} (ensemble.onnx)")

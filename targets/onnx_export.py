@@ -71,7 +71,7 @@ class _OnnxPassesFallback:
 
 
 def _ensure_onnx_passes() -> None:
-    import brevitas.export.onnx.manager as manager
+    from brevitas.export.onnx import manager
 
     if getattr(manager, "opt", None) is None:
         import onnx
@@ -90,10 +90,10 @@ def export_member(model, path: str | os.PathLike, input_shape, opset: int = 13):
     model = model.eval()
     example = torch.rand(2, *input_shape)
     is_quant = any(type(m).__module__.startswith("brevitas") for m in model.modules())
-    kwargs = dict(args=example, export_path=str(path), opset_version=opset,
-                  input_names=[INPUT_NAME], output_names=[MEMBER_OUTPUT],
-                  dynamic_axes={INPUT_NAME: {0: "batch"}, MEMBER_OUTPUT: {0: "batch"}},
-                  keep_initializers_as_inputs=False, do_constant_folding=True)
+    kwargs = {"args": example, "export_path": str(path), "opset_version": opset,
+              "input_names": [INPUT_NAME], "output_names": [MEMBER_OUTPUT],
+              "dynamic_axes": {INPUT_NAME: {0: "batch"}, MEMBER_OUTPUT: {0: "batch"}},
+              "keep_initializers_as_inputs": False, "do_constant_folding": True}
     with torch.no_grad():
         if is_quant:
             export_onnx_qcdq(model, dynamo=False, **kwargs)
@@ -126,7 +126,6 @@ def check_member_graph(proto, name: str) -> None:
 def optimized_graph(onnx_path: str | os.PathLike, ort_profile: dict | None = None):
     """The graph ONNX Runtime runs after its optimisations, as a ModelProto."""
     import onnx
-
     from edgempir.targets.onnxruntime import write_optimized_graph
 
     with tempfile.TemporaryDirectory() as tmp:

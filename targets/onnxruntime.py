@@ -66,7 +66,7 @@ def make_session(model_path: str | os.PathLike, ort_profile: dict | None = None,
     so = session_options(prof, threads, optimized_model_filepath)
     try:
         return ort.InferenceSession(str(model_path), so, providers=wanted)
-    except Exception as e:  # ORT raises its own exception types for bad graphs
+    except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad graphs
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise BundleError(f"ONNX Runtime cannot load {model_path} ({first}); re-export the "
                           "bundle") from None

@@ -155,13 +155,14 @@ def load_profile(target: str | os.PathLike) -> dict:
     else:
         raise ProfileError(f"unknown target {text!r}; use one of {', '.join(BUILTIN)} or the "
                            "path of a TOML profile file")
+    toml = _toml()
     try:
-        data = _toml().loads(path.read_text(encoding="utf-8"))
+        data = toml.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise ProfileError(f"{source}: not a UTF-8 text file") from None
     except OSError as e:
         raise ProfileError(f"{source}: cannot read it ({e.strerror})") from None
-    except Exception as e:  # tomllib.TOMLDecodeError / tomli.TOMLDecodeError
+    except toml.TOMLDecodeError as e:
         raise ProfileError(f"{source}: not valid TOML ({e})") from None
     profile = validate(data, source)
     profile["source"] = "builtin" if text in BUILTIN else str(path)

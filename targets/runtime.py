@@ -6,8 +6,9 @@ with only ONNX Runtime never imports TensorRT and vice versa.
 """
 from __future__ import annotations
 
-from edgempir.errors import BundleError
 from edgempir.targets.bundle import Bundle, verify_bundle
+
+from edgempir.errors import BundleError
 
 
 def open_model(bundle, which="ensemble", threads: int | None = None,

@@ -41,7 +41,7 @@ ENGINES_INDEX = "engines.json"
 # ------------------------------------------------------------------ availability
 def import_tensorrt():
     try:
-        import tensorrt as trt  # noqa: F401
+        import tensorrt as trt
     except ImportError:
         return None
     return trt
@@ -276,7 +276,7 @@ class TrtModel:
         self.buffers: dict[str, tuple[int, int]] = {}  # name -> (pointer, bytes)
 
     @classmethod
-    def open(cls, bundle, onnx_path: Path, kind: str) -> "TrtModel":
+    def open(cls, bundle, onnx_path: Path, kind: str) -> TrtModel:
         plan = build_engine(bundle, onnx_path)  # reuses the cached engine when it matches
         settings = build_settings(bundle.profile, bundle.input_shape)
         return cls(plan, kind, bundle.input_name, settings["max_batch"])
@@ -341,5 +341,5 @@ class TrtModel:
             for ptr, _ in self.buffers.values():
                 self.cuda.free(ptr)
             self.cuda.destroy_stream(self.stream)
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - interpreter shutdown: CUDA may be gone
             pass

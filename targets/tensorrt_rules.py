@@ -30,7 +30,6 @@ import collections
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from edgempir.targets.onnx_export import ExportError
 
 RULES = "tensorrt"

@@ -6,6 +6,7 @@ Fixtures that build on it live next to the tests that use them
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,16 @@ def synthetic_run(tmp_path_factory) -> Path:
                       members=parse_members("w2a4,w4a4,fp32"), epochs=1, batch_size=64, seed=0)
     train(cfg, progress=False, echo=lambda s: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def evaluated_run(synthetic_run, tmp_path_factory) -> Path:
+    """synthetic_run copied and evaluated once (eval --config quick, small n); export needs it."""
+    from edgempir.cli import main
+
+    if "eval" not in main.commands:
+        pytest.skip("edgempir eval not available yet")
+    run = tmp_path_factory.mktemp("evaluated") / "run"
+    shutil.copytree(synthetic_run, run)
+    run_cli("eval", str(run), "--config", "quick", "--n", "48")
+    return run

@@ -47,23 +47,30 @@ def test_quick_eval_end_to_end(cli, synthetic_run, tmp_path):
     data = json.loads(again.stdout)
     assert data["reports"]["adaptive"]["results"] == report["results"]
 
-    # a real kill (SIGKILL) in the middle, then the same command: identical numbers
+
+
+def test_sigkill_then_rerun_resumes_with_identical_numbers(cli, synthetic_run, tmp_path):
+    quick = ["--config", "quick", "--n", "16", "--attacks", "pgd"]
+    ref = tmp_path / "ref"
+    shutil.copytree(synthetic_run, ref, ignore=shutil.ignore_patterns("eval", "checkpoints"))
+    assert _invoke("eval", str(ref), *quick).exit_code == 0
+    report = json.loads((ref / "eval" / "adaptive-quick.json").read_text())
+
     killed = tmp_path / "killed"
     shutil.copytree(synthetic_run, killed, ignore=shutil.ignore_patterns("eval", "checkpoints"))
-    args = [sys.executable, "-m", "edgempir.cli", "eval", str(killed), "--config", "quick",
-            "--n", "24"]
     first = killed / "eval" / "partial" / "adaptive-quick" / "eps-0.1" / "pgd@surrogate.npz"
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "edgempir.cli", "eval", str(killed), *quick],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.02)
     finally:
         proc.kill()
         proc.wait()
     assert first.exists() and not (killed / "eval" / "adaptive-quick.json").exists()
     kept = first.stat().st_mtime_ns
-    resumed = cli("eval", str(killed), "--config", "quick", "--n", "24")
+    resumed = cli("eval", str(killed), *quick)
     assert "resumed from" in resumed.stderr and first.stat().st_mtime_ns == kept
     final = json.loads((killed / "eval" / "adaptive-quick.json").read_text())
     assert final["results"] == report["results"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
 from edgempir.targets.graph import CLASS_IDS, MEMBER_LOGITS, merge_ensemble
 from edgempir.targets.onnxruntime import make_session
+from onnx import TensorProto, helper, numpy_helper
+
 from edgempir.vote import vote
 
 K = 4  # classes; few classes make ties and no-majority cases common

@@ -7,8 +7,14 @@ import pytest
 import torch
 
 BITS = tuple(range(2, 9))  # every bit width the issue names
-from edgempir.targets.onnx_export import (INTEGER_OPS, ExportError, check_integer_kernels,
-                                          expected_layers, kernel_counts, optimized_graph)
+from edgempir.targets.onnx_export import (
+    INTEGER_OPS,
+    ExportError,
+    check_integer_kernels,
+    expected_layers,
+    kernel_counts,
+    optimized_graph,
+)
 from edgempir.targets.onnxruntime import make_session
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from edgempir.targets.profile import BUILTIN, ProfileError, load_profile
 
 USER = """

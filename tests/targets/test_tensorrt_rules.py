@@ -13,21 +13,13 @@ from edgempir.targets.tensorrt_rules import check_rules, enforce_rules, tensorrt
 
 
 def run(model, x):
-    sess = make_session(model.SerializeToString() if False else _save(model))
-    return sess.run(None, {"input": x})[0]
-
-
-_N = [0]
-
-
-def _save(model):
+    """Outputs of ``model`` under ONNX Runtime (saved to a temporary file first)."""
     import tempfile
     from pathlib import Path
 
-    _N[0] += 1
-    path = Path(tempfile.gettempdir()) / f"edgempir-trt-test-{id(model)}-{_N[0]}.onnx"
+    path = Path(tempfile.mkdtemp()) / "model.onnx"
     onnx.save(model, path)
-    return path
+    return make_session(path).run(None, {"input": x})[0]
 
 
 def _model(nodes, inits, in_shape, out_shape, out_type=TensorProto.FLOAT):
