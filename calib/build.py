@@ -33,6 +33,22 @@ def read_adversarial(run: Path, input_shape, num_classes: int) -> dict:
     return arrays
 
 
+def snap_to_pixel_grid(x_adv: np.ndarray, clean_uint8: np.ndarray, eps: float) -> np.ndarray:
+    """Move adversarial images onto the k/255 grid without leaving the eps ball.
+
+    Why: PGD ends at clean +- eps, and eps = 0.1 puts a pixel exactly halfway between two
+    8-bit levels (0.1 * 255 = 25.5). Whether the input quantizer rounds such a tie up or
+    down depends on how a runtime computes x / scale (37% of the pixels of one real set);
+    on the grid every runtime reads the same levels, and a camera delivers such images.
+    """
+    clean = clean_uint8.astype(np.float32)
+    levels = np.round(x_adv.astype(np.float64) * 255.0)
+    budget = eps * 255.0 + 1e-6
+    step_back = np.abs(levels - clean) > budget
+    levels = np.where(step_back, levels - np.sign(levels - clean), levels)
+    return (np.clip(levels, 0, 255) / 255.0).astype(np.float32)
+
+
 def build_sets(data, adv: dict, out_dir: Path, *, n_calib: int = 512, seed: int = 0) -> dict:
     """Write calibration.npz, clean.npz and adv-adaptive.npz into ``out_dir``.
 
@@ -64,12 +80,15 @@ def build_sets(data, adv: dict, out_dir: Path, *, n_calib: int = 512, seed: int 
     write_set(out_dir / "clean.npz", to_float(data.x_test[index]), data.y_test[index],
               index=index)
     extra = {k: np.asarray(v) for k, v in adv.items() if k not in (INPUT_NAME, LABEL_NAME)}
+    adv_source = ("adversarial examples made on the host by eval's adaptive protocol "
+                  "(RUN/eval/adv-adaptive.npz)")
+    if "index" in adv and "eps" in adv and data.x_test.dtype == np.uint8:
+        x_adv = snap_to_pixel_grid(x_adv, data.x_test[index], float(np.asarray(adv["eps"])))
+        adv_source += ", snapped onto the 8-bit pixel grid inside the eps ball"
     write_set(out_dir / ADV_FILE, x_adv, y_adv, **extra)
     return {
         "calibration": {"file": "calib/calibration.npz", "n": int(n_calib),
                         "source": f"training images (seed {seed})"},
         "clean": {"file": "calib/clean.npz", "n": len(index), "source": clean_source},
-        "adv-adaptive": {"file": f"calib/{ADV_FILE}", "n": len(x_adv),
-                         "source": "adversarial examples made on the host by eval's adaptive "
-                                   "protocol (RUN/eval/adv-adaptive.npz)"},
+        "adv-adaptive": {"file": f"calib/{ADV_FILE}", "n": len(x_adv), "source": adv_source},
     }

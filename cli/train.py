@@ -30,7 +30,7 @@ Examples:
               help="Named member set: 'paper' [default when no --members/--bits].")
 @click.option("--combiner", type=click.Choice(["vote", "mean-softmax", "mean-logits"]),
               default="vote", help="How the ensemble combines its members.")
-@click.option("--epochs", type=click.IntRange(min=1), default=3, help="Epochs per member.")
+@click.option("--epochs", type=click.IntRange(min=1), default=5, help="Epochs per member.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
               help="Adam learning rate (cosine decay to 0).")

@@ -27,7 +27,7 @@ from edgempir.fsutil import atomic_write_json, fsync_dir
 from edgempir.members import MemberSpec, reference_index
 from edgempir import rundir
 
-DEFAULT_EPOCHS = 3
+DEFAULT_EPOCHS = 5
 DEFAULT_BATCH_SIZE = 128
 DEFAULT_LR = 1e-3
 

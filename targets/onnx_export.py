@@ -8,9 +8,7 @@ initializers the low-bit convolutions become integer kernels; :func:`kernel_coun
 ONNX Runtime's optimised graph to prove it for every export.
 
 Brevitas' exporter runs two onnxoptimizer passes (extract_constant_to_initializer,
-eliminate_unused_initializer). onnxoptimizer is an optional native package that is not
-installed here; when it is missing, :func:`_onnx_passes_fallback` supplies those two passes
-written with the onnx package (they are small and exact), and refuses any other pass.
+eliminate_unused_initializer), so onnxoptimizer is a dependency of the host side.
 """
 from __future__ import annotations
 
@@ -20,10 +18,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from edgempir.calib.npz import INPUT_NAME  # one name for graphs and sets
 
 from edgempir.errors import EdgempirError
 
-INPUT_NAME = "input"
 MEMBER_OUTPUT = "logits"
 INTEGER_OPS = ("QLinearConv", "QGemm", "MatMulInteger", "QLinearMatMul", "ConvInteger")
 
@@ -33,60 +31,12 @@ class ExportError(EdgempirError):
 
 
 # ------------------------------------------------------------------ Brevitas export
-class _OnnxPassesFallback:
-    """The two onnxoptimizer passes Brevitas' QCDQ exporter asks for, on the onnx package."""
-
-    @staticmethod
-    def optimize(model, passes):
-        import onnx
-
-        g = model.graph
-        for p in passes:
-            if p == "extract_constant_to_initializer":
-                keep = []
-                for n in g.node:
-                    if n.op_type == "Constant" and len(n.attribute) == 1 and \
-                            n.attribute[0].name == "value":
-                        t = onnx.TensorProto()
-                        t.CopyFrom(n.attribute[0].t)
-                        t.name = n.output[0]
-                        g.initializer.append(t)
-                    else:
-                        keep.append(n)
-                del g.node[:]
-                g.node.extend(keep)
-            elif p == "eliminate_unused_initializer":
-                used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
-                inits = [t for t in g.initializer if t.name in used]
-                del g.initializer[:]
-                g.initializer.extend(inits)
-                init_names = {t.name for t in g.initializer}
-                inputs = [i for i in g.input if i.name in used or i.name not in init_names]
-                del g.input[:]
-                g.input.extend(inputs)
-            else:
-                raise ExportError(f"Brevitas asked for onnxoptimizer pass {p!r}, which edgempir's "
-                                  "fallback lacks; pip install onnxoptimizer")
-        return model
-
-
-def _ensure_onnx_passes() -> None:
-    from brevitas.export.onnx import manager
-
-    if getattr(manager, "opt", None) is None:
-        import onnx
-
-        manager.onnx = onnx
-        manager.opt = _OnnxPassesFallback
-
-
 def export_member(model, path: str | os.PathLike, input_shape, opset: int = 13):
     """Export one member (eval mode) to ``path``; returns the loaded ModelProto."""
     import onnx
     import torch
     from brevitas.export import export_onnx_qcdq
 
-    _ensure_onnx_passes()
     model = model.eval()
     example = torch.rand(2, *input_shape)
     is_quant = any(type(m).__module__.startswith("brevitas") for m in model.modules())

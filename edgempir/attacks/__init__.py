@@ -40,5 +40,12 @@ def make_attack(name: str, eps: float | None = None, **params) -> Attack:
     return REGISTRY[key](eps=eps, **params)
 
 
-__all__ = ["REGISTRY", "Attack", "AttackError", "make_attack", "canonical_name", "check_eps",
-           "project"]
+__all__ = [
+    "REGISTRY",
+    "Attack",
+    "AttackError",
+    "canonical_name",
+    "check_eps",
+    "make_attack",
+    "project",
+]

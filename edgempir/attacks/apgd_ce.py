@@ -11,7 +11,7 @@ class APGDCE(TorchattacksAttack):
     norm: ClassVar[str] = "Linf"
     ta_class: ClassVar[str] = "APGD"
     # AutoAttack standard: 100 iterations, 1 restart, rho 0.75
-    defaults = {"steps": 100, "restarts": 1, "rho": 0.75}
+    defaults: ClassVar[dict] = {"steps": 100, "restarts": 1, "rho": 0.75}
 
     def ta_kwargs(self, n_classes: int) -> dict:
         return {"norm": "Linf", "eps": self.eps, "steps": int(self.steps),

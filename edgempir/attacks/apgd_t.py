@@ -11,7 +11,7 @@ class APGDT(TorchattacksAttack):
     norm: ClassVar[str] = "Linf"
     ta_class: ClassVar[str] = "APGDT"
     # AutoAttack standard: 100 iterations, 1 restart, 9 target classes (all but the true one)
-    defaults = {"steps": 100, "restarts": 1, "rho": 0.75, "target_classes": None}
+    defaults: ClassVar[dict] = {"steps": 100, "restarts": 1, "rho": 0.75, "target_classes": None}
 
     def ta_kwargs(self, n_classes: int) -> dict:
         return {"norm": "Linf", "eps": self.eps, "steps": int(self.steps),

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Callable, ClassVar, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
 
 import torch
 from torch import nn

@@ -13,7 +13,7 @@ from edgempir.attacks.pgd import sign_gradient_ascent
 class BIM(Attack):
     name: ClassVar[str] = "bim"
     norm: ClassVar[str] = "Linf"
-    defaults = {"steps": 40, "step_size": 0.01}
+    defaults: ClassVar[dict] = {"steps": 40, "step_size": 0.01}
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 decide: Decide | None) -> torch.Tensor:

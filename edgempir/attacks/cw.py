@@ -20,7 +20,7 @@ class CW(Attack):
     name: ClassVar[str] = "cw"
     norm: ClassVar[str] = "L2"
     eps_optional: ClassVar[bool] = True
-    defaults = {"steps": 50, "lr": 0.1, "initial_const": 10.0, "confidence": 0.0}
+    defaults: ClassVar[dict] = {"steps": 50, "lr": 0.1, "initial_const": 10.0, "confidence": 0.0}
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 decide: Decide | None) -> torch.Tensor:

@@ -11,7 +11,7 @@ class FABT(TorchattacksAttack):
     norm: ClassVar[str] = "Linf"
     ta_class: ClassVar[str] = "FAB"
     # AutoAttack standard: 100 iterations, 1 restart, 9 target classes
-    defaults = {"steps": 100, "restarts": 1, "target_classes": None}
+    defaults: ClassVar[dict] = {"steps": 100, "restarts": 1, "target_classes": None}
 
     def ta_kwargs(self, n_classes: int) -> dict:
         return {"norm": "Linf", "eps": self.eps, "steps": int(self.steps),

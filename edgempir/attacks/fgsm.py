@@ -13,7 +13,7 @@ from edgempir.attacks.pgd import sign_gradient_ascent
 class FGSM(Attack):
     name: ClassVar[str] = "fgsm"
     norm: ClassVar[str] = "Linf"
-    defaults = {}
+    defaults: ClassVar[dict] = {}
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 decide: Decide | None) -> torch.Tensor:

@@ -46,7 +46,7 @@ class PGD(Attack):
 
     name: ClassVar[str] = "pgd"
     norm: ClassVar[str] = "Linf"
-    defaults = {"steps": 40, "step_size": None, "rel_step": 0.25, "random_start": True,
+    defaults: ClassVar[dict] = {"steps": 40, "step_size": None, "rel_step": 0.25, "random_start": True,
                 "restarts": 1}
 
     def step(self) -> float:

@@ -16,7 +16,7 @@ class Square(TorchattacksAttack):
     white_box: ClassVar[bool] = False
     ta_class: ClassVar[str] = "Square"
     # AutoAttack standard: 5000 queries, 1 restart, p_init 0.8
-    defaults = {"n_queries": 5000, "restarts": 1, "p_init": 0.8}
+    defaults: ClassVar[dict] = {"n_queries": 5000, "restarts": 1, "p_init": 0.8}
 
     def ta_kwargs(self, n_classes: int) -> dict:
         return {"norm": "Linf", "eps": self.eps, "n_queries": int(self.n_queries),

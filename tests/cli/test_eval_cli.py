@@ -7,8 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
 from click.testing import CliRunner
-
 from edgempir.cli import main
 
 
@@ -16,13 +16,23 @@ def _invoke(*args):
     return CliRunner().invoke(main, list(args))
 
 
-def test_quick_eval_end_to_end(cli, synthetic_run, tmp_path):
-    run = tmp_path / "run"
+QUICK = ["--config", "quick", "--n", "16"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(cli, synthetic_run, tmp_path_factory):
+    """``edgempir eval RUN --config quick --n 16`` on a copy of the synthetic run, once."""
+    run = tmp_path_factory.mktemp("eval-cli") / "run"
     shutil.copytree(synthetic_run, run, ignore=shutil.ignore_patterns("eval", "checkpoints"))
-    proc = cli("eval", str(run), "--config", "quick", "--n", "24")
+    proc = cli("eval", str(run), *QUICK)
+    return run, proc, json.loads((run / "eval" / "adaptive-quick.json").read_text())
+
+
+def test_quick_eval_end_to_end(quick_run):
+    run, proc, report = quick_run
     out = proc.stdout
     # every robustness figure is labelled with its protocol and configuration
-    assert "adaptive (quick, n=24): worst case" in out
+    assert "adaptive (quick, n=16): worst case" in out
     assert "lighter than standard" in out
     assert "Gradient-masking checks, protocol adaptive (quick)" in out
     for name in ("adaptive-quick.json", "adv-adaptive.npz", "table-quick.txt",
@@ -30,36 +40,30 @@ def test_quick_eval_end_to_end(cli, synthetic_run, tmp_path):
         assert (run / "eval" / name).is_file(), name
         assert f"eval/{name}" in out
     assert (run / "eval" / "acc-vs-eps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    report = json.loads((run / "eval" / "adaptive-quick.json").read_text())
-    assert report["n_examples"] == 24 and report["eps"] == [0.1]
+    assert report["n_examples"] == 16 and report["eps"] == [0.1]
     # progress bars go to stderr, one per attack, naming the attack and eps
     assert "pgd -> ensemble" in proc.stderr and "eps=0.1" in proc.stderr
 
     from edgempir.calib import read_set
 
     adv = read_set(run / "eval" / "adv-adaptive.npz", input_shape=(1, 28, 28), num_classes=10)
-    assert adv["input"].shape == (24, 1, 28, 28)
+    assert adv["input"].shape == (16, 1, 28, 28)
     assert adv["index"].tolist() == report["subset"]["indices"]
 
     # rerun: every attack is resumed, the numbers are identical; --json prints only JSON
-    again = _invoke("eval", str(run), "--config", "quick", "--n", "24", "--json")
+    again = _invoke("eval", str(run), *QUICK, "--json")
     assert again.exit_code == 0, again.output
     data = json.loads(again.stdout)
     assert data["reports"]["adaptive"]["results"] == report["results"]
 
 
-
-def test_sigkill_then_rerun_resumes_with_identical_numbers(cli, synthetic_run, tmp_path):
-    quick = ["--config", "quick", "--n", "16", "--attacks", "pgd"]
-    ref = tmp_path / "ref"
-    shutil.copytree(synthetic_run, ref, ignore=shutil.ignore_patterns("eval", "checkpoints"))
-    assert _invoke("eval", str(ref), *quick).exit_code == 0
-    report = json.loads((ref / "eval" / "adaptive-quick.json").read_text())
-
+def test_sigkill_then_rerun_resumes_with_identical_numbers(cli, quick_run, synthetic_run,
+                                                           tmp_path):
+    _, _, report = quick_run
     killed = tmp_path / "killed"
     shutil.copytree(synthetic_run, killed, ignore=shutil.ignore_patterns("eval", "checkpoints"))
     first = killed / "eval" / "partial" / "adaptive-quick" / "eps-0.1" / "pgd@surrogate.npz"
-    proc = subprocess.Popen([sys.executable, "-m", "edgempir.cli", "eval", str(killed), *quick],
+    proc = subprocess.Popen([sys.executable, "-m", "edgempir.cli", "eval", str(killed), *QUICK],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -70,7 +74,7 @@ def test_sigkill_then_rerun_resumes_with_identical_numbers(cli, synthetic_run, t
         proc.wait()
     assert first.exists() and not (killed / "eval" / "adaptive-quick.json").exists()
     kept = first.stat().st_mtime_ns
-    resumed = cli("eval", str(killed), *quick)
+    resumed = cli("eval", str(killed), *QUICK)
     assert "resumed from" in resumed.stderr and first.stat().st_mtime_ns == kept
     final = json.loads((killed / "eval" / "adaptive-quick.json").read_text())
     assert final["results"] == report["results"]

@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 
 from edgempir.attacks import AttackError
-from edgempir.robustness import (CONFIGS, WorstCase, choose_subset, evaluate, get_config,
-                                 parse_eps_list, select_attacks)
+from edgempir.robustness import (
+    CONFIGS,
+    WorstCase,
+    choose_subset,
+    evaluate,
+    get_config,
+    parse_eps_list,
+    select_attacks,
+)
 
 EVAL_DOC = Path(__file__).resolve().parents[2] / "docs" / "EVAL.md"
 
@@ -172,7 +179,7 @@ def test_masking_checks_are_documented(evaluated_run):
     assert ids == ["zero-gradients", "square-beats-white-box", "large-eps-not-zero",
                    "more-steps-lower"]
     doc = EVAL_DOC.read_text()
-    anchors = {m.lower() for m in re.findall(r"^#+ .*?`?([a-z-]+)`?\s*$", doc, re.M)}
+    anchors = {m.lower() for m in re.findall(r"^#+ .*?`?([a-z-]+)`?\s*$", doc, re.MULTILINE)}
     for c in checks:
         assert c["passed"] in (True, False, None) and c["detail"]
         assert c["doc"].startswith("docs/EVAL.md#")
