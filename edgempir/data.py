@@ -116,7 +116,8 @@ def read_idx(path: str | os.PathLike, how_to_get: str = "re-download the file") 
     if len(body) != expected:
         raise DataError(f"{path}: IDX header says shape {shape} ({expected} bytes) but the file "
                         f"holds {len(body)} bytes (truncated or corrupt); {how_to_get}")
-    return np.frombuffer(body, dtype=dtype).reshape(shape)
+    # a writable copy: torch refuses to wrap read-only buffers without a warning
+    return np.frombuffer(body, dtype=dtype).reshape(shape).copy()
 
 
 def _find(directory: Path, stem: str) -> Path | None:
