@@ -349,20 +349,35 @@ class Evaluator:
             decide = self.decide_fn(job)
             rows = np.flatnonzero(mask)
             out = []
-            t0 = time.perf_counter()
+            seconds = 0.0
             bar = _bar(len(rows), f"{self.config.protocol} {_eps_label(eps)} {p.name} -> "
                        f"{_source_label(job.source, self.ens)}", self.progress)
             # query-only attacks pay Python overhead per query, not per image: one big batch
             step = self.batch_size if attack.white_box else max(self.batch_size, 2000)
+            chunks = []
             for s in range(0, len(rows), step):
-                idx = torch.from_numpy(rows[s:s + step])
-                out.append(attack(model, self.x[idx], self.y[idx], decide=decide))
-                bar.update(len(idx))
+                # every batch is kept as soon as it is done: a kill inside a long attack
+                # (PGD-100 x5 on 1000 images) loses one batch, not the attack
+                chunk = path.with_name(f"{path.stem}.batch-{s}.npz")
+                chunks.append(chunk)
+                cached_chunk = _load_partial(chunk, fingerprint)
+                if cached_chunk is None:
+                    t0 = time.perf_counter()
+                    idx = torch.from_numpy(rows[s:s + step])
+                    adv = attack(model, self.x[idx], self.y[idx], decide=decide).numpy()
+                    chunk_seconds = time.perf_counter() - t0
+                    _save_partial(chunk, fingerprint, adv, chunk_seconds)
+                else:
+                    adv, chunk_seconds = cached_chunk
+                out.append(adv)
+                seconds += chunk_seconds
+                bar.update(len(adv))
             bar.close()
-            seconds = time.perf_counter() - t0
             shape = (0,) + tuple(self.x.shape[1:])
-            x_adv_rows = (torch.cat(out).numpy() if out else np.zeros(shape, np.float32))
+            x_adv_rows = np.concatenate(out) if out else np.zeros(shape, np.float32)
             _save_partial(path, fingerprint, x_adv_rows, seconds)
+            for chunk in chunks:
+                chunk.unlink(missing_ok=True)
         self.attack_seconds += seconds
         x_adv = self.x.clone()
         if mask.any():

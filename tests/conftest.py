@@ -57,12 +57,9 @@ def synthetic_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def evaluated_run(synthetic_run, tmp_path_factory) -> Path:
-    """synthetic_run copied and evaluated once (eval --config quick, small n); export needs it."""
-    from edgempir.cli import main
-
-    if "eval" not in main.commands:
-        pytest.skip("edgempir eval not available yet")
-    run = tmp_path_factory.mktemp("evaluated") / "run"
-    shutil.copytree(synthetic_run, run)
-    run_cli("eval", str(run), "--config", "quick", "--n", "48")
+    """synthetic_run copied and evaluated once (adaptive protocol, quick, PGD only, 64
+    images): what export needs. Shared by tests/targets and tests/cli."""
+    run = tmp_path_factory.mktemp("evaluated") / "synthetic"
+    shutil.copytree(synthetic_run, run, ignore=shutil.ignore_patterns("eval"))
+    run_cli("eval", str(run), "--config", "quick", "--n", "64", "--attacks", "pgd")
     return run

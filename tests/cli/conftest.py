@@ -4,41 +4,17 @@
   sha256 manifest) built in a second from three linear members trained in numpy. It checks
   bench's plumbing fast, independently of export.
 - ``bundle``: the real thing, exported from the shared synthetic run (train -> eval quick ->
-  export x86) once per session, sharing the evaluated run with tests/targets; the tests
+  export x86) once per session from tests/conftest.py's ``evaluated_run``; the tests
   that compare with the host use it.
 """
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-
-def run_cli(*args: str, env: dict | None = None, check: bool = True, timeout: int = 600,
-            cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
-    """``python -m edgempir.cli ARGS`` in a subprocess, as a user runs it.
-
-    (tests/conftest.py has the same helper, but ``from conftest import run_cli`` fails
-    while pytest is still loading the conftest files.)
-    """
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", "edgempir.cli", *args], capture_output=True,
-                          text=True, env=full_env, timeout=timeout, cwd=cwd)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"edgempir {' '.join(args)} exited {proc.returncode}:\n"
-                             f"{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-@pytest.fixture(scope="session")
-def cli():
-    return run_cli
 
 # ----------------------------------------------------------------- the tiny bundle
 SPECS = (("w2a4", 2, 4), ("w4a4", 4, 4), ("fp32", 32, 32))
@@ -200,33 +176,11 @@ def tiny_copy(tiny_bundle, tmp_path) -> Path:
 
 
 # ----------------------------------------------------------------- the real bundle
-def _targets_conftest():
-    """tests/targets/conftest.py, loaded under its own name: its ``evaluated_copy`` caches
-    the evaluated synthetic run next to the session's synthetic run, so the (slow) eval
-    runs once per session for tests/targets and tests/cli together."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "targets" / "conftest.py"
-    name = "edgempir_tests_targets_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        sys.modules[name] = mod
-    return sys.modules[name]
-
-
 @pytest.fixture(scope="session")
-def bundle_run(synthetic_run) -> Path:
-    """The shared synthetic run with an adaptive eval (quick, PGD, small n)."""
-    return _targets_conftest().evaluated_copy(synthetic_run)
-
-
-@pytest.fixture(scope="session")
-def bundle(bundle_run, tmp_path_factory) -> Path:
-    """An x86 bundle exported from ``bundle_run``, once per session."""
+def bundle(evaluated_run, tmp_path_factory) -> Path:
+    """An x86 bundle exported from ``evaluated_run``, once per session."""
     from edgempir.targets.export import export_bundle
 
     out = tmp_path_factory.mktemp("bench-bundle") / "synthetic-x86"
-    export_bundle(bundle_run, "x86", out, n_calib=64, progress=False)
+    export_bundle(evaluated_run, "x86", out, n_calib=64, progress=False)
     return out

@@ -145,7 +145,7 @@ def test_bad_batch_sizes_are_a_usage_error(cli, tiny_bundle):
 
 
 # ----------------------------------------------------------------- the vote, host vs device
-def test_vote_in_the_runtime_equals_the_hosts_vote(bundle, bundle_run):
+def test_vote_in_the_runtime_equals_the_hosts_vote(bundle, evaluated_run):
     """The exported graph's vote (ONNX Runtime) gives the host's (PyTorch) class ids."""
     import torch
     from edgempir.calib import INPUT_NAME, LABEL_NAME, read_set
@@ -157,7 +157,7 @@ def test_vote_in_the_runtime_equals_the_hosts_vote(bundle, bundle_run):
 
     b = verify_bundle(bundle)
     engine = open_model(b, "ensemble", threads=1)
-    host = load_run(bundle_run)
+    host = load_run(evaluated_run)
     for name in ("clean", "adv-adaptive"):
         s = read_set(b.calib_file(name), b.input_shape, b.num_classes)
         x = s[INPUT_NAME]

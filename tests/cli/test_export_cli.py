@@ -5,28 +5,12 @@ output directory (or temporary directory) behind.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-
-def _targets_conftest():
-    spec = importlib.util.spec_from_file_location(
-        "edgempir_tests_targets_conftest", Path(__file__).resolve().parents[1] / "targets" / "conftest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(scope="module")
-def evaluated_run(synthetic_run) -> Path:
-    """The evaluated synthetic run tests/targets uses (made once per session)."""
-    return _targets_conftest().evaluated_copy(synthetic_run)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

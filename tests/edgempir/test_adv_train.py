@@ -1,6 +1,5 @@
 """Adversarial training on synthetic data: the adversarial batch accuracy sits below the
 clean one, and the loss goes down."""
-import json
 
 import pytest
 
@@ -11,7 +10,7 @@ from edgempir.train import TrainConfig, train
 @pytest.mark.parametrize("method", ["pgd", "trades"])
 def test_adversarial_training_loop(tmp_path, method):
     cfg = TrainConfig(out=str(tmp_path / method), dataset="synthetic",
-                      members=parse_members("w2a4,fp32"), epochs=2, batch_size=64, seed=1,
+                      members=parse_members("w2a4,fp32"), epochs=2, batch_size=128, seed=1,
                       adv_train=method, adv_eps=0.05, adv_steps=2)
     manifest = train(cfg, progress=False, echo=lambda s: None)
     assert manifest["training"]["adversarial"]["method"] == method

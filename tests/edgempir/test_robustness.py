@@ -225,3 +225,34 @@ def test_bad_inputs_are_clear_errors(run_copy, tmp_path):
     with pytest.raises(EdgempirError, match="does not exist"):
         evaluate(tmp_path / "nowhere", config="quick", n=4, progress=False)
     assert not (run_copy / "eval").exists(), "nothing half-written"
+
+
+def test_interrupt_inside_an_attack_keeps_finished_batches(run_copy, fast_overrides,
+                                                           monkeypatch, tmp_path):
+    """A kill in the middle of a long attack loses one batch, not the attack."""
+    import shutil
+
+    from edgempir.attacks.pgd import PGD
+
+    kwargs = dict(protocols=["adaptive"], config="quick", attacks=["pgd"], n=16, seed=0,
+                  batch_size=8, progress=False, overrides=fast_overrides)
+    fresh = tmp_path / "fresh"
+    shutil.copytree(run_copy, fresh)
+    expected = evaluate(fresh, **kwargs).reports["adaptive"]["results"]
+
+    real_perturb, calls = PGD.perturb, []
+
+    def dying(self, *args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_perturb(self, *args, **kw)
+
+    monkeypatch.setattr(PGD, "perturb", dying)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(run_copy, **kwargs)
+    part = run_copy / "eval" / "partial" / "adaptive-quick" / "eps-0.1"
+    assert [p.name for p in part.iterdir()] == ["pgd@surrogate.batch-0.npz"]
+    monkeypatch.setattr(PGD, "perturb", real_perturb)
+    assert evaluate(run_copy, **kwargs).reports["adaptive"]["results"] == expected
+    assert not list(part.glob("*.batch-*.npz")), "batches are merged once the attack is done"
