@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 
 from edgempir.attacks.base import AttackError, check_eps
+from edgempir.data import DEFAULT_EPS  # one table for eval and adversarial training
 
 SCHEMA = "edgempir.eval"
 SCHEMA_VERSION = 1
 PROTOCOLS = ("paper", "adaptive")
-DEFAULT_EPS = {"mnist": 0.3, "fashion-mnist": 0.1, "cifar10": 8 / 255, "synthetic": 0.1}
 DOC = "docs/EVAL.md"
 
 
