@@ -41,16 +41,10 @@ def main():
 
 
 def _register() -> None:
-    from edgempir.cli import train as _train
+    # each module defines its click command and imports nothing heavy at module level
+    from edgempir.cli import bench_cmd, build_cmd, eval_cmd, export_cmd, train_cmd
 
-    main.add_command(_train.train)
-    for name in ("eval", "export", "bench", "build"):
-        try:
-            mod = __import__(f"edgempir.cli.{name}_cmd", fromlist=["command"])
-        except ModuleNotFoundError as e:
-            if e.name != f"edgempir.cli.{name}_cmd":
-                raise
-            continue
+    for mod in (train_cmd, eval_cmd, export_cmd, build_cmd, bench_cmd):
         main.add_command(mod.command)
 
 

@@ -234,8 +234,8 @@ def test_interrupt_inside_an_attack_keeps_finished_batches(run_copy, fast_overri
 
     from edgempir.attacks.pgd import PGD
 
-    kwargs = dict(protocols=["adaptive"], config="quick", attacks=["pgd"], n=16, seed=0,
-                  batch_size=8, progress=False, overrides=fast_overrides)
+    kwargs = {"protocols": ["adaptive"], "config": "quick", "attacks": ["pgd"], "n": 16,
+              "seed": 0, "batch_size": 8, "progress": False, "overrides": fast_overrides}
     fresh = tmp_path / "fresh"
     shutil.copytree(run_copy, fresh)
     expected = evaluate(fresh, **kwargs).reports["adaptive"]["results"]

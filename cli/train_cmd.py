@@ -83,3 +83,4 @@ def train(dataset, data_dir, arch, members, bits, preset_name, combiner, epochs,
     else:
         click.echo(training_table(manifest))
         click.echo(f"run directory: {out}")
+command = train
