@@ -8,8 +8,8 @@ so a hostile or truncated file gives a one-line error instead of running anythin
 from __future__ import annotations
 
 import io
+import math
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -37,21 +37,7 @@ def read_set(path: str | os.PathLike, input_shape: tuple[int, ...] | None = None
              num_classes: int | None = None) -> dict[str, np.ndarray]:
     """Read and check a set. ``input_shape`` is [C, H, W] without the batch dimension."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            for name in z.files:
-                header_shape = _member_shape(z, name)
-                if header_shape is not None and int(np.prod(header_shape, dtype=np.int64)) > MAX_ELEMENTS:
-                    raise BundleError(f"{path}: array {name!r} has shape {header_shape}, too large "
-                                      "to be a calibration set; rebuild the set")
-            arrays = {name: z[name] for name in z.files}
-    except BundleError:
-        raise
-    except FileNotFoundError:
-        raise BundleError(f"{path}: file not found; re-export the bundle") from None
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as e:
-        raise BundleError(f"{path}: not a readable npz set ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                          "re-export the bundle") from None
+    arrays = _load_arrays(path)
     if INPUT_NAME not in arrays or LABEL_NAME not in arrays:
         raise BundleError(f"{path}: needs arrays {INPUT_NAME!r} and {LABEL_NAME!r}, has "
                           f"{sorted(arrays)}; re-export the bundle")
@@ -73,17 +59,55 @@ def read_set(path: str | os.PathLike, input_shape: tuple[int, ...] | None = None
     return arrays
 
 
-def _member_shape(z, name: str):
-    """Shape from an npz member's header, read without loading the array."""
+def _load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the npz at ``path``. Before anything is allocated: the file must be
+    a zip of .npy members only, each header readable, the total size bounded."""
     try:
-        from numpy.lib import format as npformat
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except FileNotFoundError:
+        raise BundleError(f"{path}: file not found; re-export the bundle") from None
+    except OSError as e:
+        raise BundleError(f"{path}: cannot be read ({e.strerror or e}); re-export the "
+                          "bundle") from None
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # a bare .npy or a pickle is not a set
+        raise BundleError(f"{path}: not an npz set (not a zip archive); re-export the bundle")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            total = 0
+            for info in z.zip.infolist():
+                if not info.filename.endswith(".npy"):
+                    raise BundleError(f"{path}: member {info.filename!r} is not a .npy array; "
+                                      "re-export the bundle")
+                shape = _member_shape(path, z, info.filename)
+                total += int(math.prod(shape))
+                if total > MAX_ELEMENTS:
+                    raise BundleError(f"{path}: arrays of shape {shape} and more, too large to "
+                                      "be a calibration set; rebuild the set")
+            return {name: z[name] for name in z.files}
+    except BundleError:
+        raise
+    except Exception as e:  # noqa: BLE001 - zipfile/zlib/numpy raise many types on garbage
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BundleError(f"{path}: not a readable npz set ({first}); re-export the "
+                          "bundle") from None
 
-        with z.zip.open(name + ".npy") as f:
+
+def _member_shape(path: Path, z, member: str) -> tuple[int, ...]:
+    """Shape from an npz member's .npy header, read without loading the array."""
+    from numpy.lib import format as npformat
+
+    try:
+        with z.zip.open(member) as f:
             version = npformat.read_magic(f)
             if version == (1, 0):
                 shape, _, _ = npformat.read_array_header_1_0(f)
-            else:
+            elif version == (2, 0):
                 shape, _, _ = npformat.read_array_header_2_0(f)
-        return shape
-    except Exception:  # the full load below reports the problem
-        return None
+            else:
+                raise ValueError(f"npy format version {version}")
+    except Exception as e:  # noqa: BLE001 - a header we cannot read is a corrupt set
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BundleError(f"{path}: member {member!r} has no readable .npy header ({first}); "
+                          "re-export the bundle") from None
+    return tuple(int(s) for s in shape)

@@ -42,9 +42,9 @@ def main():
 
 def _register() -> None:
     # each module defines its click command and imports nothing heavy at module level
-    from edgempir.cli import bench_cmd, build_cmd, eval_cmd, export_cmd, train_cmd
+    from edgempir.cli import bench_cmd, build_cmd, eval_cmd, experiment_cmd, export_cmd, train_cmd
 
-    for mod in (train_cmd, eval_cmd, export_cmd, build_cmd, bench_cmd):
+    for mod in (train_cmd, eval_cmd, export_cmd, build_cmd, bench_cmd, experiment_cmd):
         main.add_command(mod.command)
 
 

@@ -1,8 +1,10 @@
 """``edgempir build BUNDLE``: build a jetson bundle's TensorRT engines on the device itself.
 
 Device side (Python 3.10, numpy + TensorRT): no torch, no onnx package. Engines and the
-timing cache go to BUNDLE/engines/ and are reused while TensorRT version, GPU and ONNX file
-match; ``bench`` builds them on first use too, so this command only moves the wait.
+timing cache go to a cache outside the bundle (``EDGEMPIR_ENGINE_CACHE`` or
+~/.cache/edgempir/engines/<manifest sha256[:16]>/) and are reused while TensorRT version,
+GPU and ONNX file match; ``bench`` builds them on first use too, so this command only
+moves the wait.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ def command(bundle, force, as_json):
     tensorrt.require_tensorrt(b)
     echo = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
     plans = tensorrt.build_all(b, force=force, echo=echo)
-    result = {"bundle": str(bundle), "engines": [p.relative_to(b.path).as_posix() for p in plans]}
+    result = {"bundle": str(bundle), "engines": [str(p) for p in plans]}
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

@@ -35,8 +35,8 @@ Examples:
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
               help="Adam learning rate (cosine decay to 0).")
 @click.option("--augment", type=click.Choice(["none", "hflip"]), default=None,
-              help="Training augmentation [default: hflip for fashion-mnist and cifar10, "
-                   "none for digits].")
+              help="Training augmentation: random horizontal flips [default: hflip for "
+                   "cifar10; none otherwise: at 5 epochs flips cost Fashion-MNIST accuracy].")
 @click.option("--adv-train", type=click.Choice(["none", "pgd", "trades"]), default="none",
               help="Adversarial training of every member: Madry PGD or TRADES, through the "
                    "straight-through quantizers.")

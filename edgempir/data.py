@@ -14,6 +14,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import io
+import math
 import os
 import pickle
 import zlib
@@ -29,8 +30,10 @@ DEFAULT_DATASET = "fashion-mnist"
 
 # L-inf budgets used by default for evaluation and adversarial training (inputs in [0, 1]).
 DEFAULT_EPS = {"mnist": 0.3, "fashion-mnist": 0.1, "cifar10": 8 / 255, "synthetic": 0.1}
-# Random horizontal flips keep the label for clothes and CIFAR objects, not for digits.
-DEFAULT_AUGMENT = {"fashion-mnist": "hflip", "cifar10": "hflip"}
+# Random horizontal flips keep the label for clothes and CIFAR objects, not for digits. On
+# Fashion-MNIST at the default 5 epochs they cost accuracy (fp32 member: 89.75% with flips,
+# 90.46% without; README), so only CIFAR-10 gets them by default.
+DEFAULT_AUGMENT = {"cifar10": "hflip"}
 
 FASHION_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                    "sneaker", "bag", "ankle boot")
@@ -90,20 +93,11 @@ def to_float(x: np.ndarray) -> np.ndarray:
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def _read_maybe_gz(path: Path, what: str) -> bytes:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DataError(f"{path}: corrupt or truncated gzip ({e}); {what}") from None
-    return raw
+MAX_IDX_BYTES = 1 << 32  # 4 GiB: far above any IDX data set (MNIST's train images: 47 MB)
 
 
-def read_idx(path: str | os.PathLike, how_to_get: str = "re-download the file") -> np.ndarray:
-    """Read one IDX file (raw or gzip) into a numpy array, checking magic and sizes."""
-    path = Path(path)
-    data = _read_maybe_gz(path, how_to_get)
+def _idx_header(data: bytes, path: Path, how_to_get: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from an IDX header; a DataError if it is not one or is absurd."""
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise DataError(f"{path}: not an IDX file (bad magic number); {how_to_get}")
     ndim = data[3]
@@ -111,8 +105,42 @@ def read_idx(path: str | os.PathLike, how_to_get: str = "re-download the file") 
         raise DataError(f"{path}: IDX header is truncated or has {ndim} dimensions; {how_to_get}")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[data[2]])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    body = data[4 + 4 * ndim:]
+    # Python ints: numpy's int64 product wraps around for dims like 65536**4
+    if math.prod(shape) * dtype.itemsize > MAX_IDX_BYTES:
+        raise DataError(f"{path}: IDX header claims shape {shape}, more than "
+                        f"{MAX_IDX_BYTES >> 30} GiB (corrupt or hostile file); {how_to_get}")
+    return shape, dtype
+
+
+def _read_idx_data(path: Path, how_to_get: str) -> bytes:
+    """The file's bytes, gunzipped if needed. A gzip is decompressed only as far as its
+    header promises (plus one byte to see that it ends there): a small .gz cannot make
+    us allocate gigabytes."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e}); {how_to_get}") from None
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
+            head = f.read(4)
+            if len(head) == 4 and 0 < head[3] <= 4:
+                head += f.read(4 * head[3])
+            shape, dtype = _idx_header(head, path, how_to_get)
+            # reading past the end also checks the gzip trailer (CRC, length)
+            return head + f.read(math.prod(shape) * dtype.itemsize + 1)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: corrupt or truncated gzip ({e}); {how_to_get}") from None
+
+
+def read_idx(path: str | os.PathLike, how_to_get: str = "re-download the file") -> np.ndarray:
+    """Read one IDX file (raw or gzip) into a numpy array, checking magic and sizes."""
+    path = Path(path)
+    data = _read_idx_data(path, how_to_get)
+    shape, dtype = _idx_header(data, path, how_to_get)
+    expected = math.prod(shape) * dtype.itemsize
+    body = data[4 + 4 * len(shape):]
     if len(body) != expected:
         raise DataError(f"{path}: IDX header says shape {shape} ({expected} bytes) but the file "
                         f"holds {len(body)} bytes (truncated or corrupt); {how_to_get}")

@@ -24,3 +24,11 @@ class RunDirError(EdgempirError):
 
 class BundleError(EdgempirError):
     """A bundle that is missing files, tampered with, or for an absent runtime."""
+
+
+class WriteError(EdgempirError, OSError):
+    """An artefact that could not be written (disk full, quota, read-only folder).
+
+    Raised by the atomic writers in :mod:`edgempir.fsutil`, which leave the previous
+    version in place. It is an OSError too, so code that already handles OSError still does.
+    """

@@ -6,12 +6,39 @@ every write goes to a temporary name in the same directory, is fsync'ed, then re
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Iterator
+
+from edgempir.errors import EdgempirError, WriteError
+
+# errno values that say the disk cannot take the write (as opposed to a bug in the caller):
+# inside a writer's body only these become WriteErrors; everything else is re-raised as is
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
+
+
+def write_error(path: str | os.PathLike, e: OSError) -> WriteError:
+    """A one-line WriteError for ``e``, raised while writing ``path`` (old version kept)."""
+    reason = e.strerror or str(e) or type(e).__name__
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        hint = "free some disk space or write elsewhere, then run the command again"
+    else:
+        hint = "check that the folder is writable, then run the command again"
+    err = WriteError(f"cannot write {path} ({reason}); {hint}; the previous version, if "
+                     "any, is unchanged")
+    err.errno = e.errno
+    return err
+
+
+def _is_disk_error(e: BaseException) -> bool:
+    return isinstance(e, OSError) and not isinstance(e, EdgempirError) and \
+        e.errno in DISK_ERRNOS
 
 
 def fsync_dir(path: Path) -> None:
@@ -29,18 +56,24 @@ def fsync_dir(path: Path) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a kill or a full disk leaves the old file or the new.
+
+    Any OSError (disk full, read-only folder) becomes a one-line :class:`WriteError`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            os.fsync(f.fileno())  # delayed allocation reports ENOSPC here, not at write()
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(e, OSError) and not isinstance(e, EdgempirError):
+            raise write_error(path, e) from e
         raise
     fsync_dir(path.parent)
 
@@ -57,16 +90,28 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path to write to; it is renamed onto ``path`` on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(path, e) from e
+    try:
         yield tmp
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if _is_disk_error(e):  # the caller's writer hit a full disk
+            raise write_error(path, e) from e
+        raise
+    try:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(e, OSError) and not isinstance(e, EdgempirError):
+            raise write_error(path, e) from e
         raise
     fsync_dir(path.parent)
 
@@ -74,13 +119,63 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
 def _fsync_tree(root: Path) -> None:
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
-            with contextlib.suppress(OSError):
+            try:
                 fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            except OSError:
+                continue  # nothing we can flush
+            try:
+                os.fsync(fd)
+            except OSError as e:
+                # ENOSPC or EIO here means the data never reached the disk: the tree is not
+                # complete and must not replace the old one. Other errors (EINVAL on
+                # filesystems without fsync) say nothing about the data.
+                if e.errno in DISK_ERRNOS:
+                    raise
+            finally:
+                os.close(fd)
         fsync_dir(Path(dirpath))
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux renameat2 RENAME_EXCHANGE).
+
+    Returns False where the C library or the filesystem cannot do it; the caller then
+    falls back to two renames, which leave a moment where neither tree is at ``b``.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def swap_in(tmp: Path, path: Path) -> None:
+    """Put the finished tree ``tmp`` at ``path``, replacing an existing one (a kill leaves
+    the old tree or the new one at ``path``)."""
+    if _exchange(tmp, path):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old tree
+        return
+    old = path.with_name(f"{path.name}.old-{os.getpid()}")
+    os.replace(path, old)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.replace(old, path)  # put the old tree back rather than leave nothing at path
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -88,29 +183,39 @@ def atomic_dir(path: str | os.PathLike, *, replace: bool = False) -> Iterator[Pa
     """Build a directory at ``DIR.tmp-<pid>`` and rename it onto ``path`` when done.
 
     With ``replace`` an existing ``path`` is swapped out only after the new tree is
-    complete, so a kill leaves the old tree or the new one.
+    complete and on disk, in one atomic exchange where the system has one (Linux), so a
+    kill leaves the old tree or the new one. A full disk, in the body or while flushing,
+    is a :class:`WriteError` and leaves the old tree.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    except OSError as e:
+        raise write_error(path, e) from e
     try:
         yield tmp
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if _is_disk_error(e):  # the caller's writers hit a full disk
+            raise write_error(path, e) from e
+        raise
+    try:
         _fsync_tree(tmp)
         if path.exists():
             if not replace:
                 raise FileExistsError(path)
-            old = path.with_name(f"{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            swap_in(tmp, path)
         else:
             os.replace(tmp, path)
         fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and not isinstance(e, (EdgempirError, FileExistsError)):
+            raise write_error(path, e) from e
         raise
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgempir.errors import RunDirError
@@ -26,6 +26,9 @@ from edgempir.members import MemberSpec, parse_spec
 SCHEMA = "edgempir.run"
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 16 << 20  # a run manifest is a few kB; refuse to parse absurd files
+MAX_INPUT_SIDE = 4096          # sanity bounds on the manifest's shape and class count
+MAX_CLASSES = 100_000
 
 
 def partial_dir(out: str | os.PathLike) -> Path:
@@ -51,27 +54,77 @@ def read_manifest(run: str | os.PathLike) -> dict[str, Any]:
                           "'edgempir train --out DIR'")
     path = run / MANIFEST
     try:
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise RunDirError(f"{path} is {path.stat().st_size} bytes, too large to be a run "
+                              "manifest; retrain the run")
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise RunDirError(f"{run} is not a run directory ({MANIFEST} missing); train one with "
                           "'edgempir train --out DIR'") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunDirError(f"{path} is not valid JSON ({e}); retrain the run") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        # RecursionError: '[[[[...' nested deeper than the parser's stack
+        reason = str(e) if not isinstance(e, RecursionError) else "nested too deeply"
+        raise RunDirError(f"{path} is not valid JSON ({reason}); retrain the run") from None
+    except OSError as e:
+        raise RunDirError(f"{path} cannot be read ({e.strerror or e})") from None
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
         raise RunDirError(f"{path} is not an edgempir run manifest")
     version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise RunDirError(f"{run} was written with run schema version {version}; this edgempir "
-                          f"reads version {SCHEMA_VERSION}: retrain it with this version")
+        raise RunDirError(f"{run} was written with run schema version {version!r}; this "
+                          f"edgempir reads version {SCHEMA_VERSION}: retrain it with this version")
     for key in ("dataset", "arch", "members", "combiner"):
         if key not in manifest:
             raise RunDirError(f"{path} lacks {key!r}; retrain the run")
+    _check_manifest_types(path, manifest)
     for m in manifest["members"]:
         f = run / m["file"]
         if not f.is_file():
             raise RunDirError(f"{run}: member weights {m['file']} are missing; retrain the run "
                               "or copy the whole directory")
     return manifest
+
+
+def _check_manifest_types(path: Path, manifest: dict) -> None:
+    """The fields that loading a run relies on, so that a damaged or hand-edited manifest
+    is a one-line error here instead of a TypeError deep inside torch."""
+    def bad(field: str, what: str) -> RunDirError:
+        return RunDirError(f"{path}: {field} must be {what}; retrain the run")
+
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    ds = manifest["dataset"]
+    if not isinstance(ds, dict) or not isinstance(ds.get("name"), str):
+        raise bad("dataset", "an object with a 'name'")
+    shape = ds.get("input_shape")
+    if not isinstance(shape, list) or len(shape) != 3 or \
+            not all(is_int(s) and 0 < s <= MAX_INPUT_SIDE for s in shape):
+        raise bad("dataset.input_shape", f"[C, H, W] with sides 1..{MAX_INPUT_SIDE}")
+    if not is_int(ds.get("num_classes")) or not 2 <= ds["num_classes"] <= MAX_CLASSES:
+        raise bad("dataset.num_classes", f"an integer 2..{MAX_CLASSES}")
+    for key in ("arch", "combiner"):
+        if not isinstance(manifest[key], str):
+            raise bad(key, "a string")
+    members = manifest["members"]
+    if not isinstance(members, list) or not members:
+        raise bad("members", "a non-empty list")
+    for i, m in enumerate(members):
+        if not isinstance(m, dict) or not isinstance(m.get("spec"), str):
+            raise bad(f"members[{i}]", "an object with a 'spec' string")
+        rel = m.get("file")
+        if not isinstance(rel, str) or not _inside_run(rel):
+            # weights are read from inside the run only: never '../x' or '/etc/x'
+            raise bad(f"members[{i}].file", "a relative path inside the run directory")
+    ref = manifest.get("reference_member", 0)
+    if not is_int(ref) or not 0 <= ref < len(members):
+        raise bad("reference_member", "a member index")
+
+
+def _inside_run(rel: str) -> bool:
+    p = PurePosixPath(rel)
+    return bool(rel) and "\\" not in rel and not any(ord(c) < 32 for c in rel) and \
+        not p.is_absolute() and ".." not in p.parts
 
 
 def member_specs(manifest: dict) -> list[MemberSpec]:
@@ -86,7 +139,25 @@ def save_weights(path: Path, state: dict, metadata: dict[str, str] | None = None
 
     tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
     with atomic_file(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except Exception as e:  # safetensors reports a full disk as its own error type
+            err = _as_os_error(e)
+            if err is e:
+                raise
+            raise err from e
+
+
+def _as_os_error(e: Exception) -> Exception:
+    """SafetensorError("... (os error 28)") -> OSError(28), so atomic_file reports a full
+    disk as a one-line WriteError; anything else is returned unchanged."""
+    import re
+
+    m = re.search(r"os error (\d+)", str(e))
+    if isinstance(e, OSError) or m is None:
+        return e
+    code = int(m.group(1))
+    return OSError(code, os.strerror(code))
 
 
 def load_weights(path: Path) -> tuple[dict, dict[str, str]]:

@@ -23,7 +23,7 @@ import numpy as np
 
 from edgempir.data import DEFAULT_EPS
 from edgempir.errors import RunDirError
-from edgempir.fsutil import atomic_write_json, fsync_dir
+from edgempir.fsutil import atomic_write_json, fsync_dir, swap_in
 from edgempir.members import MemberSpec, reference_index
 from edgempir import rundir
 
@@ -221,12 +221,14 @@ def _check_out(cfg: TrainConfig, resume: bool, force: bool) -> Path:
         elif not resume:
             raise RunDirError(f"an unfinished run is at {work}; pass --resume to continue it or "
                               "--force to start over")
-        else:
+        elif (work / "config.json").is_file():
             saved = json.loads((work / "config.json").read_text())
             if saved != cfg.to_json():
                 diff = sorted(k for k in saved if saved.get(k) != cfg.to_json().get(k))
                 raise RunDirError(f"--resume: {work} was started with other settings "
                                   f"({', '.join(diff)}); rerun with the same options or --force")
+        # else: killed before its config.json was written, so nothing was trained yet and
+        # resuming is starting afresh in the same folder
     elif resume:
         raise RunDirError(f"--resume: nothing to resume at {work}; run without --resume")
     return work
@@ -322,11 +324,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, force: bool = False, progre
     }
     atomic_write_json(work / rundir.MANIFEST, manifest)
     out = Path(cfg.out)
-    if out.exists():  # --force: swap only now that the new run is complete
-        old = out.with_name(out.name + f".old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(work, out)
-        shutil.rmtree(old, ignore_errors=True)
+    if out.exists():  # --force: swap only now that the new run is complete, in one step
+        swap_in(work, out)
     else:
         os.replace(work, out)
     fsync_dir(out.parent)

@@ -2,8 +2,9 @@
 
 Device side: numpy, psutil and the bundle's runtime (ONNX Runtime or TensorRT) only. No
 torch, no onnx package; Python 3.10 syntax. docs/BENCH.md documents what is measured and
-every field of the JSON report (``SCHEMA`` below is the same schema, checked by
-:func:`validate_report`).
+every field of the JSON report (``edgempir.targets.report.SCHEMA_SPEC`` is the same schema,
+checked by :func:`~edgempir.targets.report.validate_report`). The machine description lives
+in ``machine.py``, the peak-RSS child in ``memory.py``, schema and table in ``report.py``.
 
 Why the measurements are made the way they are:
 - latency of the ensemble and of the full-precision member alone are taken in the same
@@ -20,11 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 import os
-import platform
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -32,18 +29,20 @@ from pathlib import Path
 from typing import Any, ContextManager
 
 import numpy as np
+from edgempir.targets.machine import busy, machine_info
+from edgempir.targets.memory import MemoryProbeError, measure_memory, rss_bytes
+from edgempir.targets.report import SCHEMA, SCHEMA_VERSION, format_report, validate_report
+from edgempir.targets.report import jsonable as _jsonable
+from edgempir.targets.report import pct as _pct
 
 from edgempir.errors import BundleError
 
-SCHEMA = "edgempir.bench"
-SCHEMA_VERSION = 1
+__all__ = ["BenchConfig", "format_report", "run_bench", "validate_report"]
 DRIFT_THRESHOLD_POINTS = 0.5      # DESIGN.md: host vs device accuracy must agree within this
 SOAK_LATENCY_DRIFT_FLAG = 0.10    # p50 of the last soak window vs the first: +-10 %
 SOAK_RSS_GROWTH_FLAG = 8 << 20    # bytes of RSS growth over a soak worth a warning
 MIN_REPEATS = 5                   # even under the time cap, a percentile needs a few samples
 EVAL_SETS = ("clean", "adv-adaptive")
-EMULATION_ENV = "EDGEMPIR_EMULATED"
-BUSY_LOAD_PER_CORE = 0.5          # 1-minute load per usable core above which timings suffer
 
 
 @dataclass
@@ -150,109 +149,6 @@ def _batch_of(inputs: np.ndarray, b: int) -> np.ndarray:
     """``b`` real images (repeated when the set is smaller), contiguous float32."""
     idx = np.arange(b) % len(inputs)
     return np.ascontiguousarray(inputs[idx], dtype=np.float32)
-
-
-# --------------------------------------------------------------------------- memory
-def rss_bytes() -> int:
-    import psutil
-
-    return int(psutil.Process().memory_info().rss)
-
-
-def peak_rss_bytes() -> int | None:
-    """This process's RSS high-water mark, or None where the OS keeps none.
-
-    Linux: VmHWM of /proc/self/status, which belongs to this process's own address space.
-    Not ru_maxrss: Linux carries the parent's RSS at fork time into a child's ru_maxrss
-    across exec, so a child started by a big parent would report the parent's size.
-    """
-    status = _read("/proc/self/status")
-    if status:
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    try:
-        import resource
-    except ImportError:  # Windows
-        import psutil
-
-        return getattr(psutil.Process().memory_info(), "peak_wset", None)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB
-
-
-def reset_peak_rss() -> bool:
-    """Restart the high-water mark from the current RSS (Linux 4.0+); False where it cannot."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def memory_worker(bundle_path: str, which: str, threads: int | None, batch_size: int,
-                  runs: int, seed: int = 0) -> dict:
-    """Run in a fresh process: load one model, run it, report RSS figures."""
-    from edgempir.targets.bundle import verify_bundle
-    from edgempir.targets.runtime import open_model
-
-    bundle = verify_bundle(bundle_path)
-    model_which: str | int = which if which == "ensemble" else int(which)
-    # import the runtime library first: its tens of MiB are the same for any model and
-    # would otherwise be counted as the model's
-    import importlib
-
-    with contextlib.suppress(ImportError):
-        importlib.import_module(bundle.runtime)
-    import edgempir.targets.onnxruntime  # noqa: F401
-    peak_before = peak_rss_bytes()
-    # the peak from here on is the model's: imports and bundle hashing are not counted
-    peak_reset = reset_peak_rss()
-    baseline = rss_bytes()
-    model = open_model(bundle, model_which, threads=threads)
-    loaded = rss_bytes()
-    x = np.random.default_rng(seed).random((batch_size, *bundle.input_shape), dtype=np.float32)
-    for _ in range(runs):
-        model.run(x)
-    peak = peak_rss_bytes()
-    runtime_memory = model.memory_info()
-    return {
-        "which": which,
-        "batch_size": batch_size,
-        "runs": runs,
-        "baseline_rss_bytes": baseline,
-        "loaded_rss_bytes": loaded,
-        "final_rss_bytes": rss_bytes(),
-        "peak_rss_bytes": peak,
-        "peak_rss_before_load_bytes": peak_before,
-        "peak_reset": peak_reset,
-        "model_peak_bytes": None if peak is None else max(peak - baseline, 0),
-        "runtime": runtime_memory,
-    }
-
-
-def measure_memory(bundle_path: Path, which: str, threads: int | None, batch_size: int,
-                   runs: int = 20, timeout_s: float = 300) -> dict:
-    """Peak RSS of a fresh child process that loads and runs only ``which``."""
-    cmd = [sys.executable, "-m", "edgempir.targets.bench", "memory-worker", str(bundle_path),
-           which, str(threads or 0), str(batch_size), str(runs)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
-                              check=False)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise MemoryProbeError(f"cannot run a child process for {which} ({e})") from None
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise MemoryProbeError(f"the child process for {which} failed ({tail})")
-    try:
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        raise MemoryProbeError(f"the child process for {which} printed no report") from None
-
-
-class MemoryProbeError(Exception):
-    """The peak-RSS child could not run (e.g. no exec under some emulators): a warning."""
 
 
 def disk_bytes(bundle) -> dict:
@@ -402,130 +298,6 @@ def run_square(model, which: str, x: np.ndarray, y: np.ndarray, eps: float, quer
     out = res.summary()
     out["seconds"] = time.perf_counter() - t0
     return out
-
-
-# --------------------------------------------------------------------------- machine
-_ARM_PARTS = {  # /proc/cpuinfo "CPU part" of ARM Ltd. cores (implementer 0x41)
-    "0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
-    "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76",
-    "0xd0c": "Neoverse-N1", "0xd0d": "Cortex-A77", "0xd40": "Neoverse-V1",
-    "0xd41": "Cortex-A78", "0xd42": "Cortex-A78AE", "0xd44": "Cortex-X1",
-    "0xd46": "Cortex-A510", "0xd47": "Cortex-A710", "0xd48": "Cortex-X2",
-    "0xd49": "Neoverse-N2", "0xd4b": "Cortex-A78C", "0xd4f": "Neoverse-V2",
-    "0xd80": "Cortex-A520", "0xd81": "Cortex-A720", "0xd82": "Cortex-X4",
-}
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read(1 << 20).decode("utf-8", "replace").replace("\x00", "").strip()
-    except OSError:
-        return None
-
-
-def _cpuinfo_fields(text: str | None) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for line in (text or "").splitlines():
-        if ":" in line:
-            k, v = line.split(":", 1)
-            fields.setdefault(k.strip().lower(), v.strip())
-    return fields
-
-
-def cpu_model(cpuinfo: str | None = None) -> str | None:
-    fields = _cpuinfo_fields(cpuinfo if cpuinfo is not None else _read("/proc/cpuinfo"))
-    for key in ("model name", "cpu model", "model", "hardware"):
-        if fields.get(key):
-            return fields[key]
-    part = fields.get("cpu part")
-    if part:
-        name = _ARM_PARTS.get(part.lower()) if fields.get("cpu implementer") == "0x41" else None
-        return name or f"ARM implementer {fields.get('cpu implementer')} part {part}"
-    return platform.processor() or None
-
-
-def detect_emulation(machine: str | None = None, cpuinfo: str | None = None,
-                     env: dict | None = None, binfmt_dir: str = "/proc/sys/fs/binfmt_misc"
-                     ) -> dict:
-    """Is this process running under an instruction-set emulator (e.g. qemu-user)?
-
-    Evidence, strongest first: the ``EDGEMPIR_EMULATED`` variable the emulation runner sets;
-    a /proc/cpuinfo describing another architecture than the interpreter's (qemu-user shows
-    the host's cpuinfo for aarch64 guests); a registered, enabled qemu binfmt handler for
-    this very architecture (a native machine has no reason to emulate itself).
-    """
-    env = os.environ if env is None else env
-    machine = (machine or platform.machine()).lower()
-    text = cpuinfo if cpuinfo is not None else _read("/proc/cpuinfo")
-    fields = _cpuinfo_fields(text)
-    evidence = []
-    emulator = env.get(EMULATION_ENV) or None
-    if emulator:
-        evidence.append(f"{EMULATION_ENV}={emulator}")
-    is_arm = machine.startswith(("aarch64", "arm"))
-    is_x86 = machine in ("x86_64", "amd64", "i386", "i686")
-    if is_arm and ("vendor_id" in fields or "sse2" in fields.get("flags", "").split()):
-        evidence.append(f"/proc/cpuinfo describes an x86 CPU ({fields.get('model name')}) but "
-                        f"the interpreter is {machine}")
-    if is_x86 and "cpu implementer" in fields:
-        evidence.append(f"/proc/cpuinfo describes an ARM CPU but the interpreter is {machine}")
-    qemu_name = {"aarch64": "qemu-aarch64", "arm64": "qemu-aarch64"}.get(machine,
-                                                                         f"qemu-{machine}")
-    binfmt = _read(os.path.join(binfmt_dir, qemu_name))
-    if binfmt and binfmt.splitlines()[0].strip() == "enabled":
-        evidence.append(f"{binfmt_dir}/{qemu_name} is registered and enabled")
-    return {"emulated": bool(evidence), "emulator": emulator, "evidence": evidence}
-
-
-def gpu_names() -> list[str]:
-    names = []
-    base = Path("/proc/driver/nvidia/gpus")
-    with contextlib.suppress(OSError):
-        for d in sorted(base.iterdir()):
-            info = _cpuinfo_fields(_read(str(d / "information")))
-            if info.get("model"):
-                names.append(info["model"])
-    model = _read("/proc/device-tree/model")
-    if not names and model and "jetson" in model.lower():
-        names.append(model)
-    return names
-
-
-def machine_info() -> dict:
-    import psutil
-
-    cpuinfo = _read("/proc/cpuinfo")
-    flags = _cpuinfo_fields(cpuinfo).get("flags", "").split()
-    affinity = None
-    with contextlib.suppress(AttributeError, OSError):
-        affinity = len(os.sched_getaffinity(0))
-    load = None
-    with contextlib.suppress(AttributeError, OSError):
-        load = [round(v, 2) for v in os.getloadavg()]
-    return {
-        "arch": platform.machine(),
-        "cpu_model": cpu_model(cpuinfo),
-        "board": _read("/proc/device-tree/model"),
-        "cores_logical": psutil.cpu_count(logical=True),
-        "cores_physical": psutil.cpu_count(logical=False),
-        "cores_usable": affinity,
-        "memory_total_bytes": int(psutil.virtual_memory().total),
-        "gpus": gpu_names(),
-        "os": platform.platform(),
-        "hostname": platform.node(),
-        "python": platform.python_version(),
-        "virtualized": "hypervisor" in flags,
-        "load_average": load,
-        "emulation": detect_emulation(cpuinfo=cpuinfo),
-    }
-
-
-def busy(machine: dict) -> bool:
-    """Other processes were competing for the CPU when bench started (1-minute load)."""
-    load, cores = machine.get("load_average"), machine.get("cores_usable") or \
-        machine.get("cores_logical") or 1
-    return bool(load) and load[0] > BUSY_LOAD_PER_CORE * cores
 
 
 def runtime_versions(runtime: str) -> dict:
@@ -813,7 +585,8 @@ def edgempir_version() -> str:
 
     version = getattr(edgempir, "__version__", None)
     if version is None:  # a namespace package shadows edgempir (a tests/edgempir/ on sys.path)
-        from importlib.metadata import PackageNotFoundError, version as dist_version
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
 
         try:
             version = dist_version("edgempir")
@@ -829,293 +602,3 @@ def _eval_summary(info: dict | None) -> dict:
 
 def _warning(code: str, message: str) -> dict:
     return {"code": code, "message": message, "doc": f"docs/BENCH.md#{code}"}
-
-
-def _jsonable(obj: Any) -> Any:
-    """Make runtime info JSON-safe: numpy scalars, tuples, paths, non-finite floats."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
-
-
-# --------------------------------------------------------------------------- schema
-# The JSON report's shape: a key maps to a type (or tuple of types), a nested schema dict,
-# or a one-element list holding the schema of each list item. ``None`` in a tuple allows
-# null. docs/BENCH.md describes every key; a test keeps the two in step.
-_NUM = (int, float)
-_LAT = {"batch_size": int, "repeats": int, "p50_ms": _NUM, "p90_ms": _NUM, "p99_ms": _NUM,
-        "max_ms": _NUM, "mean_ms": _NUM, "throughput_img_s": (int, float, None)}
-_MEM = {"which": str, "batch_size": int, "runs": int, "baseline_rss_bytes": int,
-        "loaded_rss_bytes": int, "final_rss_bytes": int, "peak_rss_bytes": (int, None),
-        "peak_rss_before_load_bytes": (int, None), "peak_reset": bool,
-        "model_peak_bytes": (int, None),
-        "runtime": (dict, None)}
-_SQ = {"n": int, "clean_accuracy": _NUM, "robust_accuracy": _NUM, "success_rate": _NUM,
-       "queries_mean_success": (int, float, None), "queries_median_success": (int, float, None),
-       "queries_total": int, "iterations": int, "max_perturbation": _NUM, "seconds": _NUM}
-SCHEMA_SPEC: dict = {
-    "schema": str, "schema_version": int, "created": str, "edgempir_version": str,
-    "bundle": {"path": str, "name": str, "target": str, "runtime": str, "verified": bool,
-               "input_name": str, "input_shape": [int], "num_classes": int,
-               "members": [{"index": int, "spec": str, "weight_bits": (int, None),
-                            "act_bits": (int, None)}],
-               "reference_member": int, "fp32_member": (int, None), "baseline_member": int,
-               "eval": {"protocol": (str, None), "config": (str, None),
-                        "eps": (int, float, list, None), "adv_eps": (int, float, None),
-                        "norm": (str, None)}},
-    "machine": {"arch": str, "cpu_model": (str, None), "board": (str, None),
-                "cores_logical": (int, None), "cores_physical": (int, None),
-                "cores_usable": (int, None), "memory_total_bytes": int, "gpus": [str],
-                "os": str, "hostname": str, "python": str, "virtualized": bool,
-                "load_average": ([_NUM], None),
-                "emulation": {"emulated": bool, "emulator": (str, None), "evidence": [str]}},
-    "runtime": {"name": str, "versions": dict, "providers": (list, None),
-                "threads": (int, None), "info": dict},
-    "settings": {"batch_sizes": [int], "warmup": int, "repeats": int, "time_cap_s": _NUM,
-                 "threads": (int, None), "n": (int, None), "square_queries": int,
-                 "square_n": int, "square_p_init": _NUM, "duration_s": _NUM, "memory": bool,
-                 "seed": int},
-    "latency": [{"batch_size": int, "ensemble": _LAT, "fp32_member": _LAT,
-                 "overhead_p50": (int, float, None), "overhead_mean": (int, float, None)}],
-    "memory": {"disk": {"ensemble_onnx_bytes": (int, None),
-                        "members": [{"index": int, "spec": str, "file": str,
-                                     "onnx_bytes": (int, None), "weight_bytes": (dict, None)}],
-                        "ensemble_weight_bytes": {"true_bits": (int, None),
-                                                  "stored": (int, None),
-                                                  "float32": (int, None)},
-                        "overhead_onnx": (int, float, None)},
-               "ensemble": (_MEM, None), "fp32_member": (_MEM, None),
-               "overhead_peak_rss": (int, float, None), "overhead_model_peak": (int, float, None)},
-    "accuracy": {"drift_threshold_points": _NUM, "drift": bool,
-                 "sets": [{"name": str, "description": str, "n": int, "n_set": int,
-                           "same_set_as_host": bool, "deployed_accuracy": (int, float, None),
-                           "host_accuracy": (int, float, None),
-                           "drift_points": (int, float, None), "drift": bool,
-                           "member_accuracy": [(int, float, None)],
-                           "vote_agreement": (int, float, None)}]},
-    "square": ({"attack": str, "norm": str, "eps": _NUM, "queries": int, "p_init": _NUM,
-                "n": int, "seed": int, "loss": str, "success": str, "description": str,
-                "ensemble": _SQ, "fp32_member": _SQ}, None),
-    "soak": ({"duration_s": _NUM, "batch_size": int, "window_s": _NUM,
-              "windows": [{"t_s": _NUM, "calls": int, "p50_ms": _NUM, "p99_ms": _NUM,
-                           "max_ms": _NUM, "rss_bytes": int}],
-              "latency_drift": (int, float, None), "latency_drift_flag": bool,
-              "rss_growth_bytes": int, "rss_growth_bytes_per_min": (int, float, None),
-              "rss_growth_flag": bool}, None),
-    "warnings": [{"code": str, "message": str, "doc": str}],
-    "timings_s": dict,
-}
-
-
-def validate_report(report: Any, spec: Any = None, where: str = "report") -> list[str]:
-    """Problems of ``report`` against :data:`SCHEMA_SPEC` (empty list: valid).
-
-    Every key of the schema is required (nullable ones may be null); unknown keys are
-    errors too, so the docs cannot fall behind the code silently.
-    """
-    spec = SCHEMA_SPEC if spec is None else spec
-    if where == "report" and isinstance(report, dict) and (
-            report.get("schema") != SCHEMA or report.get("schema_version") != SCHEMA_VERSION):
-        return [f"report: schema is {report.get('schema')!r} version "
-                f"{report.get('schema_version')!r}, expected {SCHEMA!r} {SCHEMA_VERSION}"]
-    return _check(report, spec, where)
-
-
-def _check(value: Any, spec: Any, where: str) -> list[str]:
-    if isinstance(spec, tuple) and any(isinstance(s, (dict, list)) for s in spec):
-        if value is None and None in spec:
-            return []
-        inner = [s for s in spec if s is not None]
-        errs = [_check(value, s, where) for s in inner]
-        return [] if any(not e for e in errs) else errs[0]
-    if isinstance(spec, dict):
-        if not isinstance(value, dict):
-            return [f"{where}: expected an object, got {type(value).__name__}"]
-        errs = [f"{where}.{k}: missing" for k in spec if k not in value]
-        errs += [f"{where}.{k}: not in the schema" for k in value if k not in spec]
-        for k, s in spec.items():
-            if k in value:
-                errs += _check(value[k], s, f"{where}.{k}")
-        return errs
-    if isinstance(spec, list):
-        if not isinstance(value, list):
-            return [f"{where}: expected a list, got {type(value).__name__}"]
-        return [e for i, v in enumerate(value) for e in _check(v, spec[0], f"{where}[{i}]")]
-    types = spec if isinstance(spec, tuple) else (spec,)
-    if value is None:
-        return [] if None in types else [f"{where}: null not allowed"]
-    py = tuple(t for t in types if t is not None)
-    if isinstance(value, bool) and bool not in py:
-        return [f"{where}: expected {'/'.join(t.__name__ for t in py)}, got bool"]
-    if not isinstance(value, py):
-        return [f"{where}: expected {'/'.join(t.__name__ for t in py)}, got "
-                f"{type(value).__name__}"]
-    return []
-
-
-def schema_keys(spec: Any = None, prefix: str = "") -> list[str]:
-    """Dotted paths of every key in the schema (``latency[].ensemble.p50_ms``)."""
-    spec = SCHEMA_SPEC if spec is None else spec
-    out = []
-    if isinstance(spec, tuple):
-        for s in spec:
-            if isinstance(s, (dict, list)):
-                out += schema_keys(s, prefix)
-        return out
-    if isinstance(spec, list):
-        return schema_keys(spec[0], prefix + "[]")
-    if isinstance(spec, dict):
-        for k, s in spec.items():
-            path = f"{prefix}.{k}" if prefix else k
-            out.append(path)
-            out += schema_keys(s, path)
-    return out
-
-
-# --------------------------------------------------------------------------- table
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
-
-
-def _mib(b: int | None) -> str:
-    return "-" if b is None else f"{b / 2**20:.1f} MiB"
-
-
-def _ratio(r: float | None) -> str:
-    return "-" if r is None else f"{r:.2f}x"
-
-
-def format_report(r: dict) -> str:
-    from edgempir.report import format_table
-
-    b, m, rt = r["bundle"], r["machine"], r["runtime"]
-    specs = "+".join(x["spec"] for x in b["members"])
-    base = f"member {b['baseline_member']} ({b['members'][b['baseline_member']]['spec']})"
-    emu = m["emulation"]
-    out = [f"edgempir bench: {b['name']} (target {b['target']}, {specs}, vote), sha256 verified",
-           f"machine: {m['arch']}, {m['cpu_model'] or 'unknown CPU'}, {m['cores_logical']} "
-           f"logical cores ({m['cores_usable']} usable), "
-           f"{m['memory_total_bytes'] / 2**30:.1f} GiB"
-           + (f", GPU {', '.join(m['gpus'])}" if m["gpus"] else "")
-           + (", virtual machine" if m["virtualized"] else "")
-           + (f", load {m['load_average'][0]}" if m["load_average"] else ""),
-           f"runtime: {rt['name']} {rt['versions'].get(rt['name'], '?')} ("
-           + ", ".join(f"{k} {v}" for k, v in rt["versions"].items() if k != rt["name"])
-           + f"), providers {', '.join(rt['providers'] or ['-'])}, threads "
-           + (f"{rt['threads']}" if rt["threads"] else "runtime default (one per physical core)")
-           + f", python {m['python']}"]
-    if emu["emulated"]:
-        out.append("EMULATED: " + "; ".join(emu["evidence"])
-                   + " -- latency figures are the emulator's, not the device's")
-    out.append("")
-
-    rows = []
-    for row in r["latency"]:
-        for name, label in (("ensemble", f"ensemble ({specs})"), ("fp32_member", base)):
-            s = row[name]
-            rows.append([s["batch_size"], label, f"{s['p50_ms']:.3f}", f"{s['p90_ms']:.3f}",
-                         f"{s['p99_ms']:.3f}", f"{s['max_ms']:.3f}",
-                         f"{s['throughput_img_s']:.0f}" if s["throughput_img_s"] else "-",
-                         _ratio(row["overhead_p50"]) if name == "ensemble" else "1.00x",
-                         s["repeats"]])
-    out.append(format_table(["batch", "model", "p50 ms", "p90 ms", "p99 ms", "max ms", "img/s",
-                             "p50 vs fp32", "calls"], rows,
-                            title="Latency after warm-up, single stream (ensemble and baseline "
-                                  "alternating)"))
-    out.append("")
-
-    mem = r["memory"]
-    d = mem["disk"]
-    rows = []
-    for name, label in (("ensemble", "ensemble"), ("fp32_member", base)):
-        mm = mem[name]
-        onnx = d["ensemble_onnx_bytes"] if name == "ensemble" else next(
-            (x["onnx_bytes"] for x in d["members"] if x["index"] == b["baseline_member"]), None)
-        rt_mem = (mm or {}).get("runtime") or {}
-        rows.append([label, _mib((mm or {}).get("peak_rss_bytes")),
-                     _mib((mm or {}).get("model_peak_bytes")), _mib(onnx),
-                     ", ".join(f"{k} {v}" for k, v in rt_mem.items()) or "-"])
-    w = d["ensemble_weight_bytes"]
-    title = ("Memory (peak RSS of a fresh process running only that model at batch "
-             f"{(mem['ensemble'] or {}).get('batch_size', '-')}; 'model' = peak minus the RSS "
-             "after imports)")
-    out.append(format_table(["model", "peak RSS", "model peak", "onnx on disk", "runtime"],
-                            rows, title=title))
-    out.append(f"ensemble vs baseline: peak RSS {_ratio(mem['overhead_peak_rss'])}, model peak "
-               f"{_ratio(mem['overhead_model_peak'])}, onnx bytes {_ratio(d['overhead_onnx'])}; "
-               f"weights of all members: {_mib(w['true_bits'])} at true bit widths, "
-               f"{_mib(w['stored'])} as stored, {_mib(w['float32'])} as float32")
-    out.append("")
-
-    acc = r["accuracy"]
-    rows = []
-    for s in acc["sets"]:
-        flag = "DRIFT" if s["drift"] else ("subset" if not s["same_set_as_host"] else "ok")
-        rows.append([s["name"], s["n"], _pct(s["deployed_accuracy"]), _pct(s["host_accuracy"]),
-                     "-" if s["drift_points"] is None else f"{s['drift_points']:+.2f}", flag,
-                     " ".join(_pct(a) for a in s["member_accuracy"])])
-    out.append(format_table(["set", "n", "deployed", "host (PyTorch)", "drift pts", "",
-                             "members (deployed)"], rows,
-                            title="Accuracy of the deployed engine (the vote in the graph) vs "
-                                  f"the host's before export (drift flagged beyond "
-                                  f"{acc['drift_threshold_points']} points)"))
-    for s in acc["sets"]:
-        out.append(f"  {s['name']}: {s['description']}")
-    out.append("")
-
-    sq = r["square"]
-    if sq:
-        rows = []
-        for name, label in (("ensemble", f"ensemble ({specs}, vote)"), ("fp32_member", base)):
-            s = sq[name]
-            rows.append([label, _pct(s["clean_accuracy"]), _pct(s["robust_accuracy"]),
-                         "-" if s["queries_median_success"] is None
-                         else f"{s['queries_median_success']:.0f}", f"{s['seconds']:.1f} s"])
-        out.append(format_table(["model", "clean", "under attack", "median queries to break",
-                                 "time"], rows, title=f"Black-box robustness: {sq['description']}"))
-        out.append("")
-
-    sk = r["soak"]
-    if sk:
-        out.append(f"Soak: {sk['duration_s']:.0f} s at batch {sk['batch_size']}, "
-                   f"{len(sk['windows'])} windows: p50 {sk['windows'][0]['p50_ms']:.3f} -> "
-                   f"{sk['windows'][-1]['p50_ms']:.3f} ms (drift "
-                   f"{100 * (sk['latency_drift'] or 0):+.1f}%"
-                   f"{', FLAGGED' if sk['latency_drift_flag'] else ''}), RSS "
-                   f"{_mib(sk['windows'][0]['rss_bytes'])} -> "
-                   f"{_mib(sk['windows'][-1]['rss_bytes'])} (growth "
-                   f"{sk['rss_growth_bytes'] / 2**20:+.1f} MiB"
-                   f"{', FLAGGED' if sk['rss_growth_flag'] else ''})")
-        out.append("")
-    for wmsg in r["warnings"]:
-        out.append(f"warning [{wmsg['code']}]: {wmsg['message']} (see {wmsg['doc']})")
-    out.append(f"bench took {r['timings_s']['total']:.1f} s")
-    return "\n".join(out)
-
-
-# --------------------------------------------------------------------------- worker
-def _main(argv: list[str]) -> int:
-    if len(argv) >= 6 and argv[0] == "memory-worker":
-        _, bundle_path, which, threads, batch, runs = argv[:6]
-        try:
-            out = memory_worker(bundle_path, which, int(threads) or None, int(batch), int(runs))
-        except Exception as e:  # the parent turns this into one line
-            print(f"{type(e).__name__}: {e}", file=sys.stderr)
-            return 1
-        print(json.dumps(_jsonable(out)))
-        return 0
-    print("usage: python -m edgempir.targets.bench memory-worker BUNDLE WHICH THREADS BATCH RUNS",
-          file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

@@ -9,6 +9,10 @@ failure or a kill leaves nothing half-written):
 3. members: Brevitas QCDQ export, the profile's graph passes, the profile's graph rules,
    and the ONNX Runtime kernel check (every quantized conv/linear an integer kernel);
 4. ensemble.onnx: the members and the vote in one graph, checked the same way;
+   weight storage: for ONNX Runtime targets the 2- and 4-bit integer weights are packed
+   into ``members/<i>-<spec>.packed.bin`` and the ONNX files reference them as external
+   data (targets/packing.py); the kernel check runs on the packed files, weights supplied
+   the way the device supplies them;
 5. validation: ONNX Runtime against PyTorch on the clean and adversarial sets, per member
    and for the ensemble; top-1 agreement below the floor (0.995) fails the export;
 6. manifest.json with the profile, members, weight bytes, host accuracies, validation
@@ -17,6 +21,7 @@ failure or a kill leaves nothing half-written):
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
 from collections.abc import Callable
@@ -82,9 +87,16 @@ def check_out(out: Path, force: bool) -> None:
 
 
 # ------------------------------------------------------------------ weight bytes
-def weight_bytes(model, spec, proto) -> dict:
-    """Weight memory of a member: at its real bit width, as stored in ONNX, and as float32."""
-    from onnx import numpy_helper
+def weight_bytes(model, spec, proto, packed_rows: list | None = None) -> dict:
+    """Weight memory of a member: at its real bit width, as stored in the bundle, and as
+    float32.
+
+    ``stored``: the initializers left inside the member's ONNX file plus its packed file
+    (``packed_rows``: the tensors moved there); ``int8_initializers``: what the same
+    member takes with every low-bit weight as an int8 initializer (the storage before
+    packing, and the jetson bundle's).
+    """
+    from edgempir.targets.onnx_export import inline_bytes
     from torch import nn
 
     quant = float_n = 0
@@ -98,11 +110,78 @@ def weight_bytes(model, spec, proto) -> dict:
                 float_n += n
     params = quant + float_n
     bits = spec.weight_bits or 32
-    stored = sum(numpy_helper.to_array(t).nbytes for t in proto.graph.initializer)
+    rows = packed_rows or []
+    inline = inline_bytes(proto)
+    packed = sum(r["nbytes"] for r in rows)
+    unpacked = sum(math.prod(r["shape"]) for r in rows)
+    if spec.is_float:
+        storage = "float32"
+    elif rows:
+        storage = f"packed-int{rows[0]['bits']}"
+    else:
+        storage = "int8-initializers"
     return {"parameters": int(params), "quantized_parameters": int(quant),
-            "true_bits": int(-(-quant * bits // 8) + 4 * float_n), "stored": int(stored),
-            "float32": int(4 * params),
-            "storage": "float32" if spec.is_float else "int8-initializers"}
+            "true_bits": int(-(-quant * bits // 8) + 4 * float_n), "stored": int(inline + packed),
+            "int8_initializers": int(inline + unpacked),
+            "float32": int(4 * params), "storage": storage}
+
+
+def storage_choice(profile: dict, requested: str | None) -> str:
+    """``packed`` or ``int8``: packed for ONNX Runtime targets, int8 for TensorRT."""
+    if requested is None:
+        return "packed" if profile["runtime"] == "onnxruntime" else "int8"
+    if requested not in ("packed", "int8"):
+        raise EdgempirError(f"weight storage {requested!r} is unknown; use 'packed' or 'int8'")
+    if requested == "packed" and profile["runtime"] != "onnxruntime":
+        raise EdgempirError(f"target {profile['name']} runs {profile['runtime']}, which builds "
+                            "from the ONNX file alone: packed weight storage is for ONNX "
+                            "Runtime targets; use int8")
+    return requested
+
+
+def pack_bundle_weights(tmp: Path, protos: list, ens_proto, specs) -> tuple[dict, list]:
+    """Pack every 2/4-bit member's integer weights; mark them external in the member files
+    and in the ensemble graph (both protos changed in place).
+
+    Returns the manifest's ``weight_storage`` and, per member, the packed tensor rows.
+    """
+    from edgempir.targets import onnx_export as OX
+    from edgempir.targets import packing
+
+    from edgempir.fsutil import atomic_write_bytes
+
+    packed_files, graphs, rows_per_member = {}, {B.ENSEMBLE_FILE: []}, []
+    for i, (proto, spec) in enumerate(zip(protos, specs)):
+        bits = None if spec.is_float else packing.container_bits(spec.weight_bits)
+        rows: list = []
+        if bits is not None:
+            blob, rows = OX.pack_weights(proto, bits)
+        rows_per_member.append(rows)
+        if not rows:
+            continue
+        member_rel = B.member_relpath(i, spec.name)
+        rel = member_rel[:-len(".onnx")] + packing.PACKED_SUFFIX
+        atomic_write_bytes(tmp / rel, blob)
+        OX.make_external(proto, rows, Path(rel).name)                 # next to the member
+        OX.make_external(ens_proto, rows, rel, prefix=f"m{i}/")      # from the bundle root
+        packed_files[rel] = {"member": i, "bytes": len(blob), "tensors": rows}
+        graphs[member_rel] = [{"file": rel, "prefix": ""}]
+        graphs[B.ENSEMBLE_FILE].append({"file": rel, "prefix": f"m{i}/"})
+    if not packed_files:
+        return packing.int8_storage("no member has integer weights of 4 bits or fewer"), \
+            rows_per_member
+    storage = {
+        "format": packing.PACKED_FORMAT, "unpacked_at": "load", "layout": packing.LAYOUT,
+        "onnx": "the packed tensors are initializers with data_location EXTERNAL (location: "
+                "the packed file, offset/length: the packed bytes, not raw int8); the runtime "
+                "unpacks them to int8 and passes them with "
+                "SessionOptions.add_external_initializers",
+        "packed_files": packed_files, "graphs": graphs,
+        "bytes": {"packed": sum(e["bytes"] for e in packed_files.values()),
+                  "unpacked": sum(math.prod(t["shape"]) for e in packed_files.values()
+                                  for t in e["tensors"])},
+    }
+    return storage, rows_per_member
 
 
 # ------------------------------------------------------------------ the export
@@ -110,15 +189,18 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
                   force: bool = False, data_dir: str | None = None, n_calib: int = 512,
                   seed: int = 0, progress: bool = True,
                   echo: Callable[[str], None] = lambda s: None,
-                  perturb: Callable | None = None) -> dict:
+                  perturb: Callable | None = None, weight_storage: str | None = None) -> dict:
     """Export RUN for TARGET into OUT; returns the bundle's manifest.
 
     ``perturb`` (tests only) is applied to the PyTorch members after export and before
     validation, to prove that a model that does not match its export is rejected.
+    ``weight_storage``: ``packed`` (2/4-bit weights packed; the default for ONNX Runtime
+    targets) or ``int8`` (int8 initializers in the ONNX files; the default, and the only
+    choice, for TensorRT targets).
     """
     import onnx
     from edgempir.calib.build import build_sets, read_adversarial
-    from edgempir.targets import graph
+    from edgempir.targets import graph, packing
     from edgempir.targets import onnx_export as OX
     from edgempir.targets.profile import load_profile
 
@@ -128,6 +210,7 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
 
     t0 = time.perf_counter()
     profile = load_profile(target)
+    storage_kind = storage_choice(profile, weight_storage)
     run = Path(run)
     out = Path(out) if out is not None else default_out(run, profile["name"])
     check_out(out, force)
@@ -156,7 +239,7 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
     with atomic_dir(out, replace=force) as tmp:
         calib = build_sets(data, adv, tmp / "calib", n_calib=n_calib, seed=seed)
         protos, members, pass_reports = [], [], []
-        bar = _bar(len(specs), f"export {profile['name']}: members", progress)
+        bar = _bar(len(specs) + 1, f"export {profile['name']}: members", progress)
         for i, (model, spec) in enumerate(zip(ens.members, specs)):
             rel = B.member_relpath(i, spec.name)
             path = tmp / rel
@@ -165,32 +248,48 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
             proto = OX.export_member(model, path, input_shape, opset)
             proto, reports = apply_passes(proto, passes, what)
             check_graph_rules(proto, rules, what)
-            onnx.save(proto, str(path))
-            layers = OX.expected_layers(model)
-            counts = OX.kernel_counts(path, ort_prof)
-            OX.check_integer_kernels(counts, layers, int_ops, what)
             protos.append(proto)
             pass_reports.append(reports)
+            bar.update(1)
+        ens_proto = graph.merge_ensemble(protos, ens.reference, ds["num_classes"], opset)
+        check_graph_rules(ens_proto, rules, "ensemble.onnx")
+        if storage_kind == "packed":
+            storage, packed_rows = pack_bundle_weights(tmp, protos, ens_proto, specs)
+        else:
+            storage = packing.int8_storage(
+                "requested" if weight_storage == "int8" else
+                f"{profile['runtime']} builds its engine from the ONNX file itself and cannot "
+                "take initializers from the side (no 2-bit type either): int8 initializers")
+            packed_rows = [[] for _ in specs]
+        # the kernel check runs on the files as stored, with the weights supplied the way
+        # the device supplies them (unpacked from the packed files: packing.py)
+        for i, (model, spec, proto) in enumerate(zip(ens.members, specs, protos)):
+            rel = B.member_relpath(i, spec.name)
+            onnx.save(proto, str(tmp / rel))
+            layers = OX.expected_layers(model)
+            counts = OX.kernel_counts(tmp / rel, ort_prof,
+                                      packing.external_initializers(tmp, storage, rel))
+            OX.check_integer_kernels(counts, layers, int_ops, f"member {i} ({spec})")
             members.append({
                 "index": i, **spec.to_json(), "file": rel,
                 "parameters": manifest["members"][i].get("parameters"),
-                "weight_bytes": weight_bytes(model, spec, proto),
+                "weight_bytes": weight_bytes(model, spec, proto, packed_rows[i]),
                 "layers": layers, "optimized_ops": counts,
                 "integer_kernels": int(sum(counts.get(op, 0) for op in OX.INTEGER_OPS)),
-                "passes": reports,
+                "passes": pass_reports[i],
                 "host_clean_accuracy_run": manifest["members"][i].get("clean_accuracy"),
             })
-            bar.update(1)
-        bar.close()
-        ens_proto = graph.merge_ensemble(protos, ens.reference, ds["num_classes"], opset)
-        check_graph_rules(ens_proto, rules, "ensemble.onnx")
         onnx.save(ens_proto, str(tmp / B.ENSEMBLE_FILE))
-        ens_counts = OX.kernel_counts(tmp / B.ENSEMBLE_FILE, ort_prof)
+        ens_counts = OX.kernel_counts(tmp / B.ENSEMBLE_FILE, ort_prof,
+                                      packing.external_initializers(tmp, storage,
+                                                                    B.ENSEMBLE_FILE))
+        bar.update(1)
+        bar.close()
 
         if perturb is not None:
             perturb(ens)
         validation, host_accuracy = validate_bundle(tmp, ens, members, calib, ort_prof, floor,
-                                                    progress)
+                                                    progress, storage)
         fp32 = next((i for i, s in enumerate(specs) if s.is_float), None)
         bundle_manifest = {
             "schema": B.BUNDLE_SCHEMA, "schema_version": B.SCHEMA_VERSION,
@@ -207,6 +306,7 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
             "vote": "strict majority of member argmaxes, else the reference member's argmax",
             "reference_member": int(ens.reference), "fp32_member": fp32,
             "ensemble_file": B.ENSEMBLE_FILE, "ensemble_optimized_ops": ens_counts,
+            "weight_storage": storage,
             "members": members, "calib": calib,
             "host_accuracy": host_accuracy,
             "host_accuracy_how": "PyTorch ensemble (vote) on exactly calib/clean.npz and "
@@ -251,17 +351,26 @@ def check_graph_rules(proto, rules: list[str], what: str) -> None:
 
 
 def validate_bundle(root: Path, ens, members: list, calib: dict, ort_prof: dict, floor: float,
-                    progress: bool) -> tuple[dict, dict]:
-    """ONNX Runtime (member files and ensemble.onnx) against PyTorch on clean and adv sets."""
+                    progress: bool, storage: dict | None = None) -> tuple[dict, dict]:
+    """ONNX Runtime (member files and ensemble.onnx) against PyTorch on clean and adv sets.
+
+    Packed weights (``storage``) are unpacked and supplied exactly as on the device.
+    """
     from edgempir.calib.npz import INPUT_NAME, LABEL_NAME, read_set
+    from edgempir.targets import packing
     from edgempir.targets.onnx_export import agreement_report, check_agreement, torch_member_logits
     from edgempir.targets.onnxruntime import OrtModel
 
     from edgempir.vote import vote
 
+    def external(rel: str) -> dict:
+        return packing.external_initializers(root, storage, rel)
+
     validation, host_accuracy = {}, {}
-    sessions = [OrtModel(root / m["file"], "member", ort_prof) for m in members]
-    ens_model = OrtModel(root / B.ENSEMBLE_FILE, "ensemble", ort_prof)
+    sessions = [OrtModel(root / m["file"], "member", ort_prof,
+                         external_initializers=external(m["file"])) for m in members]
+    ens_model = OrtModel(root / B.ENSEMBLE_FILE, "ensemble", ort_prof,
+                         external_initializers=external(B.ENSEMBLE_FILE))
     names = ("clean", "adv-adaptive")
     bar = _bar(len(names), "validate: ONNX Runtime vs PyTorch", progress)
     for name in names:

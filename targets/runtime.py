@@ -3,9 +3,15 @@
 ``open_model(bundle, which)`` returns an object with ``run(x) -> (class_ids, logits)``,
 ``info()`` and ``memory_info()``; ``bench`` uses only that. Imports are lazy so a device
 with only ONNX Runtime never imports TensorRT and vice versa.
+
+Packed weights (manifest ``weight_storage``, docs/BUNDLE.md) are unpacked here, after
+``verify_bundle`` has checked the sha256 of the packed files, and handed to ONNX Runtime
+as external initializers. TensorRT builds its engine from the ONNX file alone, so a
+TensorRT bundle with packed weights is refused (jetson exports keep int8 initializers).
 """
 from __future__ import annotations
 
+from edgempir.targets import packing
 from edgempir.targets.bundle import Bundle, verify_bundle
 
 from edgempir.errors import BundleError
@@ -23,11 +29,24 @@ def open_model(bundle, which="ensemble", threads: int | None = None,
     else:
         raise BundleError(f"cannot open {which!r} of bundle {bundle.path}; use 'ensemble' or a "
                           f"member index 0..{len(bundle.members) - 1}")
+    storage = bundle.manifest.get("weight_storage")
+    packed = isinstance(storage, dict) and storage.get("format") == packing.PACKED_FORMAT
     if bundle.runtime == "onnxruntime":
         from edgempir.targets.onnxruntime import OrtModel
 
+        rel = path.relative_to(bundle.path).as_posix()
+        try:
+            externals = packing.external_initializers(bundle.path, storage, rel)
+        except (OSError, KeyError, TypeError, packing.PackingError) as e:
+            raise BundleError(f"bundle {bundle.path}: cannot unpack the weights of {rel} ({e}); "
+                              "copy the bundle again or re-export it") from None
+        lead = bundle.fp32_member if bundle.fp32_member is not None else bundle.reference_member
         return OrtModel(path, kind, bundle.profile.get("onnxruntime"), threads, providers,
-                        bundle.input_name)
+                        bundle.input_name, external_initializers=externals, lead_member=lead)
+    if bundle.runtime == "tensorrt" and packed:
+        raise BundleError(f"bundle {bundle.path} stores packed weights, which TensorRT cannot "
+                          "take from the side; re-export it with a TensorRT profile (jetson "
+                          "bundles keep int8 initializers)")
     if bundle.runtime == "tensorrt":
         from edgempir.targets import tensorrt
 

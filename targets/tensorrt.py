@@ -12,10 +12,13 @@ no torch, no onnx package. The host-side rule checker and rules pass live in
   validated on the host.
 - One optimisation profile covers batch sizes min..max from the profile's [tensorrt]
   table (the ONNX batch dimension is dynamic).
-- Cache: ``BUNDLE/engines/<file stem>-<key>.plan`` where the key hashes TensorRT version,
-  GPU name, the ONNX file's sha256 and the build settings; the timing cache is one file per
-  TensorRT version and GPU. ``engines/engines.json`` records what was built. An engine is
-  reused only while all of that matches.
+- Cache: ``<cache>/<bundle's manifest sha256[:16]>/<file stem>-<key>.plan`` where the key
+  hashes TensorRT version, GPU name, the ONNX file's sha256 and the build settings; the
+  timing cache is one file per TensorRT version and GPU; ``engines.json`` records what was
+  built. An engine is reused only while all of that matches. The cache is never inside the
+  bundle: an engine plan is opaque native code for TensorRT, so one that arrived with a
+  bundle must not be loaded (SECURITY.md), and fleets mount bundles read-only. ``<cache>``
+  is ``EDGEMPIR_ENGINE_CACHE`` or ``~/.cache/edgempir/engines``.
 - Memory: TensorRT's Python API allocates nothing for I/O, so device buffers come from the
   CUDA runtime library that every JetPack ships (libcudart), through ctypes: no pycuda or
   cuda-python needed.
@@ -172,6 +175,17 @@ def timing_cache_path(engines: Path, trt_version: str, gpu: str) -> Path:
     return engines / f"timing-trt{trt_version}-{_slug(gpu)}.cache"
 
 
+ENGINE_CACHE_ENV = "EDGEMPIR_ENGINE_CACHE"
+
+
+def engine_cache_dir(bundle, env: dict | None = None) -> Path:
+    """This bundle's engine cache folder (outside the bundle, keyed by its manifest)."""
+    env = os.environ if env is None else env
+    root = env.get(ENGINE_CACHE_ENV) or str(Path.home() / ".cache" / "edgempir" / "engines")
+    # the manifest's hash pins the bundle's exact files, so two bundles never share engines
+    return Path(root) / sha256_file(bundle.path / "manifest.json")[:16]
+
+
 def _read_index(engines: Path) -> dict:
     try:
         data = json.loads((engines / ENGINES_INDEX).read_text())
@@ -189,8 +203,12 @@ def build_engine(bundle, onnx_path: Path, *, force: bool = False, echo=None) -> 
     settings = build_settings(bundle.profile, bundle.input_shape)
     onnx_sha = sha256_file(onnx_path)
     key = engine_key(trt.__version__, gpu, onnx_sha, settings)
-    engines = bundle.engines_dir
-    engines.mkdir(exist_ok=True)
+    engines = engine_cache_dir(bundle)
+    try:
+        engines.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BundleError(f"cannot create the engine cache {engines} ({e.strerror}); set "
+                          f"{ENGINE_CACHE_ENV} to a writable folder") from None
     plan = engines / f"{onnx_path.stem}-{key}.plan"
     index = _read_index(engines)
     entry = index["engines"].get(plan.name)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgempir.targets import bench
+from edgempir.targets import bench, machine, report
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -110,57 +110,70 @@ CPU variant\t: 0x4
 CPU part\t: 0xd0b
 CPU revision\t: 1
 """
+PI5_BOARD_LINES = """Revision\t: d04170
+Serial\t\t: 7e8f2c1a
+Model\t\t: Raspberry Pi 5 Model B Rev 1.0
+"""
 
 
 def test_cpu_model_names_x86_and_arm_cores():
-    assert bench.cpu_model(X86_CPUINFO).startswith("Intel(R) Xeon(R)")
-    assert bench.cpu_model(PI5_CPUINFO) == "Cortex-A76"
+    assert machine.cpu_model(X86_CPUINFO).startswith("Intel(R) Xeon(R)")
+    assert machine.cpu_model(PI5_CPUINFO) == "Cortex-A76"
     unknown = PI5_CPUINFO.replace("0x41", "0x51").replace("0xd0b", "0x802")
-    assert bench.cpu_model(unknown) == "ARM implementer 0x51 part 0x802"
+    assert machine.cpu_model(unknown) == "ARM implementer 0x51 part 0x802"
+
+
+def test_board_lines_name_the_board_not_the_cpu(monkeypatch):
+    # a Pi 5's cpuinfo ends with the board's "Model" line: that is no CPU name
+    monkeypatch.setattr(machine, "read_text", lambda path: None)  # no device tree here
+    assert machine.cpu_model(PI5_CPUINFO + PI5_BOARD_LINES) == "Cortex-A76"
+    assert machine.board_name(PI5_CPUINFO + PI5_BOARD_LINES) == "Raspberry Pi 5 Model B Rev 1.0"
+    # x86's numeric "model" is the CPU model number, not a board
+    assert machine.board_name(X86_CPUINFO + "model\t\t: 143\n") is None
 
 
 def test_detect_emulation(tmp_path):
     empty = tmp_path / "binfmt"
     empty.mkdir()
-    native = bench.detect_emulation("x86_64", X86_CPUINFO, env={}, binfmt_dir=str(empty))
+    native = machine.detect_emulation("x86_64", X86_CPUINFO, env={}, binfmt_dir=str(empty))
     assert native == {"emulated": False, "emulator": None, "evidence": []}
-    assert not bench.detect_emulation("aarch64", PI5_CPUINFO, env={},
+    assert not machine.detect_emulation("aarch64", PI5_CPUINFO, env={},
                                       binfmt_dir=str(empty))["emulated"]
     # the runner's variable
-    r = bench.detect_emulation("aarch64", PI5_CPUINFO,
+    r = machine.detect_emulation("aarch64", PI5_CPUINFO,
                                env={"EDGEMPIR_EMULATED": "qemu-aarch64 -cpu cortex-a76"},
                                binfmt_dir=str(empty))
     assert r["emulated"] and r["emulator"] == "qemu-aarch64 -cpu cortex-a76"
     # qemu-user shows the host's x86 cpuinfo to an aarch64 guest
-    r = bench.detect_emulation("aarch64", X86_CPUINFO, env={}, binfmt_dir=str(empty))
+    r = machine.detect_emulation("aarch64", X86_CPUINFO, env={}, binfmt_dir=str(empty))
     assert r["emulated"] and "x86" in r["evidence"][0]
     # a qemu handler registered for the interpreter's own architecture
     (empty / "qemu-aarch64").write_text("enabled\ninterpreter /usr/bin/qemu-aarch64-static\n")
-    r = bench.detect_emulation("aarch64", PI5_CPUINFO, env={}, binfmt_dir=str(empty))
+    r = machine.detect_emulation("aarch64", PI5_CPUINFO, env={}, binfmt_dir=str(empty))
     assert r["emulated"] and "binfmt" in r["evidence"][0]
 
 
 def test_machine_info_on_this_machine(monkeypatch):
     monkeypatch.setenv("EDGEMPIR_EMULATED", "qemu-aarch64 -cpu cortex-a76")
-    m = bench.machine_info()
+    m = machine.machine_info()
     assert m["arch"] and m["cores_logical"] >= 1 and m["memory_total_bytes"] > 0
     assert m["emulation"]["emulated"] and m["emulation"]["emulator"].startswith("qemu")
     monkeypatch.delenv("EDGEMPIR_EMULATED")
-    assert bench.validate_report(m, bench.SCHEMA_SPEC["machine"], "machine") == []
+    assert report.validate_report(m, report.SCHEMA_SPEC["machine"], "machine") == []
 
 
 # ----------------------------------------------------------------- schema
 def test_validator_finds_missing_extra_and_mistyped_fields():
     spec = {"a": int, "b": (str, None), "c": [{"d": float}], "e": ({"f": bool}, None)}
-    assert bench.validate_report({"a": 1, "b": None, "c": [{"d": 1.0}], "e": None}, spec,
+    assert report.validate_report({"a": 1, "b": None, "c": [{"d": 1.0}], "e": None}, spec,
                                  "r") == []
-    errs = bench.validate_report({"a": True, "c": [{"d": "x"}], "e": {"f": 1}, "z": 0}, spec,
+    errs = report.validate_report({"a": True, "c": [{"d": "x"}], "e": {"f": 1}, "z": 0}, spec,
                                  "r")
     assert "r.b: missing" in errs and "r.z: not in the schema" in errs
     assert any(e.startswith("r.a: expected int, got bool") for e in errs)
     assert any(e.startswith("r.c[0].d") for e in errs)
     assert any(e.startswith("r.e.f") for e in errs)
-    assert bench.validate_report({"schema": "other"})[0].startswith("report: schema is")
+    assert report.validate_report({"schema": "other"})[0].startswith("report: schema is")
 
 
 def test_every_report_field_is_documented():
@@ -177,7 +190,7 @@ def test_every_report_field_is_documented():
                 return name + key[len(prefix):]
         return key
 
-    missing = [k for k in bench.schema_keys() if doc_name(k) not in documented]
+    missing = [k for k in report.schema_keys() if doc_name(k) not in documented]
     assert not missing, f"docs/BENCH.md does not describe: {missing}"
 
 
@@ -191,7 +204,7 @@ def test_every_warning_code_has_a_docs_section():
 
 
 def test_busy_machine_is_judged_per_usable_core():
-    assert bench.busy({"load_average": [3.0, 1, 1], "cores_usable": 2})
-    assert not bench.busy({"load_average": [0.9, 1, 1], "cores_usable": 2})
-    assert not bench.busy({"load_average": [3.0, 1, 1], "cores_usable": 8})
-    assert not bench.busy({"load_average": None, "cores_usable": 2})
+    assert machine.busy({"load_average": [3.0, 1, 1], "cores_usable": 2})
+    assert not machine.busy({"load_average": [0.9, 1, 1], "cores_usable": 2})
+    assert not machine.busy({"load_average": [3.0, 1, 1], "cores_usable": 8})
+    assert not machine.busy({"load_average": None, "cores_usable": 2})

@@ -49,13 +49,17 @@ def test_arm_bundle_layout_and_manifest(arm_bundle, evaluated_run):
     np.testing.assert_array_equal(clean["index"], adv["index"])  # same test images
     np.testing.assert_array_equal(clean["label"], adv["label"])
     assert b.eval_info["protocol"] == "adaptive" and b.eval_info["norm"] == "Linf"
-    # weight bytes: true bits < stored (int8 containers) < float32 for the low-bit members
+    # weight bytes: true bits < stored (packed 2/4-bit, tests/targets/test_packing.py)
+    # < int8 containers < float32 for the low-bit members
     for mem in b.members[:2]:
         wb = mem["weight_bytes"]
-        assert wb["true_bits"] < wb["stored"] < wb["float32"]
-        assert wb["storage"] == "int8-initializers"
-        assert wb["stored"] == sum(onnx.numpy_helper.to_array(t).nbytes for t in
-                                   onnx.load(b.member_file(mem["index"])).graph.initializer)
+        assert wb["true_bits"] < wb["stored"] < wb["int8_initializers"] < wb["float32"]
+        assert wb["storage"] == f"packed-int{mem['weight_bits']}"
+        packed = arm_bundle / mem["file"].replace(".onnx", ".packed.bin")
+        assert wb["stored"] == packed.stat().st_size + sum(
+            onnx.numpy_helper.to_array(t).nbytes for t in onnx.load(
+                b.member_file(mem["index"]), load_external_data=False).graph.initializer
+            if t.data_location != onnx.TensorProto.EXTERNAL)
     w2, w4 = b.members[0]["weight_bytes"], b.members[1]["weight_bytes"]
     assert w4["true_bits"] - w2["true_bits"] == w2["quantized_parameters"] * 2 // 8
     assert b.members[2]["weight_bytes"]["true_bits"] == b.members[2]["weight_bytes"]["float32"]

@@ -1,0 +1,84 @@
+"""benchmarks/perf.py end to end on the shared synthetic run, in its seconds-long --quick
+mode: every section runs, the JSON has every figure and ratio, the table is printed, and
+the run directory is left as it was. The figures themselves are not checked (a 2-core CI
+machine shared with other jobs); their meaning is in docs/BENCHMARKS.md."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PERF = REPO / "benchmarks" / "perf.py"
+
+
+def _tree(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p.stat().st_mtime_ns
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_perf_quick_runs_every_section(evaluated_run, tmp_path):
+    before = _tree(evaluated_run)
+    out = tmp_path / "results.json"
+    proc = subprocess.run([sys.executable, str(PERF), "--run", str(evaluated_run), "--quick",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600, check=False,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    # stdout: the table, then the same JSON
+    table, _, printed = proc.stdout.partition("\n{")
+    assert json.loads("{" + printed) == r
+    for needle in ("latency p50, batch 1 (ms)", "weight bytes as stored (packed-int2-int4)",
+                   "peak RSS above baseline", "QAT step w2a4 vs fp32, batch 128",
+                   "PGD image-steps/s", "threads: ONNX Runtime", "latency vs batch size"):
+        assert needle in table, needle
+    assert r["schema"] == "edgempir.perf" and r["quick"] is True
+    assert _tree(evaluated_run) == before                 # perf works on copies
+
+    s = r["summary"]
+    assert set(s) == {"latency_b1", "latency_b32", "weight_bytes", "peak_rss", "qat_step",
+                      "pgd_throughput_vs_torchattacks"}
+    for v in s.values():
+        assert math.isfinite(v["ratio"]) and v["ratio"] > 0 and isinstance(v["met"], bool)
+
+    lat = r["latency"]
+    assert set(lat["headline"]) == {"1", "32"}
+    for row in lat["headline"].values():
+        assert row["ratio"] == row["ensemble_ms"] / row["fp32_ms"]
+        assert row["ensemble_repeats"] >= 5 and row["fp32_repeats"] >= 5
+    assert lat["profile_settings"]["intra_op_threads_effective"] >= 1
+
+    w = r["weights"]
+    # synthetic run: w2a4 + w4a4 + fp32; packed storage is what the bundle holds
+    assert w["storage_format"] == "packed-int2-int4"
+    assert w["ratio"] < 1.25 < w["ratio_int8_storage"]
+    assert w["ensemble_true_bits_bytes"] < w["ensemble_stored_bytes"] < w["ensemble_int8_bytes"]
+    assert abs(w["ratio_from_files"] - w["ratio"]) < 0.01  # the manifest matches the files
+
+    mem = r["memory"]
+    assert mem["ensemble"]["model_peak_bytes"] > 0 and mem["fp32_member"]["model_peak_bytes"] > 0
+    assert mem["ratio"] == mem["ensemble"]["model_peak_bytes"] / \
+        mem["fp32_member"]["model_peak_bytes"]
+
+    q = r["qat"]
+    assert q["low_bit_spec"] == "w2a4" and q["batch_size"] == 128 and q["torch_threads"] >= 1
+    p = r["pgd"]
+    assert p["n"] == 8 and p["steps"] == 2 and p["step_size"] == 0.25 * p["eps"]
+    assert set(p["image_steps_per_s"]) == {"edgempir", "torchattacks"}
+
+    assert [x["batch_size"] for x in r["scaling"]["latency"]["rows"]] == [1, 2, 4, 8]
+    assert [x["n"] for x in r["scaling"]["eval"]["rows"]] == [2, 4]
+
+
+def test_perf_refuses_a_directory_that_is_not_an_evaluated_run(tmp_path):
+    proc = subprocess.run([sys.executable, str(PERF), "--run", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and "is not a run directory" in proc.stderr
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text("{}")
+    proc = subprocess.run([sys.executable, str(PERF), "--run", str(run)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and "has not been evaluated" in proc.stderr

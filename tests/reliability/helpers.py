@@ -1,0 +1,97 @@
+"""Helpers for the reliability suite: hostile-bundle editing, the CLI's one-line-error
+contract, and starting / killing commands. Loaded by path (``load_helpers`` in each test
+module), because tests/ is not on sys.path."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CLI = [sys.executable, "-m", "edgempir.cli"]
+
+# the exact settings of tests/conftest.py's fixtures, as command lines
+TRAIN_ARGS = ("train", "--dataset", "synthetic", "--arch", "mnist", "--members",
+              "w2a4,w4a4,fp32", "--epochs", "1", "--batch-size", "64", "--seed", "0")
+EVAL_ARGS = ("--config", "quick", "--n", "64", "--attacks", "pgd")
+EXPORT_N_CALIB = 64
+
+
+def resign(bundle: Path, edit=None) -> dict:
+    """Apply ``edit(manifest)`` and rewrite the manifest with fresh sha256 of every file:
+    a hostile bundle that is self-consistent, so only the check under test can refuse it."""
+    from edgempir.targets.bundle import write_manifest
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest.pop("files", None)
+    if edit is not None:
+        edit(manifest)
+    return write_manifest(bundle, manifest)
+
+
+def write_raw_manifest(bundle: Path, manifest: dict) -> None:
+    """Write the manifest exactly as given (``files`` included, nothing recomputed)."""
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def one_line_error(proc: subprocess.CompletedProcess, needle: str = "") -> str:
+    """The CLI's contract for bad input: exit 2, one line 'Error: ...', no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+# ----------------------------------------------------------------- killing commands
+def start(*args: str, env: dict | None = None) -> subprocess.Popen:
+    full = dict(os.environ)
+    full.update(env or {})
+    return subprocess.Popen([*CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=full)
+
+
+def run_or_kill(args: list[str], delay: float | None, ready=None) -> dict:
+    """Run the command; SIGKILL it ``delay`` seconds after ``ready()`` turned true (the
+    command got past its imports into real work), unless it finished first. Returns
+    {"killed", "rc", "stderr", "seconds", "delay"}."""
+    t0 = time.perf_counter()
+    proc = start(*args)
+    while ready is not None and delay is not None and proc.poll() is None and not ready():
+        if time.perf_counter() - t0 > 600:
+            break
+        time.sleep(0.05)
+    try:
+        _, err = proc.communicate(timeout=delay)
+        killed = False
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        killed = True
+    return {"killed": killed, "rc": proc.returncode, "stderr": err[-3000:],
+            "seconds": round(time.perf_counter() - t0, 2), "delay": delay}
+
+
+def kill_and_rerun(first_args, next_args, *, rng, kills: int, delay_range, check_state,
+                   ready=None) -> list[dict]:
+    """Start ``first_args``; kill it a random delay after ``ready()`` (a fresh predicate per
+    run, from the factory ``ready``); ``check_state()``; rerun with ``next_args()`` (e.g.
+    with --resume); repeat until ``kills`` kills are spent or the command finishes; then
+    run it to completion. Returns the trials, for failure messages."""
+    trials, args = [], list(first_args)
+    for _ in range(kills):
+        trial = run_or_kill(args, rng.uniform(*delay_range), ready() if ready else None)
+        trials.append(trial)
+        if not trial["killed"]:
+            break
+        trial["state"] = check_state()
+        args = list(next_args())
+    if not trials or trials[-1]["killed"]:
+        trials.append(run_or_kill(args, None))
+    last = trials[-1]
+    assert last["rc"] == 0, (trials, last["stderr"])
+    return trials
