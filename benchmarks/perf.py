@@ -9,15 +9,17 @@ and measures:
 
 1. latency of the deployed ensemble (x86 target: ONNX Runtime CPU, one graph with the
    members as parallel branches and the vote inside) / latency of the fp32 member alone,
-   same runtime, same session settings, batch 1 and 32; plus a sweep of ORT thread
-   settings (sequential intra-op vs ORT_PARALLEL inter-op) that the x86 profile's
-   default is chosen from;
+   same runtime, same session settings, batch 1 and 32 (median over 3 fresh session
+   pairs), each low-bit member alone, and a sweep of ORT thread settings (sequential
+   intra-op threads vs parallel member branches) that the x86 profile's default is
+   chosen from;
 2. weight bytes of the ensemble as stored in the bundle / the fp32 member's (packed 2/4-bit
    storage, and what int8 initializers would take);
 3. peak RSS above the process's baseline (runtime imported, no model loaded), ensemble /
    fp32 member, each loaded alone in a fresh child process;
 4. one QAT training step of a low-bit member / one step of the same architecture in fp32
-   (same batch 128, same torch threads, Adam, the training loop's own loss function);
+   (same batch 128, same torch threads, Adam, the training loop's own loss function),
+   with ``--threads`` threads and again with 1;
 5. adaptive PGD throughput (images x steps per second) on the ensemble's differentiable
    surrogate: edgempir.attacks' PGD / torchattacks.PGD, same eps, steps, step size,
    random start, same surrogate module;
@@ -293,8 +295,8 @@ def _graph_bytes(root: Path) -> int:
 
 # --------------------------------------------------------------------------- 3. memory
 def measure_rss(bundles: dict[str, Path], s: Settings) -> dict:
-    from edgempir.targets.bench import measure_memory
     from edgempir.targets.bundle import verify_bundle
+    from edgempir.targets.memory import measure_memory
 
     b = verify_bundle(bundles["packed"])
     fp = baseline_member(b)

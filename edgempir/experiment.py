@@ -1187,12 +1187,17 @@ def _md_curve(results: dict, plot_name: str) -> list[str]:
 
 
 def _md_checks(rows: list[dict]) -> list[str]:
-    lines = ["## Gradient-masking checks", ""]
+    checks = [c for r in rows for c in r.get("masking_checks") or []]
+    warned = [c for c in checks if c["passed"] is False]
+    lines = ["## Gradient-masking checks", "",
+             (f"Run by protocol adaptive on every ensemble row (docs/EVAL.md, \"Gradient-masking "
+              f"checks\"): {len(checks) - len(warned)} of {len(checks)} passed"
+              + (f", {len(warned)} warning(s): read their detail." if warned else ".")), ""]
     for r in rows:
         for c in r.get("masking_checks") or []:
             state = {True: "ok", False: "WARN", None: "skip"}[c["passed"]]
             lines.append(f"- {r['label']}, {_proto(r)}: [{state}] `{c['id']}`: {c['detail']}")
-    if len(lines) == 2:
+    if not checks:
         lines.append("(none run yet)")
     return lines
 

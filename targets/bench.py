@@ -151,18 +151,33 @@ def _batch_of(inputs: np.ndarray, b: int) -> np.ndarray:
     return np.ascontiguousarray(inputs[idx], dtype=np.float32)
 
 
+def _graph_bytes(bundle, path: Path) -> int | None:
+    """A graph's bytes on disk including the packed weight files it loads (weight_storage)."""
+    size = _size(path)
+    graphs = (bundle.manifest.get("weight_storage") or {}).get("graphs") or {}
+    rel = path.relative_to(bundle.path).as_posix()
+    for entry in graphs.get(rel, []):
+        packed = _size(bundle.path / entry["file"])
+        if size is None or packed is None:
+            return None
+        size += packed
+    return size
+
+
 def disk_bytes(bundle) -> dict:
-    """Bytes on disk of the graphs, and the manifest's weight storage figures per member."""
+    """Bytes on disk of the graphs (with their packed weights), and the manifest's weight
+    storage figures per member."""
     members = []
     for m in bundle.members:
         f = bundle.member_file(m["index"])
         members.append({"index": m["index"], "spec": m["spec"], "file": str(m["file"]),
-                        "onnx_bytes": _size(f), "weight_bytes": m.get("weight_bytes")})
+                        "onnx_bytes": _graph_bytes(bundle, f),
+                        "weight_bytes": m.get("weight_bytes")})
     weights = {}
     for key in ("true_bits", "stored", "float32"):
         vals = [(m.get("weight_bytes") or {}).get(key) for m in bundle.members]
         weights[key] = int(sum(vals)) if vals and all(v is not None for v in vals) else None
-    return {"ensemble_onnx_bytes": _size(bundle.ensemble_file), "members": members,
+    return {"ensemble_onnx_bytes": _graph_bytes(bundle, bundle.ensemble_file), "members": members,
             "ensemble_weight_bytes": weights}
 
 
