@@ -105,6 +105,10 @@ def _idx_header(data: bytes, path: Path, how_to_get: str) -> tuple[tuple[int, ..
         raise DataError(f"{path}: IDX header is truncated or has {ndim} dimensions; {how_to_get}")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[data[2]])
+    if 0 in shape:
+        # an empty set is no data set, and numpy refuses shapes like (0, 2**29, 2**29)
+        raise DataError(f"{path}: IDX header claims shape {shape}, which holds no images "
+                        f"(corrupt file); {how_to_get}")
     # Python ints: numpy's int64 product wraps around for dims like 65536**4
     if math.prod(shape) * dtype.itemsize > MAX_IDX_BYTES:
         raise DataError(f"{path}: IDX header claims shape {shape}, more than "

@@ -166,7 +166,7 @@ def _open_dir(cfg: ExperimentConfig, force: bool, argv: list[str] | None) -> Pat
     out = Path(cfg.out)
     state = out / "experiment.json"
     if force and out.exists():
-        if not state.is_file() and any(out.iterdir()):
+        if not state.is_file() and _foreign_files(out):
             raise ExperimentError(f"--force: {out} is not an experiment directory (no "
                                   "experiment.json); refusing to delete it, choose another --out")
         shutil.rmtree(out)
@@ -178,8 +178,7 @@ def _open_dir(cfg: ExperimentConfig, force: bool, argv: list[str] | None) -> Pat
             raise ExperimentError(f"{out} was started with other settings ({', '.join(diff)}); "
                                   "rerun with the same options, pass --force to start over, "
                                   "or choose another --out")
-    elif out.exists() and any(p.name != "locks" and p.suffix != ".log" for p in out.iterdir()):
-        # (a log file redirected into --out by the shell may exist before we start)
+    elif out.exists() and _foreign_files(out):
         raise ExperimentError(f"{out} exists and is not an experiment directory; choose "
                               "another --out")
     from edgempir.fsutil import atomic_write_json
@@ -190,6 +189,11 @@ def _open_dir(cfg: ExperimentConfig, force: bool, argv: list[str] | None) -> Pat
                                   "settings": cfg.settings()})
     _log_invocation(out, argv)
     return out
+
+
+def _foreign_files(out: Path) -> bool:
+    # a log file redirected into --out by the shell may exist before we start
+    return any(p.name != "locks" and p.suffix != ".log" for p in out.iterdir())
 
 
 def _log_invocation(out: Path, argv: list[str] | None) -> None:
@@ -261,19 +265,37 @@ def _is_trained(run: Path) -> bool:
     return (run / "manifest.json").is_file()
 
 
-def _empir_members(cfg: ExperimentConfig, out: Path) -> list:
-    """The default EMPIR's members: the copied run's once it exists (the source may change
-    later), else the reused run's, else the paper preset."""
-    from edgempir.members import parse_spec, preset
+def _empir_manifest(cfg: ExperimentConfig, out: Path) -> dict | None:
+    """The default EMPIR's manifest: the copy's once it exists (the source may change later),
+    else the reused run's; None before a trained-here EMPIR exists."""
     from edgempir.rundir import read_manifest
 
     if _is_trained(run_dir(out, "empir")):
-        manifest = read_manifest(run_dir(out, "empir"))
-    elif cfg.empir_run:
-        manifest = _check_empir_run(Path(cfg.empir_run), cfg.dataset)
-    else:
+        return read_manifest(run_dir(out, "empir"))
+    if cfg.empir_run:
+        return _check_empir_run(Path(cfg.empir_run), cfg.dataset)
+    return None
+
+
+def _empir_members(cfg: ExperimentConfig, out: Path) -> list:
+    """The default EMPIR's members (else the paper preset)."""
+    from edgempir.members import parse_spec, preset
+
+    manifest = _empir_manifest(cfg, out)
+    if manifest is None:
         return preset("paper", cfg.dataset)
     return [parse_spec(m["spec"]) for m in manifest["members"]]
+
+
+def _augment(cfg: ExperimentConfig, out: Path) -> str:
+    """The adversarial models are trained with the default EMPIR's augmentation, so that
+    adversarial training is the only difference (the data set's default otherwise)."""
+    from edgempir.data import DEFAULT_AUGMENT
+
+    manifest = _empir_manifest(cfg, out)
+    if manifest is not None:
+        return manifest["training"].get("augment", "none")
+    return DEFAULT_AUGMENT.get(cfg.dataset, "none")
 
 
 def train_configs(cfg: ExperimentConfig, out: Path) -> dict:
@@ -282,15 +304,13 @@ def train_configs(cfg: ExperimentConfig, out: Path) -> dict:
     ``fp32-adv`` gets as many epochs as the adversarial members together: the same number
     of PGD-training forward/backward passes over the same network, i.e. the same training
     compute (QAT is simulated in float, so a low-bit member's pass costs as many FLOPs)."""
-    from edgempir.data import DEFAULT_AUGMENT
     from edgempir.members import FP32
     from edgempir.models import default_arch
     from edgempir.train import TrainConfig
 
     members = _empir_members(cfg, out)
     base = {"dataset": cfg.dataset, "data_dir": cfg.data_dir, "arch": default_arch(cfg.dataset),
-            "seed": cfg.seed, "threads": cfg.threads,
-            "augment": DEFAULT_AUGMENT.get(cfg.dataset, "none")}
+            "seed": cfg.seed, "threads": cfg.threads, "augment": _augment(cfg, out)}
     adv = {"adv_train": "pgd", "adv_eps": cfg.adv_eps_value, "adv_steps": cfg.adv_steps}
     configs = {
         "empir-adv": TrainConfig(out=str(run_dir(out, "empir-adv")), members=members,
@@ -466,8 +486,9 @@ def curve_protocols(model: str) -> list[str]:
 def run_curve(cfg: ExperimentConfig, out: Path, model: str, progress: bool,
               echo: Callable[[str], None]) -> None:
     """Worst case vs eps on a copy of the run (the copy's eval/ keeps the main eval intact):
-    PGD only under adaptive (ensemble PGD + transfer from each member), FGSM/BIM/PGD under
-    paper (CW-L2 ignores eps)."""
+    PGD only under adaptive (ensemble PGD + transfer from each member); under paper the
+    paper's four attacks, so that its own summary, the mean of attacks, has a curve too
+    (CW-L2 is unbounded: run once, not in the L-inf worst case)."""
     from edgempir import robustness
     from edgempir.fsutil import atomic_write_json
 
@@ -475,7 +496,7 @@ def run_curve(cfg: ExperimentConfig, out: Path, model: str, progress: bool,
     if not _is_trained(copy):
         _copy_run(run_dir(out, model), copy)
     protocols = curve_protocols(model)
-    attacks = ["fgsm", "bim", "pgd"] if "paper" in protocols else ["pgd"]
+    attacks = ["fgsm", "bim", "pgd", "cw"] if "paper" in protocols else ["pgd"]
     result = robustness.evaluate(copy, protocols=protocols, config=cfg.config, attacks=attacks,
                                  eps=cfg.curve_eps_values, n=cfg.curve_n, seed=cfg.seed,
                                  batch_size=cfg.batch_size, data_dir=cfg.data_dir,
@@ -489,9 +510,15 @@ def run_curve(cfg: ExperimentConfig, out: Path, model: str, progress: bool,
             "members": [m["spec"] for m in rep["members"]],
             "eps": [r["eps"] for r in rep["results"]],
             "clean": rep["results"][0]["clean"],
-            "worst_case": [{"ensemble": r["worst_case"]["ensemble"],
-                            "members": r["worst_case"]["members"]} for r in rep["results"]]}
+            "worst_case": [_curve_point(r["worst_case"]) for r in rep["results"]]}
+        if proto == "paper":
+            curve["protocols"][proto]["mean_of_attacks"] = [
+                _curve_point(r["mean_of_attacks"]) for r in rep["results"]]
     atomic_write_json(curve_path(out, model), curve)
+
+
+def _curve_point(fig: dict) -> dict:
+    return {"ensemble": fig["ensemble"], "members": fig["members"]}
 
 
 def read_curves(out: Path) -> dict[str, dict]:
@@ -756,8 +783,8 @@ def _describe(cfg: ExperimentConfig, out: Path, step: Step) -> str:
         return (f"eval {what}, protocol {step.eval.protocol} ({cfg.config}, n={cfg.n}, "
                 f"eps {cfg.eps:g})")
     eps = ",".join(f"{e:g}" for e in cfg.curve_eps_values)
-    return (f"curve {what} ({'/'.join(curve_protocols(what))}, PGD only, n={cfg.curve_n}, "
-            f"eps {eps})")
+    attacks = "paper: FGSM/BIM/PGD/CW-L2, adaptive: PGD" if what == "empir" else "PGD"
+    return f"curve {what} ({attacks}, n={cfg.curve_n}, eps {eps})"
 
 
 def _duration(seconds: float) -> str:
@@ -796,7 +823,8 @@ def commands(cfg: ExperimentConfig, out: Path) -> list[dict]:
     eval_common = (f"--config {cfg.config} --n {cfg.n} --seed {cfg.seed} --eps {cfg.eps:g} "
                    f"--threads {cfg.threads or 1}")
     data = f" --data-dir {cfg.data_dir}" if cfg.data_dir else ""
-    train_opts = data + (f" --threads {cfg.threads}" if cfg.threads else "")
+    train_opts = (data + f" --augment {_augment(cfg, out)}"
+                  + (f" --threads {cfg.threads}" if cfg.threads else ""))
     cmds = []
     if cfg.empir_run:
         cmds.append({"step": "empir", "command": f"cp -r {cfg.empir_run} {run_dir(out, 'empir')}"
@@ -824,7 +852,7 @@ def commands(cfg: ExperimentConfig, out: Path) -> list[dict]:
     eps = ",".join(f"{e:g}" for e in cfg.curve_eps_values)
     for model in MODELS:
         protos = curve_protocols(model)
-        attacks = "fgsm,bim,pgd" if "paper" in protos else "pgd"
+        attacks = "fgsm,bim,pgd,cw" if "paper" in protos else "pgd"
         cmds.append({"step": f"curve-{model}", "command":
                      f"edgempir eval {out / 'curves' / model} --protocol "
                      f"{'both' if len(protos) > 1 else protos[0]} --attacks {attacks} "
@@ -953,7 +981,7 @@ def _compare(diff: float, margin: float, more: str, less: str, same: str) -> str
 
 
 def findings(results: dict) -> list[str]:
-    """The honest paragraph, from the figures (only the sentences whose rows exist; the
+    """The honest paragraphs, from the figures (only the sentences whose rows exist; the
     wording follows the figures, with differences under two standard errors called ties)."""
     paper = _one(results, "empir", "paper")
     adap = _one(results, "empir", "adaptive")
@@ -994,13 +1022,15 @@ def findings(results: dict) -> list[str]:
             + f". {verdict}, for {cost} the inference MACs"
             + (f"; the paper's protocol suggested {paper_gain:.0f} points."
                if paper_gain is not None and paper_gain > gain + margin else "."))
+    paragraphs = [" ".join(out)] if out else []
     if adv and fadv:
-        out += _adv_findings(results, adv, fadv, adap, margin)
-    if out:
-        out.append(f"Noise: on n={n} images one standard error of an accuracy is at most "
-                   f"{margin / 2:.1f} points; differences under {margin:.1f} points are "
-                   "called ties above.")
-    return out
+        paragraphs.append(" ".join(_adv_findings(results, adv, fadv, adap, margin)))
+        paragraphs.append(_limits(results, [adv, fadv], adap))
+    if paragraphs:
+        paragraphs[-1] += (f" Noise: on n={n} images one standard error of an accuracy is at "
+                           f"most {margin / 2:.1f} points; differences under {margin:.1f} "
+                           "points are called ties above.")
+    return paragraphs
 
 
 def _adv_findings(results, adv, fadv, adap, margin) -> list[str]:
@@ -1039,6 +1069,21 @@ def _adv_findings(results, adv, fadv, adap, margin) -> list[str]:
         f"At equal training compute the two are within {abs(diff):.1f} points (a tie at this "
         "n): the mixed-precision ensemble adds inference cost, not robustness."))
     return out
+
+
+def _limits(results: dict, adv_rows: list[dict], default: dict | None) -> str:
+    s = results["settings"]
+    cleans = sorted(r["clean"] for r in adv_rows)
+    text = (f"Limits: the adversarial models were trained briefly ("
+            f"{_plural(s['adv_epochs'], 'epoch')} of PGD-{s['adv_steps']} per member, to fit "
+            f"the time budget of a 2-core CPU; clean accuracy {_pct(cleans[0])} to "
+            f"{_pct(cleans[-1])}" + (f" against {_pct(default['clean'])} with default "
+                                     "training" if default else "")
+            + "); longer training raises both adversarial rows and may change their order.")
+    if s["config"] == "quick":
+        text += (" Every row uses eval configuration quick: upper bounds on what standard "
+                 "would report.")
+    return text
 
 
 def _plural(k: int, word: str) -> str:
@@ -1086,7 +1131,7 @@ def results_markdown(results: dict, plot_name: str = PLOT_NAME) -> str:
     parts += _md_curve(results, plot_name) + [""]
     text = findings(results)
     parts += ["## What EMPIR does and does not buy", ""]
-    parts += [" ".join(text) if text else "(not enough rows yet)", ""]
+    parts += ["\n\n".join(text) if text else "(not enough rows yet)", ""]
     parts += _md_checks(rows) + [""]
     parts += _md_protocols(rows) + [""]
     parts += _md_commands(results) + [""]
@@ -1164,24 +1209,26 @@ def _md_curve(results: dict, plot_name: str) -> list[str]:
     label = next(iter(next(iter(curves.values()))["protocols"].values()))
     lines = ["## Accuracy vs eps", "",
              f"![worst-case accuracy vs eps]({plot_name})", "",
-             (f"Worst case per image on n={label['n']} test images (seed "
-             f"{results['settings']['seed']}), a lighter evaluation than the tables above: "
-             "protocol adaptive with PGD only (on the ensemble's mean softmax, and transfer "
-             "from each member), protocol paper (default EMPIR only, dashed) with FGSM, BIM "
-             "and PGD. eps 0 is the clean accuracy."), ""]
+             (f"On n={label['n']} test images (seed {results['settings']['seed']}), a lighter "
+              "evaluation than the tables above. Solid: protocol adaptive with PGD only (on "
+              "the ensemble's mean softmax, and transfer from each member), worst case per "
+              "image. Dashed: protocol paper (default EMPIR and its fp32 member) with its four "
+              "attacks, plotted as the paper summarised them, the mean of attacks (CW-L2 is "
+              "unbounded: the same figure at every eps); the paper's worst case is in the "
+              "table. eps 0 is the clean accuracy."), ""]
     eps = sorted({e for cv in curves.values() for c in cv["protocols"].values()
                   for e in c["eps"]})
     rows = []
-    for model, curve in curves.items():
-        for proto, c in curve["protocols"].items():
-            at = {e: i for i, e in enumerate(c["eps"])}
-            for _target, name, acc in _curve_lines(model, c):
-                if all(a is None for a in acc[1:]):
-                    continue  # not attacked under this protocol (paper quick: low-bit members)
-                rows.append([name, f"{proto} ({c['config']}, n={c['n']}): "
-                             + ", ".join(c["attacks"]), _pct(acc[0])]
-                            + [_pct(acc[1 + at[e]]) if e in at else "" for e in eps])
-    lines.append(_md_table(["model", "protocol: attacks", "clean"]
+    for model, proto, key, what, c in _curve_series(curves):
+        at = {e: i for i, e in enumerate(c["eps"])}
+        for _target, name, acc in _curve_lines(model, c, key):
+            if all(a is None for a in acc[1:]):
+                continue  # not attacked under this protocol (paper quick: low-bit members)
+            over = [a for a in c["attacks"] if key != "worst_case" or a != "cw"]  # L2
+            rows.append([name, f"{proto} ({c['config']}, n={c['n']}): {what} over "
+                         + ", ".join(over), _pct(acc[0])]
+                        + [_pct(acc[1 + at[e]]) if e in at else "" for e in eps])
+    lines.append(_md_table(["model", "protocol: figure over attacks", "clean"]
                            + [f"eps {e:g}" for e in eps], rows))
     return lines
 
@@ -1246,28 +1293,30 @@ def accuracy_plot(results: dict, path) -> None:
 
     fig, ax = plt.subplots(figsize=(7.2, 4.8), dpi=110)
     k = 0
-    for model, curve in results["curves"].items():
-        for proto, c in curve["protocols"].items():
-            for target, name, acc in _curve_lines(model, c):
-                color = _line_color(model, target, c)
-                if color is None or all(a is None for a in acc[1:]):
-                    continue
-                ys = [float("nan") if a is None else 100 * a for a in acc]
-                ax.plot([0.0] + c["eps"], ys, "--" if proto == "paper" else "-",
-                        marker="s" if proto == "paper" else "o", color=color,
-                        linewidth=2.4 if target == "ensemble" else 1.0,
-                        markersize=5 if target == "ensemble" else 3,
-                        label=f"{name}, {proto} ({c['config']})")
-                k += 1
+    for model, proto, key, what, c in _curve_series(results["curves"]):
+        if proto == "paper" and key == "worst_case":
+            continue
+        for target, name, acc in _curve_lines(model, c, key):
+            color = _line_color(model, target, c)
+            if color is None or all(a is None for a in acc[1:]):
+                continue
+            ys = [float("nan") if a is None else 100 * a for a in acc]
+            ax.plot([0.0] + c["eps"], ys, "--" if proto == "paper" else "-",
+                    marker="s" if proto == "paper" else "o", color=color,
+                    linewidth=2.4 if target == "ensemble" else 1.0,
+                    markersize=5 if target == "ensemble" else 3,
+                    label=f"{name}, {proto} ({c['config']}): {what}")
+            k += 1
     ax.set_xlim(left=0)
     ax.set_ylim(-2, 102)
     ax.set_xlabel("eps (L-inf); eps 0 = clean accuracy")
-    ax.set_ylabel("worst-case accuracy (%)")
+    ax.set_ylabel("accuracy under attack (%)")
     ax.grid(alpha=0.3)
     n = next((c["n"] for cv in results["curves"].values() for c in cv["protocols"].values()),
              None)
-    ax.set_title(f"{results['dataset']}: accuracy vs eps (n={n}; solid: adaptive, PGD only; "
-                 "dashed: paper)", fontsize=9)
+    ax.set_title(f"{results['dataset']}, accuracy vs eps on n={n} test images\nsolid: "
+                 "protocol adaptive, worst case (PGD + transfer); dashed: protocol paper, "
+                 "mean of attacks", fontsize=8.5)
     if k:
         ax.legend(fontsize=6.5, loc="upper right")
     fig.tight_layout()
@@ -1290,11 +1339,23 @@ def _line_color(model: str, target: str, c: dict) -> str | None:
     return ("tab:gray", "tab:purple", "tab:brown", "tab:pink")[i % 4]
 
 
-def _curve_lines(model: str, c: dict):
+def _curve_lines(model: str, c: dict, key: str = "worst_case"):
     """(target, name, [clean, acc per eps]) for the ensemble and, if several, each member."""
     owner = {"empir": "EMPIR", "empir-adv": "EMPIR-adv", "fp32-adv": "fp32-adv"}[model]
-    yield ("ensemble", owner, [c["clean"]["ensemble"]] + [w["ensemble"] for w in c["worst_case"]])
+    yield ("ensemble", owner, [c["clean"]["ensemble"]] + [w["ensemble"] for w in c[key]])
     if len(c["members"]) > 1:
         for i, spec in enumerate(c["members"]):
             yield (f"m{i}", f"{owner} member {i} {spec}",
-                   [c["clean"]["members"][i]] + [w["members"][i] for w in c["worst_case"]])
+                   [c["clean"]["members"][i]] + [w["members"][i] for w in c[key]])
+
+
+def _curve_series(curves: dict):
+    """Every curve: (model, protocol, figure key, its label, curve). Under protocol paper the
+    plot shows the paper's own summary (mean of attacks): its worst case follows the
+    adaptive one closely and is in the table."""
+    for model, curve in curves.items():
+        for proto, c in curve["protocols"].items():
+            keys = ["worst_case"] + (["mean_of_attacks"] if "mean_of_attacks" in c else [])
+            for key in keys:
+                what = "worst case" if key == "worst_case" else "mean of attacks"
+                yield model, proto, key, what, c

@@ -239,6 +239,19 @@ def train(cfg: TrainConfig, *, resume: bool = False, force: bool = False, progre
     """Train every member, write the run directory, return its manifest."""
     import torch
 
+    # --threads applies to this run only: a caller's (or a test process's) later work keeps
+    # its own thread count, and with it the same floating-point results
+    previous_threads = torch.get_num_threads()
+    try:
+        return _train(cfg, resume=resume, force=force, progress=progress, echo=echo)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(cfg: TrainConfig, *, resume: bool, force: bool, progress: bool,
+           echo: Callable[[str], None]) -> dict:
+    import torch
+
     from edgempir.data import load_dataset
     from edgempir.ensemble import combine
 

@@ -139,7 +139,9 @@ def _check_reports(tmp_path, out, results):
     png = tmp_path / "docs" / X.PLOT_NAME
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(results["curves"]) == set(X.MODELS)
-    assert results["curves"]["empir"]["protocols"]["paper"]["eps"] == [0.05, 0.1]
+    paper_curve = results["curves"]["empir"]["protocols"]["paper"]
+    assert paper_curve["eps"] == [0.05, 0.1] and len(paper_curve["mean_of_attacks"]) == 2
+    assert "cw" in paper_curve["attacks"]
 
 
 def test_member_compute_counts_macs_and_bit_operations():

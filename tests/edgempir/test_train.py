@@ -90,3 +90,13 @@ def test_resume_after_sigkill_mid_epoch_loses_nothing(reference_run, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "resuming after epoch 1" in (out / "train.log").read_text()
     assert_same_weights(reference_run, out)
+
+
+def test_threads_option_does_not_leak_into_the_caller(tmp_path):
+    # a leaked torch.set_num_threads(1) made later in-process runs compute with another
+    # thread count than subprocess runs, and so with other float rounding
+    before = torch.get_num_threads()
+    c = cfg(tmp_path / "one-thread", epochs=1)
+    c.threads = 1 if before != 1 else 2
+    train(c, progress=False, echo=lambda s: None)
+    assert torch.get_num_threads() == before
