@@ -649,7 +649,8 @@ def masking_checks(ev: Evaluator, eps: float, first: dict, settings: dict) -> li
             gain = best_white - attacks["square"]["ensemble"]
             margin = max(SQUARE_MARGIN, 1.5 / len(ev.y))
             checks.append(_check(
-                "square-beats-white-box", gain <= margin,
+                # 1e-9: 0.6135 - 0.6115 is 0.0020000000000000018 in floats, not above 0.002
+                "square-beats-white-box", gain <= margin + 1e-9,
                 f"Square (queries only) lowered the ensemble's robust accuracy from "
                 f"{100 * best_white:.2f}% (after the white-box attacks and transfer) to "
                 f"{100 * attacks['square']['ensemble']:.2f}%; allowed drop "
