@@ -108,7 +108,7 @@ class Settings:
 
 # --------------------------------------------------------------------------- bundles
 def export_bundles(run: Path, work: Path, s: Settings) -> dict[str, Path]:
-    from edgempir.targets.export import export_bundle
+    from edgempir.targets.host.export import export_bundle
 
     out = {}
     kinds = ("packed", "int8") if s.compare_int8 else ("packed",)
@@ -124,8 +124,8 @@ def export_bundles(run: Path, work: Path, s: Settings) -> dict[str, Path]:
 def open_session(bundle, which, ort_profile: dict):
     """An OrtModel over ``which`` with ``ort_profile`` (packed weights unpacked as on the
     device)."""
-    from edgempir.targets import packing
-    from edgempir.targets.onnxruntime import OrtModel
+    from edgempir.targets.device import packing
+    from edgempir.targets.device.onnxruntime import OrtModel
 
     path = bundle.ensemble_file if which == "ensemble" else bundle.member_file(which)
     rel = path.relative_to(bundle.path).as_posix()
@@ -173,7 +173,7 @@ def thread_configs(profile_ort: dict, cores: int) -> dict[str, dict]:
 
 # --------------------------------------------------------------------------- 1. latency
 def measure_latency(bundle, s: Settings) -> dict:
-    from edgempir.targets.bench import compare_latency
+    from edgempir.targets.device.bench import compare_latency
 
     x = clean_images(bundle)
     fp = baseline_member(bundle)
@@ -247,8 +247,8 @@ def measure_latency(bundle, s: Settings) -> dict:
 # --------------------------------------------------------------------------- 2. weights
 def measure_weights(bundles: dict[str, Path]) -> dict:
     import onnx
-    from edgempir.targets.bundle import verify_bundle
-    from edgempir.targets.onnx_export import inline_bytes
+    from edgempir.targets.device.bundle import verify_bundle
+    from edgempir.targets.host.onnx_export import inline_bytes
 
     b = verify_bundle(bundles["packed"])
     fp = baseline_member(b)
@@ -295,8 +295,8 @@ def _graph_bytes(root: Path) -> int:
 
 # --------------------------------------------------------------------------- 3. memory
 def measure_rss(bundles: dict[str, Path], s: Settings) -> dict:
-    from edgempir.targets.bundle import verify_bundle
-    from edgempir.targets.memory import measure_memory
+    from edgempir.targets.device.bundle import verify_bundle
+    from edgempir.targets.device.memory import measure_memory
 
     b = verify_bundle(bundles["packed"])
     fp = baseline_member(b)
@@ -390,7 +390,7 @@ def measure_pgd(run: Path, bundle_path: Path, s: Settings) -> dict:
     import torch
     import torchattacks
     from edgempir.calib import read_set
-    from edgempir.targets.bundle import verify_bundle
+    from edgempir.targets.device.bundle import verify_bundle
 
     from edgempir.attacks import make_attack
     from edgempir.data import DEFAULT_EPS
@@ -442,7 +442,7 @@ def measure_pgd(run: Path, bundle_path: Path, s: Settings) -> dict:
 
 # --------------------------------------------------------------------------- 6. growth
 def measure_scaling(bundle, s: Settings) -> dict:
-    from edgempir.targets.bench import compare_latency
+    from edgempir.targets.device.bench import compare_latency
 
     x = clean_images(bundle)
     prof = bundle.profile.get("onnxruntime", {})
@@ -519,15 +519,9 @@ def machine_info() -> dict:
 
 
 def versions() -> dict:
-    import onnxruntime
-    import torch
+    from edgempir import provenance
 
-    out = {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
-           "numpy": np.__version__}
-    for mod in ("brevitas", "torchattacks", "onnx"):
-        with contextlib.suppress(ImportError):
-            out[mod] = __import__(mod).__version__
-    return out
+    return provenance.versions("onnxruntime", "torch", "numpy", "brevitas", "torchattacks", "onnx")
 
 
 def fmt_table(r: dict) -> str:
@@ -635,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     s = Settings(args.quick, args.threads, args.attack_threads)
     t_start = time.perf_counter()
-    from edgempir.targets.bundle import verify_bundle
+    from edgempir.targets.device.bundle import verify_bundle
 
     run_manifest = json.loads((run / "manifest.json").read_text())
     report: dict = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,

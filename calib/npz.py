@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgempir.contract import INPUT_NAME, LABEL_NAME  # every set is keyed by the graph's input name
 from edgempir.errors import BundleError
 from edgempir.fsutil import atomic_write_bytes
 
-INPUT_NAME = "input"      # the ONNX graph's input name; every set is keyed by it
-LABEL_NAME = "label"
 MAX_ELEMENTS = 1 << 28    # refuse absurd arrays (1 GiB of float32) before allocating them
 
 

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from edgempir import __version__
+from edgempir._version import __version__
 from edgempir.errors import EdgempirError
 
 
@@ -22,6 +22,15 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except EdgempirError as e:
             click.echo(f"Error: {e}", err=True)
+            sys.exit(2)
+        except ModuleNotFoundError as e:
+            # a host-only package missing in a device install: say which extra brings it
+            from edgempir.cli.common import HOST_INSTALL_HINT, HOST_MODULES
+
+            if (e.name or "").split(".")[0] not in HOST_MODULES:
+                raise
+            click.echo(f"Error: this command needs {e.name}, which this install lacks; "
+                       f"{HOST_INSTALL_HINT}", err=True)
             sys.exit(2)
 
 

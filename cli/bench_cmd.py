@@ -1,6 +1,6 @@
 """``edgempir bench BUNDLE``: the command that runs on the device (torch-free).
 
-Thin: options in, :func:`edgempir.targets.bench.run_bench` does the work, the report goes
+Thin: options in, :func:`edgempir.targets.device.bench.run_bench` does the work, the report goes
 to a JSON file (atomically) and to stdout as a table, or as JSON only with ``--json``.
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ def command(bundle: Path, batch_sizes, repeats, warmup, time_cap, threads, n, sq
     (drift), and a black-box Square attack on the engine itself. docs/BENCH.md explains
     every figure and the JSON report.
     """
-    from edgempir.targets.bench import BenchConfig, format_report, run_bench
+    from edgempir.targets.device.bench import BenchConfig, format_report, run_bench
 
     from edgempir.fsutil import atomic_write_text
 

@@ -24,8 +24,8 @@ Example (on the Jetson):
 @json_option
 def command(bundle, force, as_json):
     """Build (or reuse) the TensorRT engines of a jetson bundle, on this device."""
-    from edgempir.targets import tensorrt
-    from edgempir.targets.bundle import verify_bundle
+    from edgempir.targets.device import tensorrt
+    from edgempir.targets.device.bundle import verify_bundle
 
     from edgempir.errors import BundleError
 

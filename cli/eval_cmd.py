@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import click
-from edgempir.cli.common import json_option, seed_option
+from edgempir.cli.common import json_option, require_host, seed_option
 
 EXAMPLE = """
 \b
@@ -55,6 +55,7 @@ def command(run_dir, protocol, config_name, attacks, eps, n, seed, batch_size, d
     differentiable surrogate of the deployed ensemble, AutoAttack and transfer from each
     member, scored with the ensemble's real combiner.
     """
+    require_host("eval")
     import json
     import sys
 

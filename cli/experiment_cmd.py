@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import click
-from edgempir.cli.common import json_option, seed_option
+from edgempir.cli.common import json_option, require_host, seed_option
 
 EXAMPLE = """
 \b
@@ -70,6 +70,7 @@ def paper_vs_adaptive(out, dataset, data_dir, n, seed, epochs, adv_epochs, adv_s
                       force, as_json):
     """EMPIR scored by protocol paper and adaptive, next to its members, EMPIR with
     PGD-trained members, and one PGD-trained fp32 model of the same training compute."""
+    require_host("experiment paper-vs-adaptive")
     import json
     import sys
 

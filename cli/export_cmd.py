@@ -1,6 +1,6 @@
 """``edgempir export RUN --target arm|jetson|x86|PROFILE.toml``: build a deployment bundle.
 
-Thin: options in, :func:`edgempir.targets.export.export_bundle` does the work (torch is
+Thin: options in, :func:`edgempir.targets.host.export.export_bundle` does the work (torch is
 imported there, inside the command). The summary goes to stdout as a table, or as the
 bundle's manifest in JSON with ``--json``.
 """
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import click
-from edgempir.cli.common import json_option, seed_option
+from edgempir.cli.common import json_option, require_host, seed_option
 
 
 @click.command("export", epilog="""\b
@@ -35,12 +35,13 @@ Examples:
 @json_option
 def command(run, target, out, force, data_dir, n_calib, seed, as_json):
     """Export an evaluated run as a bundle for one target, validated against PyTorch."""
+    require_host("export")
     import warnings
 
     # brevitas announces an optional kernel package at import; it says nothing about us
     warnings.filterwarnings("ignore", message="fast_hadamard_transform")
     warnings.filterwarnings("ignore", message="brevitas.fx is deprecated")
-    from edgempir.targets.export import export_bundle
+    from edgempir.targets.host.export import export_bundle
 
     manifest = export_bundle(run, target, out, force=force, data_dir=data_dir, n_calib=n_calib,
                              seed=seed, progress=not as_json and sys.stderr.isatty(),

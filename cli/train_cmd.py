@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from edgempir.cli.common import json_option, seed_option
+from edgempir.cli.common import json_option, require_host, seed_option
 
 EXAMPLE = """
 \b
@@ -60,6 +60,7 @@ def train(dataset, data_dir, arch, members, bits, preset_name, combiner, epochs,
           augment, adv_train, adv_eps, adv_steps, adv_step_size, trades_beta, seed, threads, out,
           resume, force, as_json):
     """Train an EMPIR ensemble: one full-precision and low-bit members, one command."""
+    require_host("train")
     import json
 
     from edgempir.data import DEFAULT_AUGMENT

@@ -8,7 +8,7 @@ Python API (torch is imported only when you call something that needs it)::
     ens(x).argmax(1)                           # the deployed decision (vote by default)
     ens.surrogate()                            # differentiable mean-softmax stand-in
 """
-__version__ = "0.1.0"
+from edgempir._version import __version__
 
 __all__ = ["__version__", "load_run", "Ensemble", "MemberSpec", "parse_spec"]
 

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from edgempir.errors import SpecError
-from edgempir.members import MemberSpec, reference_index
+from edgempir.contract import reference_index
+from edgempir.members import MemberSpec
 
 COMBINERS = ("vote", "mean-softmax", "mean-logits")
 

@@ -32,3 +32,11 @@ class WriteError(EdgempirError, OSError):
     Raised by the atomic writers in :mod:`edgempir.fsutil`, which leave the previous
     version in place. It is an OSError too, so code that already handles OSError still does.
     """
+
+
+class InputError(EdgempirError, ValueError):
+    """An input array handed to a deployed ensemble that is not what its bundle takes."""
+
+
+class HostInstallError(EdgempirError):
+    """A host command (train, eval, export, experiment) run where only the device install is."""

@@ -137,11 +137,3 @@ def resolve_members(dataset: str, members: str | None = None, bits: str | None =
     return preset(preset_name or "paper", dataset)
 
 
-def member_filename(index: int, spec: MemberSpec) -> str:
-    return f"{index}-{spec.name}"
-
-
-def reference_index(specs: list[MemberSpec]) -> int:
-    """The member whose vote breaks ties: the first of highest precision (fp32 if any)."""
-    best = max(spec.rank for spec in specs)
-    return next(i for i, s in enumerate(specs) if s.rank == best)

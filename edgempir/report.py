@@ -1,20 +1,12 @@
-"""Readable tables (and, for ``eval``, JSON reports and plots). Torch-free."""
+"""Readable tables of train and eval results, and eval's plot (host side).
+
+The table layout itself is :mod:`edgempir.tables` (device-safe: bench prints with it too).
+"""
 from __future__ import annotations
 
+from edgempir.tables import format_table, pct
 
-def format_table(headers: list[str], rows: list[list], title: str | None = None) -> str:
-    cells = [[str(c) for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
-              for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
-    out = [title] if title else []
-    out += [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
-    return "\n".join(out)
-
-
-def pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
+__all__ = ["accuracy_plot", "eval_tables", "format_table", "pct", "training_table"]
 
 
 def training_table(manifest: dict) -> str:

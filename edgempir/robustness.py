@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import shutil
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ import numpy as np
 
 from edgempir.attacks.base import AttackError, check_eps
 from edgempir.data import DEFAULT_EPS  # one table for eval and adversarial training
+from edgempir import provenance
 
 SCHEMA = "edgempir.eval"
 SCHEMA_VERSION = 1
@@ -744,21 +744,7 @@ def _attacked_ok(ev: Evaluator, craft, xs, ys, desc: str, what: dict) -> np.ndar
 
 # ------------------------------------------------------------------ entry point
 def versions() -> dict:
-    import brevitas
-    import torch
-
-    import edgempir
-
-    out = {"edgempir": edgempir.__version__, "python": platform.python_version(),
-           "torch": torch.__version__, "brevitas": brevitas.__version__,
-           "numpy": np.__version__}
-    try:
-        import torchattacks
-
-        out["torchattacks"] = torchattacks.__version__
-    except ImportError:  # pragma: no cover
-        out["torchattacks"] = None
-    return out
+    return provenance.versions("torch", "brevitas", "numpy", "torchattacks")
 
 
 @dataclass

@@ -20,6 +20,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from edgempir.contract import member_stem
 from edgempir.errors import RunDirError
 from edgempir.members import MemberSpec, parse_spec
 
@@ -37,11 +38,11 @@ def partial_dir(out: str | os.PathLike) -> Path:
 
 
 def member_weights_path(run: Path, index: int, spec: MemberSpec) -> Path:
-    return run / "members" / f"{index}-{spec.name}.safetensors"
+    return run / "members" / f"{member_stem(index, spec)}.safetensors"
 
 
 def checkpoint_path(run: Path, index: int, spec: MemberSpec) -> Path:
-    return run / "checkpoints" / f"{index}-{spec.name}.safetensors"
+    return run / "checkpoints" / f"{member_stem(index, spec)}.safetensors"
 
 
 def read_manifest(run: str | os.PathLike) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -24,8 +23,10 @@ import numpy as np
 from edgempir.data import DEFAULT_EPS
 from edgempir.errors import RunDirError
 from edgempir.fsutil import atomic_write_json, fsync_dir, swap_in
-from edgempir.members import MemberSpec, reference_index
+from edgempir.contract import reference_index
+from edgempir.members import MemberSpec
 from edgempir import rundir
+from edgempir import provenance
 
 DEFAULT_EPOCHS = 5
 DEFAULT_BATCH_SIZE = 128
@@ -61,15 +62,8 @@ class TrainConfig:
         return d
 
 
-def versions() -> dict[str, str]:
-    import brevitas
-    import torch
-
-    import edgempir
-
-    return {"edgempir": edgempir.__version__, "python": platform.python_version(),
-            "torch": torch.__version__, "brevitas": brevitas.__version__,
-            "numpy": np.__version__}
+def versions() -> dict[str, str | None]:
+    return provenance.versions("torch", "brevitas", "numpy")
 
 
 def _lr_at(step: int, total: int, base: float) -> float:

@@ -31,11 +31,14 @@ if ! .venv/bin/python -c 'import torch, sys; sys.exit(not torch.__version__.star
     "${pip[@]}" torch==2.13.0
   fi
 fi
+# The host install (train, eval, export) and the test tools. A device needs only
+# `pip install "edgempir[device]"` (README, "On the device").
+"${pip[@]}" -e ".[host,dev]"
 # torchattacks' metadata asks for torchvision, which has no CPU build for torch 2.13 and breaks
-# at import; torchattacks itself never needs it, so it goes in without its declared needs
-# (scipy, requests, tqdm come with edgempir).
-"${pip[@]}" --no-deps torchattacks==3.5.1
-"${pip[@]}" -e ".[dev]"
+# at import; torchattacks itself never needs it, so it goes in last and without its declared
+# needs (scipy, requests, tqdm come with edgempir[host]). --no-deps also skips pip's check of
+# those needs, which would print an ERROR line about torchvision on a correct install.
+.venv/bin/python -c 'import torchattacks' 2>/dev/null || "${pip[@]}" --no-deps torchattacks==3.5.1
 
 if [ "$want_data" = 1 ] && [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   if command -v apt-get >/dev/null 2>&1; then

@@ -5,7 +5,7 @@
 #   RSS growth     resident memory of the bench process, last window minus first, and the
 #                  least-squares slope over all windows (MiB per minute)
 #   latency drift  p50 latency of the last window against the first (%)
-# bench itself flags growth above 8 MiB and drift beyond +-10 % (targets/bench.py); this
+# bench itself flags growth above 8 MiB and drift beyond +-10 % (targets/device/bench.py); this
 # script prints the figures and exits 1 when either flag is raised.
 #
 # Usage: scripts/soak.sh [BUNDLE] [SECONDS]
@@ -43,7 +43,7 @@ python - "$out" "$bundle" <<'EOF'
 import json
 import sys
 
-from edgempir.targets.bench import SOAK_LATENCY_DRIFT_FLAG, SOAK_RSS_GROWTH_FLAG
+from edgempir.targets.device.bench import SOAK_LATENCY_DRIFT_FLAG, SOAK_RSS_GROWTH_FLAG
 
 report, bundle = json.load(open(sys.argv[1])), sys.argv[2]
 s = report["soak"]

@@ -1,13 +1,10 @@
-"""Deployment targets: export to bundles (host) and run bundles (device).
+"""Deployment targets, in two sub-packages whose names say where their code runs.
 
-Import-light on purpose: ``bench`` and ``build`` run on devices with numpy and a runtime
-only, so nothing here imports torch, brevitas or onnx; those live in the host-only
-modules (onnx_export, graph, tensorrt_rules, export) and are imported when used.
+- :mod:`edgempir.targets.host`: export a run to a bundle (torch, brevitas, onnx).
+- :mod:`edgempir.targets.device`: read, verify, run and bench a bundle (numpy and ONNX
+  Runtime or TensorRT only, Python 3.10+).
+- ``profiles/*.toml``: the built-in target profiles (data).
 
-Modules, by side:
-  device: bundle (format, verify, read), runtime (open_model), onnxruntime, tensorrt
-          (engine build + runtime)
-  host:   profile (TOML target profiles), onnx_export (Brevitas QCDQ export, checks,
-          validation), graph (ensemble graph with the vote), tensorrt_rules (checker + pass),
-          export (the ``edgempir export`` pipeline)
+The host side may import the device side, never the reverse: the import contracts in
+pyproject.toml say so and CI checks them (``lint-imports``).
 """

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def _onnx_linear(path, members, input_shape, classes, ensemble_reference=None):
 def make_tiny_bundle(out: Path, runtime: str = "onnxruntime", target: str = "x86",
                      fp32: bool = True) -> Path:
     from edgempir.calib import write_set
-    from edgempir.targets.bundle import write_manifest
+    from edgempir.targets.device.bundle import write_manifest
 
     from edgempir.data import synthetic, to_float
     from edgempir.vote import vote
@@ -179,8 +180,35 @@ def tiny_copy(tiny_bundle, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def bundle(evaluated_run, tmp_path_factory) -> Path:
     """An x86 bundle exported from ``evaluated_run``, once per session."""
-    from edgempir.targets.export import export_bundle
+    from edgempir.targets.host.export import export_bundle
 
     out = tmp_path_factory.mktemp("bench-bundle") / "synthetic-x86"
     export_bundle(evaluated_run, "x86", out, n_calib=64, progress=False)
     return out
+
+
+def find_python310() -> Path | None:
+    """A Python 3.10 interpreter (the Jetson's): $EDGEMPIR_PY310, pyenv's, or PATH's."""
+    import glob
+    import subprocess
+
+    for cand in (os.environ.get("EDGEMPIR_PY310"),
+                 *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.10*/bin/python3.10"))),
+                 shutil.which("python3.10")):
+        if not cand:
+            continue
+        # a pyenv shim exists on PATH but may refuse to run: ask the interpreter itself
+        proc = subprocess.run([cand, "-c", "import sys; print(sys.version_info[:2])"],
+                              capture_output=True, text=True)
+        if proc.returncode == 0 and proc.stdout.strip() == "(3, 10)":
+            return Path(cand)
+    return None
+
+
+@pytest.fixture(scope="session")
+def python310() -> Path:
+    py = find_python310()
+    if py is None:
+        pytest.skip("no Python 3.10 here (set EDGEMPIR_PY310 to one); the device side targets "
+                    "3.10 (JetPack 6)")
+    return py

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgempir.targets.bench import validate_report
+from edgempir.targets.device.bench import validate_report
 
 FAST = ("--batch-sizes", "1,4", "--repeats", "15", "--warmup", "2", "--square-queries", "25",
         "--square-n", "16")
@@ -60,7 +60,7 @@ def test_no_fp32_member_and_no_memory_child_are_warnings_not_failures(tiny_bundl
     """In process: a bundle without fp32 member, and a machine where no child can start."""
     import sys
 
-    from edgempir.targets.bench import BenchConfig, format_report, run_bench
+    from edgempir.targets.device.bench import BenchConfig, format_report, run_bench
 
     b = tiny_bundle_factory(fp32=False)
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
@@ -115,7 +115,7 @@ def test_tensorrt_bundle_without_tensorrt(cli, tiny_bundle_factory):
 
 def test_wrong_input_shape_in_a_calib_file(cli, tiny_copy):
     from edgempir.calib import write_set
-    from edgempir.targets.bundle import write_manifest
+    from edgempir.targets.device.bundle import write_manifest
 
     # a consistent bundle (hashes re-signed) whose clean set has 1x27x28 images
     x = np.zeros((4, 1, 27, 28), np.float32)
@@ -149,8 +149,8 @@ def test_vote_in_the_runtime_equals_the_hosts_vote(bundle, evaluated_run):
     """The exported graph's vote (ONNX Runtime) gives the host's (PyTorch) class ids."""
     import torch
     from edgempir.calib import INPUT_NAME, LABEL_NAME, read_set
-    from edgempir.targets.bundle import verify_bundle
-    from edgempir.targets.runtime import open_model
+    from edgempir.targets.device.bundle import verify_bundle
+    from edgempir.targets.device.runtime import open_model
 
     from edgempir.rundir import load_run
     from edgempir.vote import vote

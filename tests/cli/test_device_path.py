@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,13 +24,10 @@ BLOCKED = ("torch", "brevitas", "onnx")
 # outside this closure is loaded, so the list cannot silently fall behind
 DEVICE_ENTRY_MODULES = (
     "edgempir", "edgempir.cli", "edgempir.cli.bench_cmd", "edgempir.cli.build_cmd",
-    "edgempir.targets.bench", "edgempir.targets.square", "edgempir.targets.bundle",
-    "edgempir.targets.runtime", "edgempir.targets.onnxruntime", "edgempir.targets.tensorrt",
-    "edgempir.calib", "edgempir.vote", "edgempir.report", "edgempir.fsutil",
+    "edgempir.targets.device.bench", "edgempir.targets.device.square", "edgempir.targets.device.bundle",
+    "edgempir.targets.device.runtime", "edgempir.targets.device.onnxruntime", "edgempir.targets.device.tensorrt",
+    "edgempir.calib", "edgempir.vote", "edgempir.tables", "edgempir.fsutil",
 )
-PY310 = Path("/root/.pyenv/versions/3.10.13/bin/python3.10")
-DEVICE_REQUIREMENTS = ("numpy>=1.24", "onnxruntime>=1.20", "click>=8.1", "psutil>=5.9",
-                       "tomli>=2")
 
 SITECUSTOMIZE = '''
 import atexit, os, sys
@@ -117,7 +113,7 @@ def _bench_without_torch(bundle: Path, blocked: Path, tmp_path: Path) -> tuple[d
 
 @pytest.mark.parametrize("which", ["tiny", "exported"])
 def test_bench_runs_where_torch_cannot_be_imported(which, request, blocked_path, tmp_path):
-    from edgempir.targets.bench import validate_report
+    from edgempir.targets.device.bench import validate_report
 
     bundle = request.getfixturevalue("tiny_bundle" if which == "tiny" else "bundle")
     report, loaded = _bench_without_torch(bundle, blocked_path, tmp_path)
@@ -187,58 +183,11 @@ def test_device_modules_use_no_stdlib_api_newer_than_python310(blocked_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_device_modules_compile_under_python310(blocked_path, tmp_path):
-    if not PY310.exists():
-        pytest.skip(f"no Python 3.10 at {PY310}")
+def test_device_modules_compile_under_python310(blocked_path, python310):
     files = sorted(str(f) for f in _device_closure(blocked_path))
     code = ("import sys\n"
             "for f in sys.argv[1:]:\n"
             "    compile(open(f, encoding='utf-8').read(), f, 'exec')\n")
-    proc = subprocess.run([str(PY310), "-c", code, *files], capture_output=True, text=True,
+    proc = subprocess.run([str(python310), "-c", code, *files], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
-
-
-def _py310_device_venv() -> Path:
-    """A Python 3.10 venv with only the device extra, built once and kept in the temp dir."""
-    root = Path(tempfile.gettempdir()) / "edgempir-py310-device-venv"
-    py = root / "bin" / "python"
-    stamp = root / "ready"
-    if stamp.exists():
-        return py
-    shutil.rmtree(root, ignore_errors=True)
-    subprocess.run([str(PY310), "-m", "venv", str(root)], check=True, timeout=120)
-    pip = [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, *DEVICE_REQUIREMENTS], check=True, timeout=600)
-    subprocess.run([*pip, "--no-deps", "--no-build-isolation", "-e", str(REPO)]
-                   if _has_setuptools(py) else [*pip, "--no-deps", "-e", str(REPO)],
-                   check=True, timeout=600)
-    stamp.write_text("ok\n")
-    return py
-
-
-def _has_setuptools(py: Path) -> bool:
-    return subprocess.run([str(py), "-c", "import setuptools, wheel"],
-                          capture_output=True).returncode == 0
-
-
-@pytest.mark.slow
-def test_bench_in_a_python310_venv_with_only_the_device_extra(tiny_bundle, tmp_path):
-    if not PY310.exists():
-        pytest.skip(f"no Python 3.10 at {PY310}")
-    try:
-        py = _py310_device_venv()
-    except subprocess.CalledProcessError as e:
-        pytest.skip(f"cannot build the Python 3.10 device venv (package index unreachable?): {e}")
-    freeze = subprocess.run([str(py), "-m", "pip", "freeze"], capture_output=True, text=True)
-    assert not any(line.lower().startswith(("torch", "brevitas", "onnx=="))
-                   for line in freeze.stdout.splitlines()), freeze.stdout
-    out = tmp_path / "r.json"
-    proc = subprocess.run([str(py), "-m", "edgempir.cli", "bench", str(tiny_bundle), "--json",
-                           "--batch-sizes", "1", "--repeats", "10", "--square-queries", "20",
-                           "--square-n", "8", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(proc.stdout)
-    assert report["machine"]["python"].startswith("3.10.")

@@ -1,8 +1,9 @@
 import pytest
 
 from edgempir.errors import SpecError
+from edgempir.contract import reference_index
 from edgempir.members import (FP32, MemberSpec, parse_bits, parse_members, parse_spec, preset,
-                              reference_index, resolve_members)
+                              resolve_members)
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -20,7 +20,7 @@ EXPORT_N_CALIB = 64  # helpers.EXPORT_N_CALIB too
 def x86_bundle(evaluated_run, tmp_path_factory) -> Path:
     """An x86 bundle exported from ``evaluated_run``, once per session. Read-only: copy it
     (``bundle_copy``) before damaging it."""
-    from edgempir.targets.export import export_bundle
+    from edgempir.targets.host.export import export_bundle
 
     out = tmp_path_factory.mktemp("rel-bundle") / "syn-x86"
     export_bundle(evaluated_run, "x86", out, n_calib=EXPORT_N_CALIB, progress=False)

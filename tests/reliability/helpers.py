@@ -23,7 +23,7 @@ EXPORT_N_CALIB = 64
 def resign(bundle: Path, edit=None) -> dict:
     """Apply ``edit(manifest)`` and rewrite the manifest with fresh sha256 of every file:
     a hostile bundle that is self-consistent, so only the check under test can refuse it."""
-    from edgempir.targets.bundle import write_manifest
+    from edgempir.targets.device.bundle import write_manifest
 
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest.pop("files", None)

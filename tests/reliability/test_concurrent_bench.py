@@ -25,7 +25,7 @@ def _tree(root: Path) -> dict:
 
 
 def test_two_bench_processes_on_one_bundle(x86_bundle, tmp_path):
-    from edgempir.targets.bench import validate_report
+    from edgempir.targets.device.bench import validate_report
 
     bundle = tmp_path / "syn-x86"
     shutil.copytree(x86_bundle, bundle)

@@ -300,7 +300,7 @@ def _old_bundle(x86_bundle: Path, dst: Path) -> bytes:
 
 
 def _check_export_state(out: Path, old_manifest: bytes, new_files: dict) -> str:
-    from edgempir.targets.bundle import verify_bundle
+    from edgempir.targets.device.bundle import verify_bundle
 
     if not out.exists():  # only possible without renameat2: the old tree is kept aside
         olds = list(out.parent.glob(out.name + ".old-*"))

@@ -99,7 +99,7 @@ def fuzz_bundle(x86_bundle, tmp_path_factory) -> tuple[Path, dict]:
 @fuzz(250)
 @given(data=st.data())
 def test_fuzz_bundle_manifest(fuzz_bundle, data):
-    from edgempir.targets.bundle import Bundle, verify_bundle
+    from edgempir.targets.device.bundle import Bundle, verify_bundle
 
     b, base = fuzz_bundle
     doc = copy.deepcopy(base)
@@ -328,7 +328,8 @@ def profiles(draw) -> str:
 @given(text=st.one_of(profiles(), st.text(alphabet="[]=\"'.,{}#\n abcdefgnrtu0123456789-_",
                                           max_size=120)))
 def test_fuzz_profile(scratch, text):
-    from edgempir.targets.profile import ProfileError, load_profile
+    from edgempir.targets.device.profile import ProfileError
+    from edgempir.targets.host.profiles import load_profile
 
     path = scratch / "board.toml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from edgempir.calib import read_set, write_set
-from edgempir.targets.bundle import verify_bundle
+from edgempir.targets.device.bundle import verify_bundle
 
 from edgempir.data import DataError, load_dataset, read_idx
 from edgempir.errors import BundleError, EdgempirError, RunDirError
@@ -182,7 +182,7 @@ def test_external_data_in_an_unhashed_file_is_refused(bundle_copy, cli):
 def test_external_data_inside_the_bundle_and_hashed_is_accepted(x86_bundle, bundle_copy):
     """The check refuses what escapes, not external data as such (packed weights use it)."""
     from edgempir.calib import INPUT_NAME
-    from edgempir.targets.runtime import open_model
+    from edgempir.targets.device.runtime import open_model
 
     _edit_onnx(bundle_copy / FP32,
                lambda m: _make_external(m, "1-fp32.data", bundle_copy / "members" / "1-fp32.data"))
@@ -265,7 +265,7 @@ def test_malformed_onnx_is_refused_before_a_runtime_parses_it(bundle_copy, damag
     H.resign(bundle_copy)
     if damage == "empty":  # no fields at all: valid protobuf, nothing a runtime can run
         with pytest.raises(BundleError):
-            from edgempir.targets.runtime import open_model
+            from edgempir.targets.device.runtime import open_model
 
             open_model(verify_bundle(bundle_copy))
         return
@@ -295,6 +295,10 @@ MANIFEST_CASES = {
     "host-accuracy-string": (_set("host_accuracy.clean", "high"), "host_accuracy.clean"),
     "host-accuracy-nan": (_set("host_accuracy.clean", float("nan")), "host_accuracy.clean"),
     "weight-bits-absurd": (_set("members.0.weight_bits", 10 ** 9), "weight_bits"),
+    # the member spec crosses to the device typed and checked (edgempir/contract.py)
+    "spec-contradicts-bits": (_set("members.0.weight_bits", 8), "weight_bits/act_bits 8/4"),
+    "spec-unparsable": (_set("members.0.spec", "w2a4; rm -rf"), "is not understood"),
+    "reference-not-the-rule": (_set("reference_member", 0), "the vote rule picks member 2"),
     "threads-string": (_set("profile.onnxruntime.intra_op_threads", "4"), "intra_op_threads"),
     "opt-level-unknown": (_set("profile.onnxruntime.graph_optimization_level", "turbo"),
                           "graph_optimization_level"),

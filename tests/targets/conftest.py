@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def arm_bundle(evaluated_run, tmp_path_factory) -> Path:
-    from edgempir.targets.export import export_bundle
+    from edgempir.targets.host.export import export_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "syn-arm"
     export_bundle(evaluated_run, "arm", out, n_calib=64, progress=False)
@@ -21,7 +21,7 @@ def arm_bundle(evaluated_run, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def jetson_bundle(evaluated_run, tmp_path_factory) -> Path:
-    from edgempir.targets.export import export_bundle
+    from edgempir.targets.host.export import export_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "syn-jetson"
     export_bundle(evaluated_run, "jetson", out, n_calib=64, progress=False)
@@ -50,7 +50,7 @@ def small_member(bits: int, seed: int = 0):
 @pytest.fixture(scope="session")
 def small_members(tmp_path_factory) -> dict:
     """bits -> (PyTorch model, exported ONNX path) for every bit width 2..8."""
-    from edgempir.targets.onnx_export import export_member
+    from edgempir.targets.host.onnx_export import export_member
 
     root = tmp_path_factory.mktemp("members")
     out = {}

@@ -116,9 +116,9 @@ import json, platform, sys
 import numpy as np
 import onnxruntime
 from edgempir.calib import INPUT_NAME, read_set
-from edgempir.targets.bundle import verify_bundle
-from edgempir.targets.onnxruntime import write_optimized_graph
-from edgempir.targets.runtime import open_model
+from edgempir.targets.device.bundle import verify_bundle
+from edgempir.targets.device.onnxruntime import write_optimized_graph
+from edgempir.targets.device.runtime import open_model
 
 bundle, out = verify_bundle(sys.argv[1]), sys.argv[2]
 ort_profile = bundle.profile.get("onnxruntime")
@@ -178,8 +178,8 @@ def test_runner_is_aarch64_with_only_the_device_side(arm_sysroot):
     code = r"""
 import json, os, platform, subprocess, sys
 import edgempir, edgempir.cli, edgempir.cli.bench_cmd, edgempir.calib, edgempir.vote
-import edgempir.targets.bench, edgempir.targets.bundle, edgempir.targets.runtime
-import edgempir.targets.onnxruntime, edgempir.targets.square
+import edgempir.targets.device.bench, edgempir.targets.device.bundle, edgempir.targets.device.runtime
+import edgempir.targets.device.onnxruntime, edgempir.targets.device.square
 import numpy, onnxruntime
 child = subprocess.run([sys.executable, "-c", "import platform; print(platform.machine())"],
                        capture_output=True, text=True)
@@ -212,7 +212,7 @@ def test_bench_end_to_end_under_emulation(arm_sysroot, arm_bundle, tmp_path):
     """`edgempir bench` on ARM: verifies, times, measures memory in child processes (emulated
     too), evaluates, attacks, and says that it ran emulated and on which CPU. Small settings:
     emulated float math is slow (docs/ARM.md)."""
-    from edgempir.targets.bench import format_report, validate_report
+    from edgempir.targets.device.bench import format_report, validate_report
 
     small = ["--batch-sizes", "1", "--warmup", "1", "--repeats", "5", "--time-cap", "0.2",
              "--threads", "1", "--n", "16", "--square-n", "2", "--square-queries", "5"]
@@ -261,7 +261,7 @@ def test_ensemble_on_arm_matches_x86(probes):
 
 
 def test_low_bit_members_run_integer_kernels_on_arm(probes, arm_bundle):
-    from edgempir.targets.bundle import verify_bundle
+    from edgempir.targets.device.bundle import verify_bundle
 
     bundle = verify_bundle(arm_bundle)
     arm_dir, x86_dir = probes["arm"]["dir"], probes["x86"]["dir"]

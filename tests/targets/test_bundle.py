@@ -8,10 +8,10 @@ import numpy as np
 import onnx
 import pytest
 from edgempir.calib import read_set
-from edgempir.targets.bundle import verify_bundle
-from edgempir.targets.onnx_export import ExportError
-from edgempir.targets.runtime import open_model
-from edgempir.targets.tensorrt_rules import check_rules
+from edgempir.targets.device.bundle import verify_bundle
+from edgempir.targets.host.onnx_export import ExportError
+from edgempir.targets.device.runtime import open_model
+from edgempir.targets.host.tensorrt_rules import check_rules
 
 from edgempir.errors import BundleError
 from edgempir.fsutil import sha256_file
@@ -156,7 +156,7 @@ def test_jetson_bundle_meets_tensorrt_rules(jetson_bundle):
 @pytest.mark.gpu
 def test_tensorrt_engine_builds_and_matches_host(jetson_bundle):
     pytest.importorskip("tensorrt", reason="needs TensorRT 10/11 and an NVIDIA GPU (Jetson)")
-    from edgempir.targets import tensorrt as T
+    from edgempir.targets.device import tensorrt as T
 
     b = verify_bundle(jetson_bundle)
     plans = T.build_all(b)
@@ -171,7 +171,7 @@ def test_tensorrt_engine_builds_and_matches_host(jetson_bundle):
 def test_perturbed_model_is_rejected(evaluated_run, tmp_path):
     """Validation is real: a model that no longer matches its export fails, nothing written."""
     import torch
-    from edgempir.targets.export import export_bundle
+    from edgempir.targets.host.export import export_bundle
 
     def perturb(ens):
         with torch.no_grad():
@@ -209,8 +209,8 @@ def test_build_command_without_tensorrt(jetson_bundle, arm_bundle):
 
 def test_device_modules_import_no_host_libraries():
     """bundle, runtime, the runtimes and build run on the device: no torch, onnx or brevitas."""
-    code = ("import sys; import edgempir.targets.bundle, edgempir.targets.runtime, "
-            "edgempir.targets.onnxruntime, edgempir.targets.tensorrt, edgempir.cli.build_cmd; "
+    code = ("import sys; import edgempir.targets.device.bundle, edgempir.targets.device.runtime, "
+            "edgempir.targets.device.onnxruntime, edgempir.targets.device.tensorrt, edgempir.cli.build_cmd; "
             "bad = [m for m in ('torch', 'onnx', 'brevitas', 'tomllib') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     import subprocess

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from edgempir.targets.graph import CLASS_IDS, MEMBER_LOGITS, merge_ensemble
-from edgempir.targets.onnxruntime import make_session
+from edgempir.targets.host.graph import CLASS_IDS, MEMBER_LOGITS, merge_ensemble
+from edgempir.targets.device.onnxruntime import make_session
 from onnx import TensorProto, helper, numpy_helper
 
 from edgempir.vote import vote

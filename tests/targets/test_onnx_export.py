@@ -7,7 +7,7 @@ import pytest
 import torch
 
 BITS = tuple(range(2, 9))  # every bit width the issue names
-from edgempir.targets.onnx_export import (
+from edgempir.targets.host.onnx_export import (
     INTEGER_OPS,
     ExportError,
     check_integer_kernels,
@@ -15,7 +15,7 @@ from edgempir.targets.onnx_export import (
     kernel_counts,
     optimized_graph,
 )
-from edgempir.targets.onnxruntime import make_session
+from edgempir.targets.device.onnxruntime import make_session
 
 
 @pytest.mark.parametrize("bits", BITS)

@@ -14,11 +14,12 @@ import numpy as np
 import onnx
 import pytest
 from edgempir.calib import read_set
-from edgempir.targets import packing
-from edgempir.targets.bundle import verify_bundle
-from edgempir.targets.onnx_export import INTEGER_OPS, inline_bytes, optimized_graph
-from edgempir.targets.onnxruntime import make_session
-from edgempir.targets.runtime import open_model
+from edgempir.targets.device import packing
+from edgempir.targets.host.pack import pack
+from edgempir.targets.device.bundle import verify_bundle
+from edgempir.targets.host.onnx_export import INTEGER_OPS, inline_bytes, optimized_graph
+from edgempir.targets.device.onnxruntime import make_session
+from edgempir.targets.device.runtime import open_model
 from onnx import TensorProto
 
 from edgempir.errors import BundleError, EdgempirError
@@ -28,13 +29,13 @@ from edgempir.fsutil import sha256_file
 # ----------------------------------------------------------------- the bit layout
 def test_layout_is_offset_binary_little_endian_within_a_byte():
     # 2 bits: -2..1 stored as 0..3, first value in the lowest bits
-    assert packing.pack(np.array([-2, -1, 0, 1], np.int8), 2).tolist() == [
+    assert pack(np.array([-2, -1, 0, 1], np.int8), 2).tolist() == [
         0b11_10_01_00]
     # an odd count: the last byte is padded with zero bits
-    assert packing.pack(np.array([1, -2, -1], np.int8), 2).tolist() == [0b01_00_11]
+    assert pack(np.array([1, -2, -1], np.int8), 2).tolist() == [0b01_00_11]
     # 4 bits: -8..7 stored as 0..15
-    assert packing.pack(np.array([-8, 7, 1], np.int8), 4).tolist() == [0xF0, 0x09]
-    assert packing.pack(np.zeros(0, np.int8), 4).size == 0
+    assert pack(np.array([-8, 7, 1], np.int8), 4).tolist() == [0xF0, 0x09]
+    assert pack(np.zeros(0, np.int8), 4).size == 0
 
 
 @pytest.mark.parametrize("bits", [2, 4])
@@ -45,7 +46,7 @@ def test_pack_unpack_round_trip(bits, count):
     v = rng.integers(lo, hi + 1, count).astype(np.int8)
     if count >= 2:
         v[0], v[-1] = lo, hi            # both extremes, negative included
-    data = packing.pack(v, bits)
+    data = pack(v, bits)
     assert data.dtype == np.uint8 and data.size == packing.packed_nbytes(count, bits)
     assert data.size == math.ceil(count * bits / 8)
     back = packing.unpack(data, bits, count)
@@ -56,11 +57,11 @@ def test_pack_unpack_round_trip(bits, count):
 
 def test_pack_refuses_what_does_not_fit():
     with pytest.raises(packing.PackingError, match="do not fit 2 signed bits"):
-        packing.pack(np.array([0, 2], np.int8), 2)
+        pack(np.array([0, 2], np.int8), 2)
     with pytest.raises(packing.PackingError, match="do not fit 4 signed bits"):
-        packing.pack(np.array([-9], np.int8), 4)
+        pack(np.array([-9], np.int8), 4)
     with pytest.raises(packing.PackingError, match="packed widths"):
-        packing.pack(np.array([0], np.int8), 3)
+        pack(np.array([0], np.int8), 3)
     with pytest.raises(packing.PackingError, match="need 2 bytes, got 1"):
         packing.unpack(np.zeros(1, np.uint8), 2, 5)
     assert [packing.container_bits(b) for b in (1, 2, 3, 4, 5, 8, None)] == \
@@ -70,7 +71,7 @@ def test_pack_refuses_what_does_not_fit():
 # ----------------------------------------------------------------- bundles
 @pytest.fixture(scope="module")
 def int8_bundle(evaluated_run, tmp_path_factory):
-    from edgempir.targets.export import export_bundle
+    from edgempir.targets.host.export import export_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "syn-arm-int8"
     export_bundle(evaluated_run, "arm", out, n_calib=64, progress=False, weight_storage="int8")
@@ -185,7 +186,7 @@ def test_integer_kernels_with_external_initializers(arm_bundle):
 
 
 def test_materialize_gives_back_the_int8_graph(arm_bundle, int8_bundle):
-    from edgempir.targets.onnx_export import materialize
+    from edgempir.targets.host.onnx_export import materialize
     from onnx import numpy_helper
 
     b, b8 = verify_bundle(arm_bundle), verify_bundle(int8_bundle)
@@ -231,8 +232,8 @@ def test_inconsistent_storage_tables_are_refused(arm_bundle, tmp_path, edit, nee
 
 
 def test_tensorrt_keeps_int8_storage(arm_bundle):
-    from edgempir.targets.export import storage_choice
-    from edgempir.targets.profile import load_profile
+    from edgempir.targets.host.export import storage_choice
+    from edgempir.targets.host.profiles import load_profile
 
     assert storage_choice(load_profile("jetson"), None) == "int8"
     assert storage_choice(load_profile("x86"), None) == "packed"
@@ -247,7 +248,7 @@ def test_tensorrt_keeps_int8_storage(arm_bundle):
 
 # ----------------------------------------------------------------- parallel member branches
 def test_branch_streams_keep_each_member_on_one_stream():
-    from edgempir.targets.onnxruntime import branch_streams
+    from edgempir.targets.device.onnxruntime import branch_streams
 
     nodes = ["m2/conv", "ReorderOutput", "m2/fc", "vote/unsqueeze_2", "m1/q", "Transpose",
              "m1/conv", "m0/q", "Transpose_token_1", "m0/conv", "vote/concat", "vote/decide"]
@@ -271,8 +272,8 @@ def test_parallel_branches_give_identical_outputs_and_print_nothing(arm_bundle):
     code = f"""
 import json, numpy as np
 from edgempir.calib import read_set
-from edgempir.targets.bundle import verify_bundle
-from edgempir.targets.runtime import open_model
+from edgempir.targets.device.bundle import verify_bundle
+from edgempir.targets.device.runtime import open_model
 b = verify_bundle({str(arm_bundle)!r})
 b.profile["onnxruntime"].update(intra_op_threads=1, inter_op_threads=2)
 par = open_model(b, "ensemble")

@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from edgempir.targets.profile import BUILTIN, ProfileError, load_profile
+from edgempir.targets.device.profile import ProfileError
+from edgempir.targets.host.profiles import BUILTIN, load_profile
 
 USER = """
 name = "board"

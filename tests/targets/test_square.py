@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edgempir.targets.square import margin, p_selection, square_linf
+from edgempir.targets.device.square import margin, p_selection, square_linf
 
 
 def test_p_selection_shrinks_squares_over_the_budget():

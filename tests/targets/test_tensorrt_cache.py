@@ -4,8 +4,8 @@ No GPU needed: choosing the cache folder touches neither TensorRT nor CUDA.
 """
 from __future__ import annotations
 
-from edgempir.targets import tensorrt
-from edgempir.targets.bundle import verify_bundle
+from edgempir.targets.device import tensorrt
+from edgempir.targets.device.bundle import verify_bundle
 
 
 def test_engines_never_live_inside_the_bundle(jetson_bundle, monkeypatch, tmp_path):

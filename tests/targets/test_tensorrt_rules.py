@@ -7,9 +7,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 BITS = tuple(range(2, 9))  # every bit width the issue names
-from edgempir.targets.onnx_export import ExportError
-from edgempir.targets.onnxruntime import make_session
-from edgempir.targets.tensorrt_rules import check_rules, enforce_rules, tensorrt_qdq_pass
+from edgempir.targets.host.onnx_export import ExportError
+from edgempir.targets.device.onnxruntime import make_session
+from edgempir.targets.host.tensorrt_rules import check_rules, enforce_rules, tensorrt_qdq_pass
 
 
 def run(model, x):

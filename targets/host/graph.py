@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-INPUT_NAME = "input"
-CLASS_IDS = "class_ids"
-MEMBER_LOGITS = "member_logits"
+from edgempir.contract import CLASS_IDS, INPUT_NAME, MEMBER_LOGITS
+
 
 
 def _prefix_graph(graph, prefix: str, keep: set[str]):

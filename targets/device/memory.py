@@ -1,7 +1,7 @@
 """Peak memory of one model, measured in a fresh child process (device side).
 
 RSS is a per-process high-water mark, so each model is loaded alone in a child
-(``python -m edgempir.targets.memory memory-worker ...``): measured in one process the
+(``python -m edgempir.targets.device.memory memory-worker ...``): measured in one process the
 ensemble's peak would hide the fp32 member's. numpy and psutil only; Python 3.10 syntax.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from edgempir.targets.machine import read_text as _read
-from edgempir.targets.report import jsonable as _jsonable
+from edgempir.targets.device.machine import read_text as _read
+from edgempir.targets.device.report import jsonable as _jsonable
 
 
 def rss_bytes() -> int:
@@ -58,8 +58,8 @@ def reset_peak_rss() -> bool:
 def memory_worker(bundle_path: str, which: str, threads: int | None, batch_size: int,
                   runs: int, seed: int = 0) -> dict:
     """Run in a fresh process: load one model, run it, report RSS figures."""
-    from edgempir.targets.bundle import verify_bundle
-    from edgempir.targets.runtime import open_model
+    from edgempir.targets.device.bundle import verify_bundle
+    from edgempir.targets.device.runtime import open_model
 
     bundle = verify_bundle(bundle_path)
     model_which: str | int = which if which == "ensemble" else int(which)
@@ -69,7 +69,7 @@ def memory_worker(bundle_path: str, which: str, threads: int | None, batch_size:
 
     with contextlib.suppress(ImportError):
         importlib.import_module(bundle.runtime)
-    import edgempir.targets.onnxruntime  # noqa: F401
+    import edgempir.targets.device.onnxruntime  # noqa: F401
     peak_before = peak_rss_bytes()
     # the peak from here on is the model's: imports and bundle hashing are not counted
     peak_reset = reset_peak_rss()
@@ -99,7 +99,7 @@ def memory_worker(bundle_path: str, which: str, threads: int | None, batch_size:
 def measure_memory(bundle_path: Path, which: str, threads: int | None, batch_size: int,
                    runs: int = 20, timeout_s: float = 300) -> dict:
     """Peak RSS of a fresh child process that loads and runs only ``which``."""
-    cmd = [sys.executable, "-m", "edgempir.targets.memory", "memory-worker", str(bundle_path),
+    cmd = [sys.executable, "-m", "edgempir.targets.device.memory", "memory-worker", str(bundle_path),
            which, str(threads or 0), str(batch_size), str(runs)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
@@ -129,7 +129,7 @@ def _main(argv: list[str]) -> int:
             return 1
         print(json.dumps(_jsonable(out)))
         return 0
-    print("usage: python -m edgempir.targets.memory memory-worker BUNDLE WHICH THREADS BATCH RUNS",
+    print("usage: python -m edgempir.targets.device.memory memory-worker BUNDLE WHICH THREADS BATCH RUNS",
           file=sys.stderr)
     return 2
 

@@ -30,7 +30,7 @@ import collections
 from dataclasses import dataclass, field
 
 import numpy as np
-from edgempir.targets.onnx_export import ExportError
+from edgempir.targets.host.onnx_export import ExportError
 
 RULES = "tensorrt"
 PASS = "tensorrt-qdq"

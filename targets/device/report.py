@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from edgempir.tables import format_table, pct
+
 SCHEMA = "edgempir.bench"
 SCHEMA_VERSION = 1
 
@@ -160,10 +162,6 @@ def schema_keys(spec: Any = None, prefix: str = "") -> list[str]:
 
 
 # --------------------------------------------------------------------------- table
-def pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
-
-
 def _mib(b: int | None) -> str:
     return "-" if b is None else f"{b / 2**20:.1f} MiB"
 
@@ -173,8 +171,6 @@ def _ratio(r: float | None) -> str:
 
 
 def format_report(r: dict) -> str:
-    from edgempir.report import format_table
-
     b, m, rt = r["bundle"], r["machine"], r["runtime"]
     specs = "+".join(x["spec"] for x in b["members"])
     base = f"member {b['baseline_member']} ({b['members'][b['baseline_member']]['spec']})"

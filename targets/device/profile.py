@@ -1,4 +1,4 @@
-"""Target profiles: TOML files that say how a bundle is exported, checked and run.
+"""Target profiles: the grammar (device side; TOML files are read by targets/host/profiles.py).
 
 A profile is data (targets/profiles/{arm,jetson,x86}.toml, or a user's file): which runtime
 runs it, which graph passes ``export`` applies and which graph rules it checks, which ONNX
@@ -11,16 +11,10 @@ reads TOML.
 """
 from __future__ import annotations
 
-import importlib
-import os
-import sys
-from pathlib import Path
 from typing import Any
 
 from edgempir.errors import EdgempirError
 
-PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
-BUILTIN = ("arm", "jetson", "x86")
 RUNTIMES = ("onnxruntime", "tensorrt")
 KNOWN_PASSES = ("tensorrt-qdq",)
 KNOWN_RULES = ("tensorrt",)
@@ -85,19 +79,6 @@ SCHEMA: dict[str | None, dict[str, tuple]] = {
 }
 
 
-def _toml():
-    # by name, not 'import tomllib': bundle.py checks a manifest's profile with SCHEMA on
-    # the device, so this module is on the Python 3.10 device path (tests/cli/
-    # test_device_path.py runs vermin over it); 3.10 reads TOML with tomli
-    if sys.version_info >= (3, 11):
-        return importlib.import_module("tomllib")
-    try:
-        return importlib.import_module("tomli")
-    except ImportError:
-        raise ProfileError("reading a TOML profile on Python 3.10 needs tomli; "
-                           "pip install tomli") from None
-
-
 def validate(data: Any, source: str) -> dict:
     """Check ``data`` against :data:`SCHEMA`; return it with defaults filled in."""
     if not isinstance(data, dict):
@@ -142,30 +123,3 @@ def validate(data: Any, source: str) -> dict:
     if t and not t["min_batch"] <= t["opt_batch"] <= t["max_batch"]:
         raise ProfileError(f"{source}: [tensorrt] needs min_batch <= opt_batch <= max_batch")
     return out
-
-
-def load_profile(target: str | os.PathLike) -> dict:
-    """A built-in profile by name (arm, jetson, x86) or a user's TOML file by path."""
-    text = str(target)
-    if text in BUILTIN:
-        path, source = PROFILES_DIR / f"{text}.toml", f"built-in profile {text!r}"
-    elif text.endswith(".toml") or os.sep in text or Path(text).is_file():
-        path, source = Path(text), f"profile {text}"
-        if not path.is_file():
-            raise ProfileError(f"profile file {text} not found; pass a built-in target "
-                               f"({', '.join(BUILTIN)}) or the path of a TOML profile")
-    else:
-        raise ProfileError(f"unknown target {text!r}; use one of {', '.join(BUILTIN)} or the "
-                           "path of a TOML profile file")
-    toml = _toml()
-    try:
-        data = toml.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ProfileError(f"{source}: not a UTF-8 text file") from None
-    except OSError as e:
-        raise ProfileError(f"{source}: cannot read it ({e.strerror})") from None
-    except toml.TOMLDecodeError as e:
-        raise ProfileError(f"{source}: not valid TOML ({e})") from None
-    profile = validate(data, source)
-    profile["source"] = "builtin" if text in BUILTIN else str(path)
-    return profile

@@ -11,7 +11,7 @@ failure or a kill leaves nothing half-written):
 4. ensemble.onnx: the members and the vote in one graph, checked the same way;
    weight storage: for ONNX Runtime targets the 2- and 4-bit integer weights are packed
    into ``members/<i>-<spec>.packed.bin`` and the ONNX files reference them as external
-   data (targets/packing.py); the kernel check runs on the packed files, weights supplied
+   data (targets/device/packing.py); the kernel check runs on the packed files, weights supplied
    the way the device supplies them;
 5. validation: ONNX Runtime against PyTorch on the clean and adversarial sets, per member
    and for the ensemble; top-1 agreement below the floor (0.995) fails the export;
@@ -22,17 +22,18 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from edgempir.targets import bundle as B
-from edgempir.targets.onnx_export import ExportError
+from edgempir.targets.device import bundle as B
+from edgempir.targets.host.onnx_export import ExportError
 
+from edgempir import contract as C
 from edgempir.errors import EdgempirError, RunDirError
+from edgempir import provenance
 
 PROTOCOL = "adaptive"
 
@@ -96,7 +97,7 @@ def weight_bytes(model, spec, proto, packed_rows: list | None = None) -> dict:
     member takes with every low-bit weight as an int8 initializer (the storage before
     packing, and the jetson bundle's).
     """
-    from edgempir.targets.onnx_export import inline_bytes
+    from edgempir.targets.host.onnx_export import inline_bytes
     from torch import nn
 
     quant = float_n = 0
@@ -145,8 +146,8 @@ def pack_bundle_weights(tmp: Path, protos: list, ens_proto, specs) -> tuple[dict
 
     Returns the manifest's ``weight_storage`` and, per member, the packed tensor rows.
     """
-    from edgempir.targets import onnx_export as OX
-    from edgempir.targets import packing
+    from edgempir.targets.host import onnx_export as OX
+    from edgempir.targets.device import packing
 
     from edgempir.fsutil import atomic_write_bytes
 
@@ -200,9 +201,10 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
     """
     import onnx
     from edgempir.calib.build import build_sets, read_adversarial
-    from edgempir.targets import graph, packing
-    from edgempir.targets import onnx_export as OX
-    from edgempir.targets.profile import load_profile
+    from edgempir.targets.host import graph
+    from edgempir.targets.device import packing
+    from edgempir.targets.host import onnx_export as OX
+    from edgempir.targets.host.profiles import load_profile
 
     from edgempir import rundir
     from edgempir.data import load_dataset
@@ -295,11 +297,11 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
             "schema": B.BUNDLE_SCHEMA, "schema_version": B.SCHEMA_VERSION,
             "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "target": profile["name"], "runtime": profile["runtime"], "profile": profile,
-            "input": {"name": OX.INPUT_NAME, "shape": list(input_shape), "dtype": "float32",
+            "input": {"name": C.INPUT_NAME, "shape": list(input_shape), "dtype": "float32",
                       "range": [0.0, 1.0], "batch": "dynamic", "layout": "NCHW"},
-            "outputs": {"ensemble": {graph.CLASS_IDS: "int64 [batch]",
-                                     graph.MEMBER_LOGITS: "float32 [members, batch, classes]"},
-                        "member": {OX.MEMBER_OUTPUT: "float32 [batch, classes]"}},
+            "outputs": {"ensemble": {C.CLASS_IDS: "int64 [batch]",
+                                     C.MEMBER_LOGITS: "float32 [members, batch, classes]"},
+                        "member": {C.MEMBER_OUTPUT: "float32 [batch, classes]"}},
             "dataset": ds["name"], "num_classes": int(ds["num_classes"]),
             "class_names": list(ds["class_names"]),
             "arch": manifest["arch"], "combiner": "vote",
@@ -328,7 +330,7 @@ def apply_passes(proto, passes: list[str], what: str):
     reports = []
     for name in passes:
         if name == "tensorrt-qdq":
-            from edgempir.targets.tensorrt_rules import check_rules, tensorrt_qdq_pass
+            from edgempir.targets.host.tensorrt_rules import check_rules, tensorrt_qdq_pass
 
             # the measurement that keeps this pass: how many TensorRT rules the raw graph breaks
             before = check_rules(proto)
@@ -343,7 +345,7 @@ def apply_passes(proto, passes: list[str], what: str):
 def check_graph_rules(proto, rules: list[str], what: str) -> None:
     for name in rules:
         if name == "tensorrt":
-            from edgempir.targets.tensorrt_rules import enforce_rules
+            from edgempir.targets.host.tensorrt_rules import enforce_rules
 
             enforce_rules(proto, what)
         else:
@@ -357,9 +359,9 @@ def validate_bundle(root: Path, ens, members: list, calib: dict, ort_prof: dict,
     Packed weights (``storage``) are unpacked and supplied exactly as on the device.
     """
     from edgempir.calib.npz import INPUT_NAME, LABEL_NAME, read_set
-    from edgempir.targets import packing
-    from edgempir.targets.onnx_export import agreement_report, check_agreement, torch_member_logits
-    from edgempir.targets.onnxruntime import OrtModel
+    from edgempir.targets.device import packing
+    from edgempir.targets.host.onnx_export import agreement_report, check_agreement, torch_member_logits
+    from edgempir.targets.device.onnxruntime import OrtModel
 
     from edgempir.vote import vote
 
@@ -416,14 +418,4 @@ def _bar(total: int, desc: str, enabled: bool):
 
 
 def _versions() -> dict:
-    import brevitas
-    import onnx
-    import onnxruntime
-    import torch
-
-    import edgempir
-
-    return {"edgempir": edgempir.__version__, "python": platform.python_version(),
-            "torch": torch.__version__, "brevitas": brevitas.__version__,
-            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-            "numpy": np.__version__}
+    return provenance.versions("torch", "brevitas", "onnx", "onnxruntime", "numpy")

@@ -2,8 +2,8 @@
 
 Device side: numpy, psutil and the bundle's runtime (ONNX Runtime or TensorRT) only. No
 torch, no onnx package; Python 3.10 syntax. docs/BENCH.md documents what is measured and
-every field of the JSON report (``edgempir.targets.report.SCHEMA_SPEC`` is the same schema,
-checked by :func:`~edgempir.targets.report.validate_report`). The machine description lives
+every field of the JSON report (``edgempir.targets.device.report.SCHEMA_SPEC`` is the same schema,
+checked by :func:`~edgempir.targets.device.report.validate_report`). The machine description lives
 in ``machine.py``, the peak-RSS child in ``memory.py``, schema and table in ``report.py``.
 
 Why the measurements are made the way they are:
@@ -11,7 +11,7 @@ Why the measurements are made the way they are:
   process, alternating blocks of calls, so clock boosts and thermal drift hit both equally
   and the ensemble's overhead ratio compares like with like;
 - peak RSS is a per-process high-water mark, so each model is loaded alone in a fresh child
-  process (``python -m edgempir.targets.bench memory-worker ...``): measured in this process
+  process (``python -m edgempir.targets.device.bench memory-worker ...``): measured in this process
   the ensemble's peak would hide the fp32 member's;
 - accuracy is measured with the engine's own decision (the vote inside the graph) on the
   exact sets the host evaluated before export, so any difference is drift caused by export
@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any, ContextManager
 
 import numpy as np
-from edgempir.targets.machine import busy, machine_info
-from edgempir.targets.memory import MemoryProbeError, measure_memory, rss_bytes
-from edgempir.targets.report import SCHEMA, SCHEMA_VERSION, format_report, validate_report
-from edgempir.targets.report import jsonable as _jsonable
-from edgempir.targets.report import pct as _pct
+from edgempir.targets.device.machine import busy, machine_info
+from edgempir.targets.device.memory import MemoryProbeError, measure_memory, rss_bytes
+from edgempir.targets.device.report import SCHEMA, SCHEMA_VERSION, format_report, validate_report
+from edgempir.targets.device.report import jsonable as _jsonable
+from edgempir.targets.device.report import pct as _pct
 
 from edgempir.errors import BundleError
+from edgempir import provenance
 
 __all__ = ["BenchConfig", "format_report", "run_bench", "validate_report"]
 DRIFT_THRESHOLD_POINTS = 0.5      # DESIGN.md: host vs device accuracy must agree within this
@@ -298,7 +299,7 @@ def square_eps(bundle) -> float:
 def run_square(model, which: str, x: np.ndarray, y: np.ndarray, eps: float, queries: int,
                p_init: float, seed: int, progress: Progress = no_progress,
                label: str = "square") -> dict:
-    from edgempir.targets.square import square_linf
+    from edgempir.targets.device.square import square_linf
 
     score = ensemble_scores if which == "ensemble" else member_scores
 
@@ -316,20 +317,8 @@ def run_square(model, which: str, x: np.ndarray, y: np.ndarray, eps: float, quer
 
 
 def runtime_versions(runtime: str) -> dict:
-    versions = {"numpy": np.__version__}
-    with contextlib.suppress(Exception):
-        import psutil
-
-        versions["psutil"] = psutil.__version__
-    if runtime == "onnxruntime":
-        import onnxruntime
-
-        versions["onnxruntime"] = onnxruntime.__version__
-    elif runtime == "tensorrt":
-        import tensorrt
-
-        versions["tensorrt"] = tensorrt.__version__
-    return versions
+    out = provenance.versions("numpy", "psutil", runtime)
+    return {k: v for k, v in out.items() if k not in ("edgempir", "python")}
 
 
 def check_runtime_present(bundle) -> None:
@@ -401,8 +390,8 @@ def run_bench(bundle_path: str | os.PathLike, cfg: BenchConfig,
               progress: Progress | None = None) -> dict:
     """Everything ``edgempir bench`` measures, as the JSON report (see docs/BENCH.md)."""
     from edgempir.calib import INPUT_NAME, LABEL_NAME
-    from edgempir.targets.bundle import verify_bundle
-    from edgempir.targets.runtime import open_model
+    from edgempir.targets.device.bundle import verify_bundle
+    from edgempir.targets.device.runtime import open_model
 
     progress = progress or no_progress
     t_start = time.perf_counter()
@@ -556,7 +545,7 @@ def run_bench(bundle_path: str | os.PathLike, cfg: BenchConfig,
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "edgempir_version": edgempir_version(),
+        "edgempir_version": provenance.__version__,
         "bundle": {
             "path": str(Path(bundle.path).resolve()),
             "name": Path(bundle.path).resolve().name,
@@ -593,21 +582,6 @@ def run_bench(bundle_path: str | os.PathLike, cfg: BenchConfig,
         "timings_s": timings,
     }
     return report
-
-
-def edgempir_version() -> str:
-    import edgempir
-
-    version = getattr(edgempir, "__version__", None)
-    if version is None:  # a namespace package shadows edgempir (a tests/edgempir/ on sys.path)
-        from importlib.metadata import PackageNotFoundError
-        from importlib.metadata import version as dist_version
-
-        try:
-            version = dist_version("edgempir")
-        except PackageNotFoundError:
-            version = "unknown"
-    return version
 
 
 def _eval_summary(info: dict | None) -> dict:

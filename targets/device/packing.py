@@ -69,37 +69,8 @@ def packed_nbytes(count: int, bits: int) -> int:
     return -(-int(count) * int(bits) // 8)
 
 
-def fits(values: np.ndarray, bits: int) -> bool:
-    lo, hi = value_range(bits)
-    v = np.asarray(values)
-    return v.size == 0 or (int(v.min()) >= lo and int(v.max()) <= hi)
-
-
-def pack(values: np.ndarray, bits: int) -> np.ndarray:
-    """int8 values -> uint8 bytes, ``bits`` per value (see the module docstring)."""
-    if bits not in PACK_BITS:
-        raise PackingError(f"cannot pack {bits}-bit values; packed widths are {PACK_BITS}")
-    v = np.asarray(values)
-    if v.dtype.kind not in "iu":
-        raise PackingError(f"packing needs integer values, got {v.dtype}")
-    if not fits(v, bits):
-        lo, hi = value_range(bits)
-        raise PackingError(f"values {int(v.min())}..{int(v.max())} do not fit {bits} signed "
-                           f"bits ({lo}..{hi})")
-    per = 8 // bits
-    u = (v.astype(np.int16).ravel() + (1 << (bits - 1))).astype(np.uint8)
-    pad = (-u.size) % per
-    if pad:
-        u = np.concatenate([u, np.zeros(pad, dtype=np.uint8)])
-    u = u.reshape(-1, per)
-    out = np.zeros(u.shape[0], dtype=np.uint8)
-    for j in range(per):
-        out |= u[:, j] << np.uint8(j * bits)
-    return out
-
-
 def unpack(data: np.ndarray | bytes, bits: int, count: int) -> np.ndarray:
-    """uint8 bytes -> ``count`` int8 values (the inverse of :func:`pack`)."""
+    """uint8 bytes -> ``count`` int8 values (the inverse of :func:`edgempir.targets.host.pack.pack`)."""
     if bits not in PACK_BITS:
         raise PackingError(f"cannot unpack {bits}-bit values; packed widths are {PACK_BITS}")
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) \

@@ -10,7 +10,7 @@ A bundle is a directory (docs/BUNDLE.md has every field)::
     calib/adv-adaptive.npz   adversarial examples made on the host by eval's adaptive protocol
 
 TensorRT engines are built on the device into a cache outside the bundle
-(``edgempir.targets.tensorrt.engine_cache_dir``); an ``engines/`` folder is never listed.
+(``edgempir.targets.device.tensorrt.engine_cache_dir``); an ``engines/`` folder is never listed.
 
 This module runs on the device (Python 3.10, numpy only): no torch, no onnx package.
 :func:`verify_bundle` checks the schema, the types, that every listed path stays inside
@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from edgempir.errors import BundleError
+from edgempir.contract import check_member_table, member_stem
+from edgempir.errors import BundleError, SpecError
+from edgempir.members import MemberSpec
 from edgempir.fsutil import sha256_file
-from edgempir.targets import packing
-from edgempir.targets.profile import SCHEMA as PROFILE_SCHEMA  # no TOML read on the device
+from edgempir.targets.device import packing
+from edgempir.targets.device.profile import SCHEMA as PROFILE_SCHEMA  # no TOML read on the device
 
 BUNDLE_SCHEMA = "edgempir.bundle"
 SCHEMA_VERSION = 1
@@ -37,8 +39,6 @@ ENSEMBLE_FILE = "ensemble.onnx"
 ENGINES_DIR = "engines"
 CALIB_NAMES = ("calibration", "clean", "adv-adaptive")
 RUNTIMES = ("onnxruntime", "tensorrt")
-ENSEMBLE_OUTPUTS = ("class_ids", "member_logits")
-MEMBER_OUTPUT = "logits"
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few kB; refuse to parse absurd files
 MAX_INPUT_ELEMENTS = 1 << 24   # C*H*W of one image: bench allocates batches of them
 MAX_TENSOR_ELEMENTS = 1 << 28  # one ONNX initializer (1 GiB of float32)
@@ -62,11 +62,7 @@ _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 def member_relpath(index: int, spec: str) -> str:
-    return f"members/{index}-{spec}.onnx"
-
-
-def calib_relpath(name: str) -> str:
-    return f"calib/{name}.npz"
+    return f"members/{member_stem(index, spec)}.onnx"
 
 
 @dataclass
@@ -83,6 +79,7 @@ class Bundle:
     num_classes: int
     class_names: list
     members: list
+    specs: list[MemberSpec]
     reference_member: int
     fp32_member: int | None
     ensemble_file: Path
@@ -102,9 +99,6 @@ class Bundle:
                               f"{', '.join(sorted(sets)) or 'none'}")
         return self.path / sets[name]["file"]
 
-    def member_name(self, i: int) -> str:
-        m = self.members[i]
-        return f"{m['index']}-{m['spec']}"
 
 
 # ------------------------------------------------------------------ validation helpers
@@ -165,7 +159,7 @@ def _check_keys(path: Path, d: dict, known: frozenset, where: str) -> None:
 
 def _check_profile(path: Path, profile: dict, runtime: str) -> None:
     """The manifest's copy of the target profile, against the same grammar as TOML profiles
-    (targets/profile.py): the runtime reads its providers, threads and levels from here."""
+    (targets/device/profile.py): the runtime reads its providers, threads and levels from here."""
     for key, value in profile.items():
         if key == "source":
             ok, what = isinstance(value, str), "a string"
@@ -291,6 +285,10 @@ def verify_bundle(path: str | os.PathLike) -> Bundle:
     reference = _need(manifest, "reference_member", int, "", path)
     if not 0 <= reference < len(members):
         raise _fail(path, f"reference_member {reference} is not a member index")
+    try:  # the spec strings the device runs by, typed and checked against the bit widths
+        specs = check_member_table(members, reference)
+    except SpecError as e:
+        raise _fail(path, str(e)) from None
     fp32 = manifest.get("fp32_member")
     if fp32 is not None and (not isinstance(fp32, int) or isinstance(fp32, bool)
                              or not 0 <= fp32 < len(members)):
@@ -308,7 +306,7 @@ def verify_bundle(path: str | os.PathLike) -> Bundle:
             raise _fail(path, f"host_accuracy.{name} = {_short(acc)} is not a fraction in [0, 1]")
     eval_info = _need(manifest, "eval_info", dict, "", path)
 
-    # packed 2/4-bit weights (targets/packing.py): the table must add up, and every packed
+    # packed 2/4-bit weights (targets/device/packing.py): the table must add up, and every packed
     # file must be in ``files`` so its sha256 is checked like every other file's
     storage = manifest.get("weight_storage")
     storage_problems = packing.check_storage(storage, files=_need(manifest, "files", dict, "",
@@ -330,7 +328,8 @@ def verify_bundle(path: str | os.PathLike) -> Bundle:
 
     return Bundle(path=path, manifest=manifest, profile=profile, target=target, runtime=runtime,
                   input_name=input_name, input_shape=tuple(shape), num_classes=num_classes,
-                  class_names=list(class_names), members=members, reference_member=reference,
+                  class_names=list(class_names), members=members, specs=specs,
+                  reference_member=reference,
                   fp32_member=fp32, ensemble_file=path / ensemble_rel,
                   host_accuracy=host_accuracy, eval_info=eval_info)
 
@@ -459,7 +458,7 @@ class _GraphCheck:
                             "allowed")
         if op not in ALLOWED_OPS:
             raise self.fail(f"uses op {op!r}, which is not on the allow-list of this edgempir "
-                            "(targets/bundle.py ALLOWED_OPS)")
+                            "(targets/device/bundle.py ALLOWED_OPS)")
 
     def attribute(self, buf: memoryview, op: str) -> None:
         for number, wire, value in _fields(buf):

@@ -6,7 +6,7 @@ ONNX Runtime actually runs (after its QDQ fusions), which is how tests and ``exp
 check that the low-bit convolutions became integer kernels (QLinearConv, ...).
 
 Packed weights (docs/BUNDLE.md, "Weight storage"): a bundle's low-bit integer weights live
-in ``*.packed.bin`` files, 2 or 4 bits per value; :mod:`edgempir.targets.packing` unpacks
+in ``*.packed.bin`` files, 2 or 4 bits per value; :mod:`edgempir.targets.device.packing` unpacks
 them with numpy into int8 arrays, which are handed to ONNX Runtime with
 ``SessionOptions.add_external_initializers``. ORT then sees ordinary constant initializers
 (same QLinearConv fusions, same outputs as with int8 initializers in the file). ORT copies
@@ -39,8 +39,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from edgempir.targets import packing
+from edgempir.targets.device import packing
 
+from edgempir.contract import CLASS_IDS, INPUT_NAME, MEMBER_LOGITS
 from edgempir.errors import BundleError
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -265,7 +266,7 @@ class OrtModel:
 
     def __init__(self, model_path: Path, kind: str, ort_profile: dict | None = None,
                  threads: int | None = None, providers: list | None = None,
-                 input_name: str = "input", external_initializers: dict | None = None,
+                 input_name: str = INPUT_NAME, external_initializers: dict | None = None,
                  lead_member: int | None = None):
         self.path = Path(model_path)
         self.kind = kind  # "ensemble" or "member"
@@ -281,8 +282,8 @@ class OrtModel:
         outs = self.session.run(None, {self.input_name: x})
         named = dict(zip(self.output_names, outs))
         if self.kind == "ensemble":
-            return (np.asarray(named["class_ids"], dtype=np.int64),
-                    np.asarray(named["member_logits"], dtype=np.float32))
+            return (np.asarray(named[CLASS_IDS], dtype=np.int64),
+                    np.asarray(named[MEMBER_LOGITS], dtype=np.float32))
         logits = np.asarray(outs[0], dtype=np.float32)
         return logits.argmax(axis=1).astype(np.int64), logits
 

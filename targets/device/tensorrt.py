@@ -2,7 +2,7 @@
 
 Runs on the Jetson itself (Python 3.10, numpy + TensorRT's Python bindings from JetPack):
 no torch, no onnx package. The host-side rule checker and rules pass live in
-``edgempir.targets.tensorrt_rules``.
+``edgempir.targets.host.tensorrt_rules``.
 
 - Engines are built on the device that runs them, from the bundle's ONNX files, with
   explicit quantization taken from the graph's Q/DQ nodes (the rules pass made them
@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgempir.contract import CLASS_IDS, MEMBER_LOGITS
 from edgempir.errors import BundleError
 from edgempir.fsutil import atomic_write_bytes, atomic_write_json, sha256_file
 
@@ -333,8 +334,8 @@ class TrtModel:
             self.cuda.memcpy(out.ctypes.data, optr, out.nbytes, Cuda.D2H, self.stream)
         self.cuda.sync(self.stream)
         if self.kind == "ensemble":
-            return (host["class_ids"][0].astype(np.int64),
-                    host["member_logits"][0].astype(np.float32))
+            return (host[CLASS_IDS][0].astype(np.int64),
+                    host[MEMBER_LOGITS][0].astype(np.float32))
         logits = host[self.outputs[0]][0].astype(np.float32)
         return logits.argmax(axis=1).astype(np.int64), logits
 

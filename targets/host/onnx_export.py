@@ -18,11 +18,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from edgempir.calib.npz import INPUT_NAME  # one name for graphs and sets
+from edgempir.contract import INPUT_NAME, MEMBER_OUTPUT
 
 from edgempir.errors import EdgempirError
 
-MEMBER_OUTPUT = "logits"
 INTEGER_OPS = ("QLinearConv", "QGemm", "MatMulInteger", "QLinearMatMul", "ConvInteger")
 
 
@@ -109,21 +108,22 @@ def pack_weights(proto, bits: int) -> tuple[bytes, list[dict]]:
     """Pack ``proto``'s low-bit integer weights (:func:`packable_weights`) at ``bits`` bits.
 
     Returns the packed bytes and one table row per tensor (name, bits, shape, dtype, offset,
-    nbytes) in the layout of :mod:`edgempir.targets.packing`. ``proto`` is not changed;
+    nbytes) in the layout of :mod:`edgempir.targets.device.packing`. ``proto`` is not changed;
     :func:`make_external` then moves the tensors out of it. Raises ExportError when a
     weight does not fit ``bits`` signed bits (the export would lose information).
     """
-    from edgempir.targets import packing
     from onnx import numpy_helper
+
+    from edgempir.targets.host.pack import fits, pack
 
     inits = {t.name: t for t in proto.graph.initializer}
     blob, rows, offset = [], [], 0
     for name in packable_weights(proto):
         a = numpy_helper.to_array(inits[name])
-        if not packing.fits(a, bits):
+        if not fits(a, bits):
             raise ExportError(f"weight {name} holds values {int(a.min())}..{int(a.max())}, "
                               f"outside {bits}-bit signed range; cannot pack it")
-        data = packing.pack(a, bits)
+        data = pack(a, bits)
         rows.append({"name": name, "bits": int(bits), "shape": [int(d) for d in a.shape],
                      "dtype": "int8", "offset": offset, "nbytes": int(data.size)})
         blob.append(data.tobytes())
@@ -191,7 +191,7 @@ def optimized_graph(onnx_path: str | os.PathLike, ort_profile: dict | None = Non
     them when the file is inside a bundle with packed storage.
     """
     import onnx
-    from edgempir.targets.onnxruntime import write_optimized_graph
+    from edgempir.targets.device.onnxruntime import write_optimized_graph
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "optimized.onnx"

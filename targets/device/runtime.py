@@ -11,8 +11,8 @@ TensorRT bundle with packed weights is refused (jetson exports keep int8 initial
 """
 from __future__ import annotations
 
-from edgempir.targets import packing
-from edgempir.targets.bundle import Bundle, verify_bundle
+from edgempir.targets.device import packing
+from edgempir.targets.device.bundle import Bundle, verify_bundle
 
 from edgempir.errors import BundleError
 
@@ -32,7 +32,7 @@ def open_model(bundle, which="ensemble", threads: int | None = None,
     storage = bundle.manifest.get("weight_storage")
     packed = isinstance(storage, dict) and storage.get("format") == packing.PACKED_FORMAT
     if bundle.runtime == "onnxruntime":
-        from edgempir.targets.onnxruntime import OrtModel
+        from edgempir.targets.device.onnxruntime import OrtModel
 
         rel = path.relative_to(bundle.path).as_posix()
         try:
@@ -48,7 +48,7 @@ def open_model(bundle, which="ensemble", threads: int | None = None,
                           "take from the side; re-export it with a TensorRT profile (jetson "
                           "bundles keep int8 initializers)")
     if bundle.runtime == "tensorrt":
-        from edgempir.targets import tensorrt
+        from edgempir.targets.device import tensorrt
 
         tensorrt.require_tensorrt(bundle)
         return tensorrt.TrtModel.open(bundle, path, kind)

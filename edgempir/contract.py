@@ -1,0 +1,52 @@
+"""What the host and the device must agree on, in one place (torch-free, device-safe).
+
+The exporter writes bundles with these names and rules and the device reads them back with
+the same module: graph input and output names, member file stems, the reference-member
+rule and the member spec grammar (:mod:`edgempir.members`, parsed into a typed
+:class:`~edgempir.members.MemberSpec` on both sides).
+"""
+from __future__ import annotations
+
+from edgempir.errors import SpecError
+from edgempir.members import FLOAT_BITS, MemberSpec, parse_spec
+
+# graph and data-set names: every ONNX graph's input, every calibration/evaluation set's keys
+INPUT_NAME = "input"
+LABEL_NAME = "label"
+# the ensemble graph's outputs, in order, and each member graph's one output
+CLASS_IDS = "class_ids"
+MEMBER_LOGITS = "member_logits"
+ENSEMBLE_OUTPUTS = (CLASS_IDS, MEMBER_LOGITS)
+MEMBER_OUTPUT = "logits"
+
+
+def member_stem(index: int, spec: MemberSpec | str) -> str:
+    """The file stem of member ``index``: ``0-w2a4``, ``2-fp32`` (run dir and bundle alike)."""
+    return f"{index}-{spec}"
+
+
+def reference_index(specs: list[MemberSpec]) -> int:
+    """The member whose vote breaks ties: the first of highest precision (fp32 if any)."""
+    best = max(spec.rank for spec in specs)
+    return next(i for i, s in enumerate(specs) if s.rank == best)
+
+
+def check_member_table(members: list[dict], reference: int) -> list[MemberSpec]:
+    """A manifest's member table as typed specs; raises SpecError when it contradicts itself.
+
+    Each entry's ``spec`` string must parse, its ``weight_bits``/``act_bits`` must be the
+    spec's (32 for fp32), and ``reference`` must be the member the vote rule picks.
+    """
+    specs = []
+    for i, m in enumerate(members):
+        spec = parse_spec(str(m.get("spec")))
+        want = (spec.weight_bits or FLOAT_BITS, spec.act_bits or FLOAT_BITS)
+        got = (m.get("weight_bits"), m.get("act_bits"))
+        if got != want:
+            raise SpecError(f"members[{i}] is {spec} but says weight_bits/act_bits "
+                            f"{got[0]}/{got[1]} (a {spec} member has {want[0]}/{want[1]})")
+        specs.append(spec)
+    if specs and reference != reference_index(specs):
+        raise SpecError(f"reference_member is {reference}, but the vote rule picks member "
+                        f"{reference_index(specs)} (the first of highest precision)")
+    return specs

@@ -1,0 +1,55 @@
+"""Target profiles as the exporter reads them: built-in TOML files or a user's TOML file.
+
+The grammar (:data:`~edgempir.targets.device.profile.SCHEMA`) is the device side's: a bundle
+carries its profile as JSON, validated on the device against the same schema, and the device
+never reads TOML.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from edgempir.targets.device.profile import ProfileError, validate
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+BUILTIN = ("arm", "jetson", "x86")
+
+
+def _toml():
+    # tomllib arrived in Python 3.11; on 3.10 the host extra brings tomli
+    if sys.version_info >= (3, 11):
+        return importlib.import_module("tomllib")
+    try:
+        return importlib.import_module("tomli")
+    except ImportError:
+        raise ProfileError("reading a TOML profile on Python 3.10 needs tomli; "
+                           "pip install tomli") from None
+
+
+def load_profile(target: str | os.PathLike) -> dict:
+    """A built-in profile by name (arm, jetson, x86) or a user's TOML file by path."""
+    text = str(target)
+    if text in BUILTIN:
+        path, source = PROFILES_DIR / f"{text}.toml", f"built-in profile {text!r}"
+    elif text.endswith(".toml") or os.sep in text or Path(text).is_file():
+        path, source = Path(text), f"profile {text}"
+        if not path.is_file():
+            raise ProfileError(f"profile file {text} not found; pass a built-in target "
+                               f"({', '.join(BUILTIN)}) or the path of a TOML profile")
+    else:
+        raise ProfileError(f"unknown target {text!r}; use one of {', '.join(BUILTIN)} or the "
+                           "path of a TOML profile file")
+    toml = _toml()
+    try:
+        data = toml.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ProfileError(f"{source}: not a UTF-8 text file") from None
+    except OSError as e:
+        raise ProfileError(f"{source}: cannot read it ({e.strerror})") from None
+    except toml.TOMLDecodeError as e:
+        raise ProfileError(f"{source}: not valid TOML ({e})") from None
+    profile = validate(data, source)
+    profile["source"] = "builtin" if text in BUILTIN else str(path)
+    return profile
