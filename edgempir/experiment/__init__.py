@@ -23,7 +23,7 @@ Where each part lives (docs/ARCHITECTURE.md):
 - ``curves``: the accuracy-vs-eps evals and their series;
 - ``compute``: MACs, bit-operations, weight bytes and training passes;
 - ``steps``: the plan and the scheduler (``run_experiment``);
-- ``results``: results.json; ``commands``: the equivalent command lines;
+- ``results``: results.json; ``command_lines``: the equivalent command lines;
 - ``tables``, ``prose``, ``markdown``, ``plot``: the text table, docs/RESULTS.md and its plot.
 
 Resume: a row whose JSON exists is never recomputed; a training resumes from its last
@@ -31,6 +31,7 @@ epoch (``train --resume``); an eval resumes from its finished attacks (eval/part
 """
 from __future__ import annotations
 
+from edgempir.experiment.command_lines import commands
 from edgempir.experiment.compute import member_compute, model_summary, row_compute, training_compute
 from edgempir.experiment.config import (
     CURVE_FACTORS,
@@ -48,6 +49,7 @@ from edgempir.experiment.config import (
     parse_curve_eps,
     validate,
 )
+from edgempir.experiment.curves import curve_protocols, read_curves, run_curve
 from edgempir.experiment.layout import curve_path, rows_dir, run_dir
 from edgempir.experiment.markdown import results_markdown
 from edgempir.experiment.plot import accuracy_plot
@@ -61,9 +63,11 @@ from edgempir.experiment.rows import (
     row_id,
     row_label,
     rows_from_report,
+    run_eval_step,
+    step_done,
 )
 from edgempir.experiment.steps import LOCK_POLL_S, Step, plan, run_experiment
-from edgempir.experiment.tables import attack_rows, summary_rows, text_table
+from edgempir.experiment.tables import SUMMARY_HEADERS, attack_rows, summary_rows, text_table
 from edgempir.experiment.training import ensure_model, train_configs
 from edgempir.experiment.workdir import open_dir, try_lock
 
@@ -73,10 +77,11 @@ _open_dir = open_dir
 __all__ = [
     "CURVE_FACTORS", "DATASETS", "DEFAULT_OUT", "DEFAULT_RESULTS_MD", "EVAL_STEPS",
     "LOCK_POLL_S", "MODELS", "NAME", "PARTS", "PLOT_NAME", "SCHEMA", "SCHEMA_VERSION",
-    "EvalStep", "ExperimentConfig", "ExperimentError", "Step", "accuracy_plot", "attack_rows",
-    "collect", "curve_path", "ensure_model", "expected_rows", "findings", "member_compute",
-    "model_summary", "open_dir", "parse_curve_eps", "plan", "read_rows", "results_markdown",
-    "row_compute", "row_id", "row_label", "rows_dir", "rows_from_report", "run_dir",
-    "run_experiment", "summary_rows", "text_table", "train_configs", "training_compute",
-    "try_lock", "validate", "write_results",
+    "SUMMARY_HEADERS", "EvalStep", "ExperimentConfig", "ExperimentError", "Step",
+    "accuracy_plot", "attack_rows", "collect", "commands", "curve_path", "curve_protocols",
+    "ensure_model", "expected_rows", "findings", "member_compute", "model_summary", "open_dir",
+    "parse_curve_eps", "plan", "read_curves", "read_rows", "results_markdown", "row_compute",
+    "row_id", "row_label", "rows_dir", "rows_from_report", "run_curve", "run_dir",
+    "run_eval_step", "run_experiment", "step_done", "summary_rows", "text_table",
+    "train_configs", "training_compute", "try_lock", "validate", "write_results",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from edgempir.experiment.commands import commands
+from edgempir.experiment.command_lines import commands
 from edgempir.experiment.compute import model_summary, row_compute
 from edgempir.experiment.config import (
     MODELS,

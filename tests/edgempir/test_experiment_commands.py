@@ -9,7 +9,7 @@ import pytest
 
 from edgempir import experiment as X
 from edgempir.cli import eval_cmd, train_cmd
-from edgempir.experiment.commands import commands, eval_command, train_command
+from edgempir.experiment.command_lines import commands, eval_command, train_command
 from edgempir.experiment.curves import curve_call
 from edgempir.experiment.rows import eval_step_call
 from edgempir.experiment.training import train_configs
