@@ -376,9 +376,11 @@ def measure_qat(run_manifest: dict, s: Settings, threads: int | None = None,
             loss.backward()
             opt.step()
 
-        # Past the activation quantizers' statistics phase (its percentile costs extra):
-        # what >99% of a training run's steps are.
-        warmup = s.qat_warmup if s.quick else ActQuant.collect_stats_steps + s.qat_warmup
+        # Past the activation quantizers' statistics phase (its percentile costs extra; it
+        # counts forward calls in training mode, adv_steps + 2 per PGD training step): the
+        # regime of >99% of a training run's steps.
+        stats_steps = -(-ActQuant.collect_stats_steps // (adv_steps + 2 if adv_steps else 1))
+        warmup = s.qat_warmup + (0 if s.quick else stats_steps)
         for model, opt in models.values():
             for _ in range(warmup):
                 step(model, opt)

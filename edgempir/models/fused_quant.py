@@ -10,7 +10,13 @@ whose training forward is ONE fused kernel and whose backward is ONE fused kerne
 
 - learned scale (weights, activations): ``torch._fake_quantize_learnable_per_tensor_affine``
   / ``..._per_channel_affine`` with ``grad_factor=1``;
-- constant scale (the 8-bit input quantizer): ``torch.fake_quantize_per_tensor_affine``.
+- a scale without gradient (forward passes under ``torch.no_grad()`` in training mode, as
+  adversarial training's clean pass): ``torch.fake_quantize_per_tensor_affine``.
+
+It is injected into WeightQuant and ActQuant (edgempir/models/quant.py), not InputQuant: the
+8-bit input is small next to the activations, and adversarial training puts pixels on exact
+rounding ties of its 1/255 grid (x0 +- eps, docs/BUNDLE.md), where the reciprocal below
+could round the other way.
 
 Everything else stays Brevitas: the scale still comes from Brevitas' scaling modules (stats
 collection, the learned parameter, ``abs``/clamp restrictions, the division by the integer
@@ -28,7 +34,9 @@ and schedules stay comparable; tests/edgempir/test_fused_quant.py pins both grad
 
 Forward values: the fused kernels multiply by ``1 / s`` where Brevitas divides by ``s``; the
 two differ by at most one float ulp, which changes the rounded value only when ``x / s`` lies
-within an ulp of a .5 tie (about 1 in 10^7 random values, measured). So the fused path is
+within an ulp of a .5 tie (about 1 in 10^7 random values, measured; more often for
+averages of grid values, as after the CIFAR net's average pooling, where exact ties occur:
+the tie may then go to the other neighbour, test_fused_quant.py). So the fused path is
 used in training mode only; in eval mode (evaluation, attacks on a trained member, export's
 reference outputs) :class:`FusedIntQuant` runs Brevitas' own code and stays bit-exact with
 ONNX Runtime's QuantizeLinear, which also divides.

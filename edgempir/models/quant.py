@@ -27,12 +27,11 @@ class InputQuant(Uint8ActPerTensorFloat):
     scaling_impl_type = ScalingImplType.CONST
     max_val = 1.0
     bit_width = 8
-    int_quant = FusedIntQuant  # fused fake-quant kernels in training (fused_quant.py)
 
 
 class WeightQuant(Int8WeightPerChannelFloat):
     scaling_impl_type = ScalingImplType.PARAMETER_FROM_STATS
-    int_quant = FusedIntQuant
+    int_quant = FusedIntQuant  # training computes with fused kernels: models/fused_quant.py
 
 
 class ActQuant(Uint8ActPerTensorFloat):
