@@ -20,6 +20,7 @@ from brevitas.quant.scaled_int import Int8WeightPerChannelFloat, Uint8ActPerTens
 from torch import nn
 
 from edgempir.members import MemberSpec
+from edgempir.models.fused_quant import FusedIntQuant
 
 
 class InputQuant(Uint8ActPerTensorFloat):
@@ -30,6 +31,7 @@ class InputQuant(Uint8ActPerTensorFloat):
 
 class WeightQuant(Int8WeightPerChannelFloat):
     scaling_impl_type = ScalingImplType.PARAMETER_FROM_STATS
+    int_quant = FusedIntQuant  # training computes with fused kernels: models/fused_quant.py
 
 
 class ActQuant(Uint8ActPerTensorFloat):
@@ -37,6 +39,7 @@ class ActQuant(Uint8ActPerTensorFloat):
     # default. 30 is enough for a percentile estimate, and a checkpoint taken after the
     # first epoch then always holds the learned parameter, so resuming is exact.
     collect_stats_steps = 30
+    int_quant = FusedIntQuant
 
 
 def input_quant(spec: MemberSpec) -> nn.Module:
