@@ -104,5 +104,3 @@ def row_compute(row: dict, models: dict) -> dict | None:
             "train_passes": sum(t["passes"] for t in tr),
             "train_macs": sum(t["macs"] for t in tr),
             "train_seconds": round(sum(t["seconds"] for t in tr), 1)}
-
-

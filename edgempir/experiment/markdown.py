@@ -77,8 +77,9 @@ def _md_setup(results: dict) -> list[str]:
              f"seed {s['seed']} (docs/EVAL.md, \"The test subset\"). Threat model L-inf, eps "
              f"{results['eps']:g}."),
              f"- EMPIR: members {specs}, vote; default training"
-             + (f" ({plural(emp.get('epochs'), 'epoch')} per member, Adam lr {emp.get('lr')} cosine, "
-                f"batch {emp.get('batch_size')}, augment {emp.get('augment')})" if emp else "")
+             + (f" ({plural(emp.get('epochs'), 'epoch')} per member, Adam lr {emp.get('lr')} "
+                f"cosine, batch {emp.get('batch_size')}, augment {emp.get('augment')})"
+                if emp else "")
              + (f", reused from `{s['empir_run']}` (copied, not modified)"
                 if s.get("empir_run") else "") + ".",
              (f"- EMPIR-adv: the same members, each trained with Madry PGD from scratch: "
@@ -198,5 +199,3 @@ def _md_commands(results: dict) -> list[str]:
     lines.append(", ".join(f"{k} {val}" for k, val in v.items()) + f"; seed "
                  f"{results['settings']['seed']} (training, test subset and attacks).")
     return lines
-
-

@@ -53,5 +53,3 @@ def _line_color(model: str, target: str, c: dict) -> str | None:
     if c["members"][i] == "fp32":
         return "tab:orange"
     return ("tab:gray", "tab:purple", "tab:brown", "tab:pink")[i % 4]
-
-

@@ -133,5 +133,3 @@ def _limits(results: dict, adv_rows: list[dict], default: dict | None) -> str:
         text += (" Every row uses eval configuration quick: upper bounds on what standard "
                  "would report.")
     return text
-
-

@@ -90,5 +90,3 @@ def ratio(a, b) -> str:
         return "-"
     r = a / b
     return f"{r:.2f}x" if r >= 0.995 else f"{r:.2f}x ({100 * r:.0f}%)"
-
-
