@@ -349,7 +349,7 @@ def measure_qat(run_manifest: dict, s: Settings, threads: int | None = None) -> 
         for name in (low, "fp32"):
             torch.manual_seed(0)
             model = build_model(run_manifest["arch"], parse_spec(name), tuple(ds["input_shape"]),
-                                ds["num_classes"])
+                                ds["num_classes"], run_manifest.get("quantizer") or "edge")
             model.train()
             models[name] = (model, torch.optim.Adam(model.parameters(), lr=1e-3))
         g = torch.Generator().manual_seed(0)

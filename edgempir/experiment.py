@@ -278,12 +278,12 @@ def _empir_manifest(cfg: ExperimentConfig, out: Path) -> dict | None:
 
 
 def _empir_members(cfg: ExperimentConfig, out: Path) -> list:
-    """The default EMPIR's members (else the paper preset)."""
-    from edgempir.members import parse_spec, preset
+    """The default EMPIR's members (else the default preset's)."""
+    from edgempir.members import DEFAULT_PRESET, parse_spec, preset
 
     manifest = _empir_manifest(cfg, out)
     if manifest is None:
-        return preset("paper", cfg.dataset)
+        return preset(DEFAULT_PRESET, cfg.dataset)
     return [parse_spec(m["spec"]) for m in manifest["members"]]
 
 
@@ -1147,7 +1147,7 @@ def _md_setup(results: dict) -> list[str]:
     s = results["settings"]
     models = results["models"]
     members = (models.get("empir") or {}).get("members") or []
-    specs = "+".join(m["spec"] for m in members) or "the paper preset"
+    specs = "+".join(m["spec"] for m in members) or "the edge preset"
     emp = (models.get("empir") or {}).get("training_settings") or {}
     k = len(members) or 3
     lines = ["## Setup", "",
