@@ -362,7 +362,8 @@ def measure_qat(run_manifest: dict, s: Settings, threads: int | None = None,
         models = {}
         for name in (*(f"{low} {p}" for p in QAT_PATHS), "fp32"):
             torch.manual_seed(0)
-            model = build_model(arch, parse_spec(name.split()[0]), shape, ds["num_classes"])
+            model = build_model(arch, parse_spec(name.split()[0]), shape, ds["num_classes"],
+                                run_manifest.get("quantizer") or "edge")
             set_fused_quant(model, not name.endswith("brevitas"))
             model.train()
             models[name] = (model, torch.optim.Adam(model.parameters(), lr=1e-3))

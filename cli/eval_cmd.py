@@ -33,9 +33,11 @@ Finished attacks are kept in RUN/eval/partial/: rerun the same command to resume
                    "[default: all of the configuration's].")
 @click.option("--eps", default=None,
               help="L-inf radius or comma-separated list (0.1, 8/255, 0.05,0.1,0.2) "
-                   "[default: MNIST 0.3, Fashion-MNIST 0.1, CIFAR-10 8/255].")
+                   "[default: adaptive: MNIST 0.3, Fashion-MNIST 0.1, CIFAR-10 8/255; "
+                   "paper: the reference's, MNIST and Fashion-MNIST 0.3, CIFAR-10 0.1].")
 @click.option("--n", "n", type=click.IntRange(min=1), default=None,
-              help="Test images to attack [default: 1000 standard, 300 quick].")
+              help="Test images to attack [default: 300 quick; standard: adaptive 1000, "
+                   "paper the whole test set].")
 @seed_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=250,
               help="Images per attack batch.")

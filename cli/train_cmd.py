@@ -8,7 +8,8 @@ from edgempir.cli.common import json_option, require_host, seed_option
 EXAMPLE = """
 \b
 Examples:
-  edgempir train --out runs/fm                       # Fashion-MNIST, paper preset
+  edgempir train --out runs/fm                       # Fashion-MNIST, edge preset
+  edgempir train --dataset mnist --preset paper --out runs/mnist-paper   # the reference's
   edgempir train --bits 2,4,32 --epochs 5 --out runs/fm-2-4-32
   edgempir train --dataset cifar10 --data-dir ~/data/cifar-10-batches-py --arch resnet8
   edgempir train --out runs/fm --resume              # continue after a kill
@@ -26,17 +27,22 @@ Examples:
               "[default: mnist for (Fashion-)MNIST, cifar for CIFAR-10].")
 @click.option("--members", default=None, help="Member specs, e.g. w2a4,w2a4,fp32.")
 @click.option("--bits", default=None, help="Shorthand: 2,4,32 means w2a2,w4a4,fp32.")
-@click.option("--preset", "preset_name", default=None,
-              help="Named member set: 'paper' [default when no --members/--bits].")
+@click.option("--preset", "preset_name", type=click.Choice(["edge", "paper"]), default=None,
+              help="edge: 8-bit input, learned per-channel scales, 5 epochs cosine [default "
+                   "when no --members/--bits]; paper: the EMPIR reference code's DoReFa "
+                   "members, networks and recipe (15 epochs MNIST, 6 CIFAR-10, constant lr).")
 @click.option("--combiner", type=click.Choice(["vote", "mean-softmax", "mean-logits"]),
               default="vote", help="How the ensemble combines its members.")
-@click.option("--epochs", type=click.IntRange(min=1), default=5, help="Epochs per member.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Epochs per member [default: the preset's: edge 5; paper 15 (MNIST, "
+                   "Fashion-MNIST), 6 (CIFAR-10)].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
-              help="Adam learning rate (cosine decay to 0).")
+              help="Adam learning rate (edge: cosine decay to 0; paper: constant).")
 @click.option("--augment", type=click.Choice(["none", "hflip"]), default=None,
-              help="Training augmentation: random horizontal flips [default: hflip for "
-                   "cifar10; none otherwise: at 5 epochs flips cost Fashion-MNIST accuracy].")
+              help="Training augmentation: random horizontal flips [default: edge: hflip for "
+                   "cifar10, none otherwise (at 5 epochs flips cost Fashion-MNIST accuracy); "
+                   "paper: none].")
 @click.option("--adv-train", type=click.Choice(["none", "pgd", "trades"]), default="none",
               help="Adversarial training of every member: Madry PGD or TRADES, through the "
                    "straight-through quantizers.")
@@ -64,17 +70,25 @@ def train(dataset, data_dir, arch, members, bits, preset_name, combiner, epochs,
     import json
 
     from edgempir.data import DEFAULT_AUGMENT
-    from edgempir.members import resolve_members
+    from edgempir.members import DEFAULT_PRESET, PRESET_QUANTIZER, preset_recipe, resolve_members
     from edgempir.models import default_arch
     from edgempir.report import training_table
     from edgempir.train import TrainConfig
     from edgempir.train import train as run_train
 
     specs = resolve_members(dataset, members, bits, preset_name)
+    # --members/--bits train edge-family members; a preset also brings quantizers and recipe
+    chosen = preset_name or (None if members or bits else DEFAULT_PRESET)
+    recipe = preset_recipe(chosen or DEFAULT_PRESET, dataset)
     cfg = TrainConfig(out=out, dataset=dataset, data_dir=data_dir,
-                      arch=arch or default_arch(dataset), members=specs, epochs=epochs,
+                      arch=arch or default_arch(dataset), members=specs,
+                      epochs=epochs or recipe["epochs"],
                       batch_size=batch_size, lr=lr, seed=seed, combiner=combiner,
-                      threads=threads, augment=augment or DEFAULT_AUGMENT.get(dataset, "none"),
+                      preset=chosen, quantizer=PRESET_QUANTIZER[chosen or DEFAULT_PRESET],
+                      schedule=recipe["schedule"], label_smoothing=recipe["label_smoothing"],
+                      threads=threads,
+                      augment=augment or recipe.get("augment")
+                      or DEFAULT_AUGMENT.get(dataset, "none"),
                       adv_train=adv_train, adv_eps=adv_eps, adv_steps=adv_steps,
                       adv_step_size=adv_step_size, trades_beta=trades_beta)
     manifest = run_train(cfg, resume=resume, force=force, progress=not as_json,

@@ -44,11 +44,13 @@ def trades_examples(model, x, clean_logits, eps: float, steps: int, step_size: f
 
 
 def training_step_loss(model, xb, yb, mode: str, eps: float, steps: int, step_size: float,
-                       beta: float):
-    """Return (loss, clean logits, adversarial logits or None)."""
+                       beta: float, label_smoothing: float = 0.0):
+    """Return (loss, clean logits, adversarial logits or None).
+
+    ``label_smoothing`` (preset paper on CIFAR-10) applies to standard training only."""
     if mode == "none":
         out = model(xb)
-        return F.cross_entropy(out, yb), out, None
+        return F.cross_entropy(out, yb, label_smoothing=label_smoothing), out, None
     if mode == "pgd":
         x_adv = pgd_examples(model, xb, yb, eps, steps, step_size)
         out_adv = model(x_adv)

@@ -91,3 +91,32 @@ class MeanSoftmaxSurrogate(nn.Module):
         log_probs = logits.log_softmax(dim=2)
         return torch.logsumexp(log_probs, dim=0) - torch.log(
             torch.tensor(float(logits.shape[0]), dtype=logits.dtype))
+
+
+class AgreeingMembersAverage(nn.Module):
+    """The EMPIR reference code's attack target for FGSM and PGD on the ensemble
+    (``ensembleThreeModel.fprop``, layer ``combinedAvgCorrectProb``, in sancharisen/EMPIR
+    ``cleverhans_tutorials/tutorial_models.py``).
+
+    Returns, per image, the mean softmax *probabilities* of the members whose argmax equals
+    the vote's decision at this very input (recomputed at every call, i.e. at every attack
+    step; with no majority only the reference member agrees). Which members agree is a
+    hard choice without gradient; gradients flow through the chosen members' softmax.
+
+    The output is probabilities, not logits, on purpose: CleverHans' ``model_loss`` unwraps
+    logits only from a Softmax op, so on this tensor the reference computed
+    ``softmax_cross_entropy_with_logits(logits=mean_probs, labels=y)``, i.e. the
+    cross-entropy of softmax(mean probabilities). Our attacks' cross-entropy on this output
+    is exactly that loss.
+    """
+
+    def __init__(self, ensemble: Ensemble):
+        super().__init__()
+        self.ensemble = ensemble
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.ensemble.member_logits(x)                       # [M, B, C]
+        decision = vote_scores(logits.detach(), self.ensemble.reference).argmax(dim=1)
+        agree = (logits.detach().argmax(dim=2) == decision[None]).to(logits.dtype)  # [M, B]
+        probs = logits.softmax(dim=2)
+        return (probs * agree[:, :, None]).sum(dim=0) / agree.sum(dim=0)[:, None]

@@ -57,12 +57,14 @@ def eval_tables(reports: dict[str, dict], manifest: dict | None = None) -> str:
     blocks = []
 
     # 1. summary
-    headers = ["model", "clean"]
+    # the protocols may differ in n and eps (protocol paper: the reference's eps, the whole
+    # test set), so every column says its own
+    headers = ["model", f"clean (n={first['n_examples']})"]
     columns = []
     for proto in order:
         rep = reports[proto]
         res = rep["results"][0]
-        tag = f"{proto} ({rep['config']}, n={rep['n_examples']})"
+        tag = f"{proto} ({rep['config']}, n={rep['n_examples']}, eps={res['eps']:.4g})"
         columns.append((f"{tag}: worst case", _values(res["worst_case"], n_members)))
         if "mean_of_attacks" in res:
             columns.append((f"{proto}: mean of attacks", _values(res["mean_of_attacks"],
@@ -72,10 +74,12 @@ def eval_tables(reports: dict[str, dict], manifest: dict | None = None) -> str:
     rows = [[models[i], pct(clean[i])] + [pct(c[1][i]) for c in columns]
             for i in range(len(models))]
     eps0 = first["results"][0]["eps"]
+    all_eps = {reports[p]["results"][0]["eps"] for p in order}
+    eps_text = f"eps {eps0:.4g}" if len(all_eps) == 1 else "eps per protocol"
     labels = "; ".join(f"{p}: {reports[p]['config_label']}" for p in order)
     blocks.append(format_table(
         headers, rows,
-        title=f"Robust accuracy on {ds}, eps {eps0:.4g} (L-inf), protocols side by side "
+        title=f"Robust accuracy on {ds}, {eps_text} (L-inf), protocols side by side "
               f"[{labels}]. Worst case = per sample over the protocol's attacks; headline: "
               f"protocol adaptive."))
 
@@ -96,7 +100,7 @@ def eval_tables(reports: dict[str, dict], manifest: dict | None = None) -> str:
                     + [pct(v) for v in _values(res["worst_case"], n_members)])
     blocks.append(format_table(
         ["protocol", "attack"] + models, rows,
-        title=f"Accuracy per attack, eps {eps0:.4g}: ensemble with its real combiner; "
+        title=f"Accuracy per attack, {eps_text}: ensemble with its real combiner; "
               "members attacked alone with their own gradients (transfer-m<i>: examples "
               "crafted on member i, scored on every model)"))
 

@@ -2,11 +2,14 @@
 
 Two protocols (docs/EVAL.md):
 
-- ``paper`` reproduces EMPIR's evaluation so its table can be compared: FGSM, BIM, PGD and
-  CW-L2 with the paper's parameters, the ensemble's gradients taken as the reference code
-  took them (FGSM and PGD through the mean softmax of the members, BIM and CW through the
-  full-precision member alone), scored with the vote. Each member is also attacked alone
-  with its own gradients (the paper's "fp32 alone" rows).
+- ``paper`` reproduces EMPIR's evaluation as its reference code ran it, so its table can be
+  compared: FGSM, BIM, PGD and CW-L2 with the paper's parameters and eps (MNIST and
+  Fashion-MNIST 0.3, CIFAR-10 0.1), labels the attacked model's own predictions (the vote's
+  for the ensemble), the ensemble's gradients taken as the reference took them (FGSM and PGD
+  through the mean softmax of the members that agree with the vote, recomputed at every
+  step; BIM and CW through the full-precision member alone), PGD's random start unclipped,
+  CW with early abort; scored with the vote against the true labels. Each member is also
+  attacked alone with its own gradients (the paper's "fp32 alone" rows).
 - ``adaptive`` (the headline) attacks a differentiable surrogate of the deployed ensemble
   (mean of the members' softmax, through Brevitas' straight-through quantizers) with PGD and
   restarts and AutoAttack's components, plus transfer from each member; everything is scored
@@ -48,7 +51,12 @@ class Planned:
     """One attack of a configuration.
 
     ``ensemble_source``: where the ensemble's gradients come from: ``surrogate`` (mean
-    softmax) or ``reference`` (the vote's reference member, the fp32 one: the paper's BIM/CW).
+    softmax), ``reference`` (the vote's reference member, the fp32 one: the paper's BIM/CW)
+    or ``agreeing`` (mean softmax of the members agreeing with the vote: the paper's
+    FGSM/PGD, :class:`edgempir.ensemble.AgreeingMembersAverage`).
+    ``labels``: what the attack moves away from: ``true`` labels, or ``predicted`` (the
+    reference's: the vote's clean decision for the ensemble, a member's own clean
+    prediction when it is attacked alone).
     ``cascade``: run only on samples still robust after the previous attacks (AutoAttack's
     practice; the attack's figure is then the robust accuracy after it, cumulative).
     ``judge``: what decides success inside the attack (restarts, CW's best iterate):
@@ -67,6 +75,7 @@ class Planned:
     #: parameters that differ when the attack is aimed at a member alone (quick: shorter PGD
     #: for the transfer sources, undefended members need few steps)
     member_params: dict = field(default_factory=dict)
+    labels: str = "true"
 
     def params_for(self, source: str) -> dict:
         return {**self.params, **self.member_params} if source.startswith("m") else self.params
@@ -81,7 +90,7 @@ class Config:
     protocol: str
     name: str
     summary: str                  # what it runs, for the label
-    n: int                        # default number of test images
+    n: int | None                 # default number of test images; None: the whole test set
     plan: tuple[Planned, ...]
     pool: str                     # worst case over "all" example sets, or "aimed" ones only
     checks: dict | None = None    # masking-check settings (adaptive only)
@@ -93,15 +102,21 @@ class Config:
         return f"{self.name} (lighter than standard: {self.summary})"
 
 
+# the reference's eps per data set (examples/mnist_attack.py, cifar10_attack.py; the
+# paper uses MNIST's for Fashion-MNIST too)
+PAPER_EPS = {"mnist": 0.3, "fashion-mnist": 0.3, "cifar10": 0.1, "synthetic": 0.3}
+
+
 def _paper_plan(members: str) -> tuple[Planned, ...]:
+    """The reference code's attacks (sancharisen/EMPIR, examples/mnist_attack.py with its
+    bundled cleverhans/attacks.py); docs/EVAL.md#protocol-paper lists what is kept."""
+    ref = {"members": members, "judge": "own", "labels": "predicted"}
     return (
-        Planned("fgsm", "fgsm", {}, "surrogate", members=members, judge="own"),
-        Planned("bim", "bim", {"steps": 40, "step_size": 0.01}, "reference", members=members,
-                judge="own"),
-        Planned("pgd", "pgd", {"steps": 40, "step_size": 0.01, "random_start": True,
-                               "restarts": 1}, "surrogate", members=members, judge="own"),
-        Planned("cw", "cw", {"steps": 50, "lr": 0.1, "initial_const": 10.0}, "reference",
-                members=members, judge="own"),
+        Planned("fgsm", "fgsm", {}, "agreeing", **ref),
+        Planned("bim", "bim", {"steps": 40, "step_size": 0.01}, "reference", **ref),
+        Planned("pgd", "pgd-ref", {"steps": 40, "step_size": 0.01}, "agreeing", **ref),
+        Planned("cw", "cw", {"steps": 50, "lr": 0.1, "initial_const": 10.0,
+                             "abort_early": True}, "reference", **ref),
     )
 
 
@@ -129,10 +144,11 @@ def _adaptive_plan(pgd_steps: int, restarts: int, apgd_steps: int, targeted: boo
 
 CONFIGS: dict[tuple[str, str], Config] = {
     ("paper", "standard"): Config(
-        "paper", "standard", "FGSM, BIM-40, PGD-40, CW-L2-50 with the paper's parameters",
-        1000, _paper_plan("all"), pool="aimed"),
+        "paper", "standard", "FGSM, BIM-40, PGD-40, CW-L2-50 as the reference code ran them, "
+        "on the whole test set", None, _paper_plan("all"), pool="aimed"),
     ("paper", "quick"): Config(
-        "paper", "quick", "the same attacks, default n 300 instead of 1000; of the members only "
+        "paper", "quick", "the same attacks, default n 300 instead of the whole test set; of "
+        "the members only "
         "the fp32 one is attacked alone (the paper's 'fp32 alone' row)",
         300, _paper_plan("reference"), pool="aimed"),
     ("adaptive", "standard"): Config(
@@ -188,10 +204,12 @@ def select_attacks(configs: list[Config], names: list[str] | None
     return plans
 
 
-def parse_eps_list(text: str | None, dataset: str) -> list[float]:
-    """``"0.05,0.1"``, ``"8/255"``; None -> the data set's default eps."""
+def parse_eps_list(text: str | None, dataset: str, protocol: str | None = None) -> list[float]:
+    """``"0.05,0.1"``, ``"8/255"``; None -> the data set's default eps (protocol paper: the
+    reference's, ``PAPER_EPS``)."""
     if text is None or not str(text).strip():
-        return [DEFAULT_EPS.get(dataset, 0.1)]
+        table = PAPER_EPS if protocol == "paper" else DEFAULT_EPS
+        return [table.get(dataset, 0.1)]
     values = []
     for part in str(text).split(","):
         part = part.strip()
@@ -234,21 +252,30 @@ class Job:
     planned: Planned
     source: str
     aims: list[str]               # targets whose figure this run gives: "ensemble", "m0", ...
+    labels: str = "true"          # "true", "vote" (ensemble's clean decision) or "own"
 
     @property
     def key(self) -> str:
-        return f"{self.planned.name}@{self.source}"
+        # the paper's BIM on the ensemble and on the fp32 member alone share a source but
+        # not their labels: two runs
+        tail = "+vote-labels" if self.labels == "vote" and self.source.startswith("m") else ""
+        return f"{self.planned.name}@{self.source}{tail}"
 
 
 def _jobs(plan: tuple[Planned, ...], n_members: int, reference: int) -> list[Job]:
     jobs: list[Job] = []
     for p in plan:
-        ens_source = "surrogate" if p.ensemble_source == "surrogate" else f"m{reference}"
-        by_source: dict[str, Job] = {ens_source: Job(p, ens_source, ["ensemble"])}
+        ens_source = {"surrogate": "surrogate", "agreeing": "agreeing"}.get(
+            p.ensemble_source, f"m{reference}")
+        predicted = p.labels == "predicted"
+        by_source: dict[str, Job] = {ens_source: Job(p, ens_source, ["ensemble"],
+                                                     "vote" if predicted else "true")}
         if p.members != "none":
             for i in (range(n_members) if p.members == "all" else [reference]):
                 src = f"m{i}"
-                if src in by_source:
+                if predicted:
+                    jobs.append(Job(p, src, [src], "own"))
+                elif src in by_source:
                     by_source[src].aims.append(src)
                 else:
                     by_source[src] = Job(p, src, [src])
@@ -275,6 +302,8 @@ class Evaluator:
         self.torch = torch
         self.ens = ens
         self.surrogate = ens.surrogate().eval()
+        self.agreeing = None      # protocol paper's FGSM/PGD target, made when needed
+        self.clean_pred = None    # [targets, n] clean decisions: protocol paper's labels
         self.x = x
         self.y = y
         self.indices = indices
@@ -295,7 +324,20 @@ class Evaluator:
 
     # ---------------------------------------------------------------- models and decisions
     def source_model(self, source: str):
+        if source == "agreeing":
+            from edgempir.ensemble import AgreeingMembersAverage
+
+            self.agreeing = self.agreeing or AgreeingMembersAverage(self.ens).eval()
+            return self.agreeing
         return self.surrogate if source == "surrogate" else self.ens.members[int(source[1:])]
+
+    def attack_labels(self, job: Job):
+        """The labels an attack moves away from: true ones, or (protocol paper) the clean
+        decision of the ensemble (``vote``) or of the attacked member (``own``)."""
+        if job.labels == "true":
+            return self.y
+        row = 0 if job.labels == "vote" else 1 + int(job.source[1:])
+        return self.torch.from_numpy(self.clean_pred[row].astype(np.int64))
 
     def decide_fn(self, job: Job) -> Callable | None:
         if job.planned.judge == "own" or job.source != "surrogate":
@@ -335,7 +377,7 @@ class Evaluator:
         attack = make_attack(p.attack, eps=eps, seed=self.seed, **p.params_for(job.source))
         fingerprint = _digest({"run": self.run_fingerprint, "subset": self.subset_digest,
                                "attack": attack.describe(), "source": job.source,
-                               "judge": p.judge, "mask": hashlib.sha256(
+                               "labels": job.labels, "judge": p.judge, "mask": hashlib.sha256(
                                    mask.tobytes()).hexdigest(), "batch": self.batch_size})
         path = self.partial_dir / _eps_tag(eps) / f"{job.key}.npz"
         cached = _load_partial(path, fingerprint)
@@ -347,6 +389,7 @@ class Evaluator:
         else:
             model = self.source_model(job.source)
             decide = self.decide_fn(job)
+            labels = self.attack_labels(job)
             rows = np.flatnonzero(mask)
             out = []
             seconds = 0.0
@@ -364,7 +407,7 @@ class Evaluator:
                 if cached_chunk is None:
                     t0 = time.perf_counter()
                     idx = torch.from_numpy(rows[s:s + step])
-                    adv = attack(model, self.x[idx], self.y[idx], decide=decide).numpy()
+                    adv = attack(model, self.x[idx], labels[idx], decide=decide).numpy()
                     chunk_seconds = time.perf_counter() - t0
                     _save_partial(chunk, fingerprint, adv, chunk_seconds)
                 else:
@@ -388,6 +431,7 @@ class Evaluator:
     def evaluate_eps(self, eps: float, clean_pred: np.ndarray, keep_examples: bool,
                      unbounded_cache: dict) -> dict:
         y = self.y.numpy()
+        self.clean_pred = clean_pred
         clean_ok = clean_pred == y[None]
         worst = WorstCase(clean_ok, self.config.pool)
         records: dict[str, dict] = {}
@@ -485,6 +529,8 @@ def _eps_label(eps: float | None) -> str:
 def _source_label(source: str, ens) -> str:
     if source == "surrogate":
         return "ensemble (mean-softmax surrogate)"
+    if source == "agreeing":
+        return "ensemble (mean softmax of the members agreeing with the vote)"
     i = int(source[1:])
     return f"member {i} ({ens.specs[i]})"
 
@@ -493,13 +539,19 @@ def _gradients_label(p: Planned, ens) -> str:
     if p.ensemble_source == "reference":
         i = ens.reference
         ens_part = f"ensemble: member {i} ({ens.specs[i]}) alone, as the reference code did"
+    elif p.ensemble_source == "agreeing":
+        ens_part = ("ensemble: mean softmax probabilities of the members agreeing with the "
+                    "vote, recomputed at every step, under cross-entropy as if they were "
+                    "logits (the reference code's combinedAvgCorrectProb and loss)")
     elif p.attack == "square":
         ens_part = "ensemble: queries to the mean-softmax surrogate (no gradients)"
     else:
         ens_part = "ensemble: mean-softmax surrogate through the straight-through quantizers"
     who = {"all": "each member alone", "reference": f"member {ens.reference} alone",
            "none": "not attacked alone"}[p.members]
-    return f"{ens_part}; members: {who}"
+    labels = ("; labels: the vote's clean decision (ensemble), the member's own clean "
+              "prediction (members alone)") if p.labels == "predicted" else ""
+    return f"{ens_part}; members: {who}{labels}"
 
 
 def _bar(total: int, desc: str, enabled: bool):
@@ -805,8 +857,7 @@ def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, dat
     ens = load_run(run)
     manifest = ens.manifest
     dataset = manifest["dataset"]["name"]
-    eps_list = eps if isinstance(eps, list) else parse_eps_list(eps, dataset)
-    eps_list = [check_eps(e) for e in eps_list]
+    given_eps = eps
     ds = load_dataset(dataset, data_dir)
     if tuple(ds.input_shape) != tuple(manifest["dataset"]["input_shape"]):
         from edgempir.errors import DataError
@@ -822,7 +873,10 @@ def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, dat
     reports: dict[str, dict] = {}
     for cfg, plan in zip(configs, plans):
         t0 = time.perf_counter()
-        n_images = int(n if n is not None else cfg.n)
+        eps_list = given_eps if isinstance(given_eps, list) else \
+            parse_eps_list(given_eps, dataset, cfg.protocol)
+        eps_list = [check_eps(e) for e in eps_list]
+        n_images = int(n if n is not None else (cfg.n or len(ds.y_test)))
         indices = choose_subset(len(ds.y_test), n_images, seed)
         x = torch.from_numpy(to_float(ds.x_test[indices]))
         y = torch.from_numpy(ds.y_test[indices].astype(np.int64))
@@ -848,7 +902,7 @@ def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, dat
         report = {
             "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
             "protocol": cfg.protocol, "config": cfg.name,
-            "config_label": _run_label(cfg, plan, len(indices), overrides),
+            "config_label": _run_label(cfg, plan, len(indices), overrides, len(ds.y_test)),
             "overrides": overrides or {},
             "run": {"path": str(run), "dataset": dataset, "arch": manifest["arch"],
                     "fingerprint": run_fingerprint},
@@ -894,11 +948,11 @@ def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, dat
     return EvalResult(reports=reports, files=files)
 
 
-def _run_label(cfg: Config, plan, n: int, overrides) -> str:
+def _run_label(cfg: Config, plan, n: int, overrides, n_test: int) -> str:
     """The configuration's label plus whatever this run changed (n, attacks, parameters)."""
     changes = []
-    if n != cfg.n:
-        changes.append(f"n={n} instead of {cfg.n}")
+    if n != (cfg.n or n_test):
+        changes.append(f"n={n} instead of {cfg.n or f'the whole test set ({n_test})'}")
     if tuple(p.name for p in plan) != tuple(p.name for p in cfg.plan):
         changes.append(f"attacks restricted to {', '.join(p.name for p in plan)}")
     if overrides:

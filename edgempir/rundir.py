@@ -107,6 +107,10 @@ def _check_manifest_types(path: Path, manifest: dict) -> None:
     for key in ("arch", "combiner"):
         if not isinstance(manifest[key], str):
             raise bad(key, "a string")
+    from edgempir.models import QUANTIZERS
+
+    if manifest.get("quantizer") is not None and manifest["quantizer"] not in QUANTIZERS:
+        raise bad("quantizer", f"one of {', '.join(QUANTIZERS)} (or absent: edge)")
     members = manifest["members"]
     if not isinstance(members, list) or not members:
         raise bad("members", "a non-empty list")
@@ -126,6 +130,14 @@ def _inside_run(rel: str) -> bool:
     p = PurePosixPath(rel)
     return bool(rel) and "\\" not in rel and not any(ord(c) < 32 for c in rel) and \
         not p.is_absolute() and ".." not in p.parts
+
+
+def quantizer_family(manifest: dict) -> str:
+    """The run's quantizer family; runs written before it was recorded are ``edge`` (the
+    only family then, whatever preset name their config used)."""
+    from edgempir.models import LEGACY_QUANTIZER
+
+    return manifest.get("quantizer") or LEGACY_QUANTIZER
 
 
 def member_specs(manifest: dict) -> list[MemberSpec]:
@@ -176,7 +188,8 @@ def build_member(manifest: dict, spec: MemberSpec):
     from edgempir.models import build_model
 
     ds = manifest["dataset"]
-    return build_model(manifest["arch"], spec, tuple(ds["input_shape"]), ds["num_classes"])
+    return build_model(manifest["arch"], spec, tuple(ds["input_shape"]), ds["num_classes"],
+                       quantizer_family(manifest))
 
 
 def load_member(run: Path, manifest: dict, index: int):
@@ -208,7 +221,7 @@ def load_run(path: str | os.PathLike, combiner: str | None = None):
     return ens
 
 
-def build_model_for(arch: str, spec: MemberSpec, data):
+def build_model_for(arch: str, spec: MemberSpec, data, quantizer: str = "edge"):
     from edgempir.models import build_model
 
-    return build_model(arch, spec, data.input_shape, data.num_classes)
+    return build_model(arch, spec, data.input_shape, data.num_classes, quantizer)

@@ -4,7 +4,9 @@ Determinism: member i is initialised from ``seed`` and i; epoch e shuffles with 
 generator seeded from (seed, i, e), and torch's generator is reseeded at every epoch. A run
 resumed from the checkpoint of its last finished epoch therefore computes exactly what an
 uninterrupted run computes. The learning rate follows a cosine schedule over all steps,
-derived from the step number, so it needs no saved state either.
+derived from the step number, so it needs no saved state either. Preset ``paper`` trains
+with the reference's constant learning rate (``schedule="constant"``) and, on CIFAR-10, label
+smoothing 0.1.
 """
 from __future__ import annotations
 
@@ -45,6 +47,10 @@ class TrainConfig:
     lr: float = DEFAULT_LR
     seed: int = 0
     combiner: str = "vote"
+    preset: str | None = "edge"    # None when --members/--bits chose the members
+    quantizer: str = "edge"        # edgempir.models.QUANTIZERS
+    schedule: str = "cosine"       # or "constant" (the reference's)
+    label_smoothing: float = 0.0
     threads: int | None = None
     augment: str = "none"          # "hflip": random horizontal flips (clothes, CIFAR objects)
     adv_train: str = "none"        # "pgd" (Madry) or "trades"
@@ -66,7 +72,12 @@ def versions() -> dict[str, str | None]:
     return provenance.versions("torch", "brevitas", "numpy")
 
 
-def _lr_at(step: int, total: int, base: float) -> float:
+SCHEDULES = ("cosine", "constant")
+
+
+def _lr_at(step: int, total: int, base: float, schedule: str = "cosine") -> float:
+    if schedule == "constant":
+        return base
     return 0.5 * base * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
@@ -122,7 +133,7 @@ def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[
     from edgempir.adv_train import default_step_size, training_step_loss
 
     torch.manual_seed(_member_seed(cfg.seed, m.index))
-    model = rundir.build_model_for(cfg.arch, m.spec, data)
+    model = rundir.build_model_for(cfg.arch, m.spec, data, cfg.quantizer)
     ckpt = rundir.checkpoint_path(work, m.index, m.spec)
     history: list[dict] = []
     start_epoch = 0
@@ -167,9 +178,11 @@ def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[
                 flip = torch.from_numpy(flips[step * cfg.batch_size:(step + 1) * cfg.batch_size])
                 xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
             for g in opt.param_groups:
-                g["lr"] = _lr_at(epoch * steps_per_epoch + step, total_steps, cfg.lr)
+                g["lr"] = _lr_at(epoch * steps_per_epoch + step, total_steps, cfg.lr,
+                                 cfg.schedule)
             loss, out, out_adv = training_step_loss(model, xb, yb, cfg.adv_train, eps,
-                                                    cfg.adv_steps, step_size, cfg.trades_beta)
+                                                    cfg.adv_steps, step_size, cfg.trades_beta,
+                                                    label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -255,7 +268,7 @@ def _train(cfg: TrainConfig, *, resume: bool, force: bool, progress: bool,
         return rundir.read_manifest(work)
     data = load_dataset(cfg.dataset, cfg.data_dir)
     for spec in cfg.members:  # a bad --arch or an arch that does not fit the data fails here
-        rundir.build_model_for(cfg.arch, spec, data)
+        rundir.build_model_for(cfg.arch, spec, data, cfg.quantizer)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     work.mkdir(parents=True, exist_ok=True)
@@ -279,7 +292,7 @@ def _train(cfg: TrainConfig, *, resume: bool, force: bool, progress: bool,
         m = _Member(i, spec)
         final = rundir.member_weights_path(work, i, spec)
         if final.is_file():
-            model = rundir.build_model_for(cfg.arch, spec, data)
+            model = rundir.build_model_for(cfg.arch, spec, data, cfg.quantizer)
             state, meta = rundir.load_weights(final)
             model.load_state_dict(state, strict=True)
             history = json.loads(meta["history"])
@@ -312,11 +325,14 @@ def _train(cfg: TrainConfig, *, resume: bool, force: bool, progress: bool,
                     "num_classes": data.num_classes, "class_names": list(data.class_names),
                     "n_train": int(len(data.x_train)), "n_test": int(len(data.x_test))},
         "arch": cfg.arch,
+        "preset": cfg.preset,
+        "quantizer": cfg.quantizer,
         "members": members_meta,
         "combiner": cfg.combiner,
         "reference_member": ref,
         "seed": cfg.seed,
-        "training": {"optimizer": "adam", "lr": cfg.lr, "schedule": "cosine",
+        "training": {"optimizer": "adam", "lr": cfg.lr, "schedule": cfg.schedule,
+                     "label_smoothing": cfg.label_smoothing,
                      "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                      "augment": cfg.augment, "threads": torch.get_num_threads(),
                      "adversarial": None if cfg.adv_train == "none" else {

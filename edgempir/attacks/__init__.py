@@ -15,12 +15,14 @@ from edgempir.attacks.cw import CW
 from edgempir.attacks.fab_t import FABT
 from edgempir.attacks.fgsm import FGSM
 from edgempir.attacks.pgd import PGD
+from edgempir.attacks.reference import PGDReference
 from edgempir.attacks.square import Square
 
 REGISTRY: dict[str, type[Attack]] = {
     "fgsm": FGSM,
     "bim": BIM,
     "pgd": PGD,
+    "pgd-ref": PGDReference,
     "cw": CW,
     "apgd-ce": APGDCE,
     "apgd-t": APGDT,

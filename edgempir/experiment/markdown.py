@@ -69,7 +69,7 @@ def _md_setup(results: dict) -> list[str]:
     s = results["settings"]
     models = results["models"]
     members = (models.get("empir") or {}).get("members") or []
-    specs = "+".join(m["spec"] for m in members) or "the paper preset"
+    specs = "+".join(m["spec"] for m in members) or "the edge preset"
     emp = (models.get("empir") or {}).get("training_settings") or {}
     k = len(members) or 3
     lines = ["## Setup", "",

@@ -23,12 +23,12 @@ def empir_manifest(cfg: ExperimentConfig, out: Path) -> dict | None:
 
 
 def empir_members(cfg: ExperimentConfig, out: Path) -> list:
-    """The default EMPIR's members (else the paper preset)."""
-    from edgempir.members import parse_spec, preset
+    """The default EMPIR's members (else the default preset's)."""
+    from edgempir.members import DEFAULT_PRESET, parse_spec, preset
 
     manifest = empir_manifest(cfg, out)
     if manifest is None:
-        return preset("paper", cfg.dataset)
+        return preset(DEFAULT_PRESET, cfg.dataset)
     return [parse_spec(m["spec"]) for m in manifest["members"]]
 
 

@@ -1,7 +1,8 @@
-"""The quantizers every architecture uses, in one place (Brevitas).
+"""The quantizers of preset ``edge`` (the default), in one place (Brevitas).
 
+Preset ``paper`` uses the EMPIR reference's DoReFa quantizers instead (models/dorefa.py).
 Choices, and why:
-- The input is quantized by the first layer (as in the paper) with a constant 8-bit
+- The input is quantized by the first layer with a constant 8-bit
   unsigned quantizer of range [0, 1]: scale 1/255, so 8-bit camera images pass exactly and
   ONNX Runtime sees a uint8 QuantizeLinear it can fuse into QLinearConv.
 - Weights: signed, narrow range, per output channel, scale learned from its max-abs

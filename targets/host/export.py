@@ -153,7 +153,10 @@ def pack_bundle_weights(tmp: Path, protos: list, ens_proto, specs) -> tuple[dict
 
     packed_files, graphs, rows_per_member = {}, {B.ENSEMBLE_FILE: []}, []
     for i, (proto, spec) in enumerate(zip(protos, specs)):
-        bits = None if spec.is_float else packing.container_bits(spec.weight_bits)
+        # DoReFa's k-bit weights (preset paper) are the odd integers in [-(2^k-1), 2^k-1]:
+        # k + 1 signed bits, so the container follows the stored integers, not the spec
+        bits = None if spec.is_float else packing.container_bits(
+            max(spec.weight_bits, OX.integer_weight_bits(proto)))
         rows: list = []
         if bits is not None:
             blob, rows = OX.pack_weights(proto, bits)

@@ -51,6 +51,12 @@ def export_member(model, path: str | os.PathLike, input_shape, opset: int = 13):
             kwargs.pop("export_path")
             torch.onnx.export(model, kwargs.pop("args"), str(path), dynamo=False, **kwargs)
     proto = onnx.load(str(path))
+    if is_quant:
+        # preset paper: the last quantized conv feeds the float classifier unquantized
+        from edgempir.targets.conv_integer import convert_float_output_convs
+
+        if convert_float_output_convs(proto):
+            onnx.save(proto, str(path))
     check_member_graph(proto, str(path))
     return proto
 
@@ -102,6 +108,20 @@ def packable_weights(proto) -> list[str]:
     return [t.name for t in proto.graph.initializer
             if t.data_type == TensorProto.INT8 and len(t.dims) >= 2
             and t.data_location != TensorProto.EXTERNAL and feeds_dq_data(t.name)]
+
+
+def integer_weight_bits(proto) -> int:
+    """The fewest signed bits that hold every packable integer weight of ``proto`` (1 if none)."""
+    from edgempir.targets import packing
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in proto.graph.initializer}
+    bits = 1
+    for name in packable_weights(proto):
+        a = numpy_helper.to_array(inits[name])
+        while not packing.fits(a, bits):
+            bits += 1
+    return bits
 
 
 def pack_weights(proto, bits: int) -> tuple[bytes, list[dict]]:

@@ -16,6 +16,7 @@ FAST = {
     "fgsm": {},
     "bim": {"steps": 10, "step_size": 0.03},
     "pgd": {"steps": 10, "restarts": 2},
+    "pgd-ref": {"steps": 10},
     "cw": {"steps": 20},
     "apgd-ce": {"steps": 10},
     "apgd-t": {"steps": 5, "target_classes": 2},

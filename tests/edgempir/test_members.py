@@ -45,6 +45,23 @@ def test_presets_follow_the_paper():
     assert [s.name for s in preset("paper", "fashion-mnist")] == ["w2a4", "w2a4", "fp32"]
     assert [s.name for s in preset("paper", "mnist")] == ["w2a4", "w2a4", "fp32"]
     assert [s.name for s in preset("paper", "cifar10")] == ["w4a2", "w2a2", "fp32"]
+    # edge: the same bit widths, other quantizers and recipe
+    assert [s.name for s in preset("edge", "cifar10")] == ["w4a2", "w2a2", "fp32"]
+
+
+def test_presets_choose_quantizers_and_recipe():
+    from edgempir.members import DEFAULT_PRESET, PRESET_QUANTIZER, preset_recipe
+
+    assert DEFAULT_PRESET == "edge"  # the main job's members (README, "Presets")
+    assert PRESET_QUANTIZER == {"edge": "edge", "paper": "dorefa"}
+    assert preset_recipe("paper", "mnist") == {"epochs": 15, "schedule": "constant",
+                                               "label_smoothing": 0.0, "augment": "none"}
+    assert preset_recipe("paper", "cifar10")["epochs"] == 6
+    assert preset_recipe("paper", "cifar10")["label_smoothing"] == 0.1
+    assert preset_recipe("edge", "fashion-mnist") == {"epochs": 5, "schedule": "cosine",
+                                                      "label_smoothing": 0.0}
+    with pytest.raises(SpecError, match="unknown preset"):
+        preset_recipe("papers", "mnist")
 
 
 def test_only_one_member_source():

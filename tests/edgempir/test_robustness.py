@@ -68,6 +68,11 @@ def test_eps_parsing_and_defaults():
     assert parse_eps_list(None, "cifar10") == [8 / 255]
     assert parse_eps_list("0.05, 0.1,0.2", "mnist") == [0.05, 0.1, 0.2]
     assert parse_eps_list("8/255", "mnist") == [8 / 255]
+    # protocol paper: the reference's eps per data set
+    assert parse_eps_list(None, "mnist", "paper") == [0.3]
+    assert parse_eps_list(None, "fashion-mnist", "paper") == [0.3]
+    assert parse_eps_list(None, "cifar10", "paper") == [0.1]
+    assert parse_eps_list("0.2", "cifar10", "paper") == [0.2]
     for bad in ("0", "-0.1", "1.5", "x", "1/0"):
         with pytest.raises(AttackError, match="eps"):
             parse_eps_list(bad, "mnist")
@@ -79,9 +84,13 @@ def test_configurations_follow_the_issue():
     by = {p.name: p for p in paper.plan}
     assert by["bim"].params == {"steps": 40, "step_size": 0.01}
     assert by["pgd"].params["steps"] == 40 and by["pgd"].params["step_size"] == 0.01
-    assert by["cw"].params == {"steps": 50, "lr": 0.1, "initial_const": 10.0}
+    assert by["cw"].params == {"steps": 50, "lr": 0.1, "initial_const": 10.0,
+                               "abort_early": True}
     assert by["bim"].ensemble_source == by["cw"].ensemble_source == "reference"
-    assert by["fgsm"].ensemble_source == by["pgd"].ensemble_source == "surrogate"
+    assert by["fgsm"].ensemble_source == by["pgd"].ensemble_source == "agreeing"
+    assert by["pgd"].attack == "pgd-ref"  # unclipped random start (tests/.../paper_protocol)
+    assert all(p.labels == "predicted" for p in paper.plan)
+    assert paper.n is None and "whole test set" in paper.label
     adaptive = get_config("adaptive", "standard")
     names = [p.name for p in adaptive.plan]
     assert names == ["pgd", "apgd-ce", "apgd-t", "fab-t", "square"]

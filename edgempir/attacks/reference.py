@@ -1,0 +1,37 @@
+"""Attack variants of the EMPIR reference code (protocol ``paper`` only).
+
+``pgd-ref``: CleverHans' ``MadryEtAl.attack`` as bundled by sancharisen/EMPIR
+(``cleverhans/attacks.py``): the random start ``x + U(-eps, eps)`` is *not* clipped to
+[0, 1], so the first gradient is taken outside the image domain; every step then clips to
+[0, 1] and to the eps ball. One start, no restarts (the reference's).
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from edgempir.attacks.base import Attack, Decide
+from edgempir.attacks.pgd import input_gradient, sign_gradient_ascent
+
+
+class PGDReference(Attack):
+    name: ClassVar[str] = "pgd-ref"
+    norm: ClassVar[str] = "Linf"
+    defaults: ClassVar[dict] = {"steps": 40, "step_size": 0.01}
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                decide: Decide | None) -> torch.Tensor:
+        steps = int(self.steps)
+        if steps < 1:
+            return x.clone()
+        gen = torch.Generator().manual_seed(self.seed)
+        start = x + (2 * torch.rand(x.shape, generator=gen, dtype=x.dtype) - 1) * self.eps
+        lo = (x - self.eps).clamp(min=0.0)
+        hi = (x + self.eps).clamp(max=1.0)
+        # first step from the unclipped start, then ordinary projected steps
+        first = (start + float(self.step_size) * input_gradient(model, start, y).sign())
+        adv = first.clamp(min=lo, max=hi)
+        return sign_gradient_ascent(model, x, y, self.eps, float(self.step_size), steps - 1,
+                                    start=adv)
