@@ -210,7 +210,6 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
     from edgempir import rundir
     from edgempir.data import load_dataset
     from edgempir.fsutil import atomic_dir, sha256_file
-
     from edgempir.vote import REJECT_POLICIES
 
     if reject_policy not in REJECT_POLICIES:
@@ -378,15 +377,13 @@ def validate_bundle(root: Path, ens, members: list, calib: dict, ort_prof: dict,
     the graph's ``accepted`` against numpy's rule on the graph's own member outputs.
     """
     import torch
-
-    from edgempir.ensemble import accepted as torch_accepted
-    from edgempir.vote import accepted
     from edgempir.calib.npz import INPUT_NAME, LABEL_NAME, read_set
     from edgempir.targets import packing
     from edgempir.targets.onnx_export import agreement_report, check_agreement, torch_member_logits
     from edgempir.targets.onnxruntime import OrtModel
 
-    from edgempir.vote import vote
+    from edgempir.ensemble import accepted as torch_accepted
+    from edgempir.vote import accepted, vote
 
     def external(rel: str) -> dict:
         return packing.external_initializers(root, storage, rel)

@@ -6,8 +6,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from edgempir.targets.graph import ACCEPTED, CLASS_IDS, MEMBER_LOGITS, add_accepted, \
-    merge_ensemble
+from edgempir.targets.graph import ACCEPTED, CLASS_IDS, MEMBER_LOGITS, add_accepted, merge_ensemble
 from edgempir.targets.onnxruntime import make_session
 from onnx import TensorProto, helper, numpy_helper
 
