@@ -145,8 +145,13 @@ def test_report_schema_and_contract(evaluated_run):
     assert "mean_of_attacks" in paper["results"][0]
     adaptive = _report(run, "adaptive")
     atk = adaptive["results"][0]["attacks"]
-    assert {"pgd", "apgd-ce", "square", "transfer-m0", "transfer-m1", "transfer-m2"} <= set(atk)
-    assert atk["square"]["mode"] == "cascade"
+    assert {"pgd", "vote-pgd", "apgd-ce", "square", "transfer-m0", "transfer-m1",
+            "transfer-m2"} <= set(atk)
+    assert atk["square"]["mode"] == "cascade" and atk["vote-pgd"]["mode"] == "cascade"
+    assert "coalitions of members that decide the vote" in atk["vote-pgd"]["gradients"]
+    # the aimed attack ran on what PGD left robust, and can only lower the figure
+    assert atk["vote-pgd"]["n_attacked"]["ensemble"] <= 40
+    assert atk["vote-pgd"]["ensemble"] <= atk["pgd"]["ensemble"]
     # larger eps, lower (or equal) worst case
     r = adaptive["results"]
     assert r[1]["worst_case"]["ensemble"] <= r[0]["worst_case"]["ensemble"]
