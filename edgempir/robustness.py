@@ -982,7 +982,8 @@ def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, dat
         report_path = eval_dir / f"{cfg.protocol}-{cfg.name}.json"
         atomic_write_json(report_path, report)
         files.append(write_model_card(run, cfg.protocol, cfg.name,
-                                      model_card(report, manifest, run.name)))
+                                      model_card(report, manifest, run.name,
+                                                 reports.get("paper"))))
         if reject:
             plot = eval_dir / f"risk-coverage-{cfg.name}.png"
             risk_coverage_plot(report, plot)
