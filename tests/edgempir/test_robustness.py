@@ -302,12 +302,12 @@ def test_reject_report_table_plot_and_model_card(evaluated_run):
     assert rej["n"] == 40 and rej["eps"] == 0.1 and rej["protocol"] == "adaptive"
     pol = rej["policies"]
     assert set(pol) == {"majority", "unanimous", "fp32-threshold"}
-    # majority never rejects; under attack it is the protocol's worst case
+    # majority never rejects; under attack it is at least the protocol's worst case (the
+    # policies' own attackers may add examples that break the vote too)
     assert pol["majority"]["clean_rejection_rate"] == 0.0
     assert pol["majority"]["clean_accuracy_on_accepted"] == pytest.approx(
         res["clean"]["ensemble"])
-    assert pol["majority"]["wrong_and_accepted"] == pytest.approx(
-        1 - res["worst_case"]["ensemble"])
+    assert pol["majority"]["wrong_and_accepted"] >= 1 - res["worst_case"]["ensemble"] - 1e-9
     # equal clean rejection rates (up to ties of the fp32 confidence)
     assert abs(pol["fp32-threshold"]["clean_rejection_rate"]
                - pol["unanimous"]["clean_rejection_rate"]) <= 1 / 40 + 1e-9
