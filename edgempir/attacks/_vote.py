@@ -103,7 +103,7 @@ def coalition_loss(c: Coalition, logits: torch.Tensor, y: torch.Tensor, t: torch
 
 
 def success_fn(view: MembersView, mode: str) -> Callable[[torch.Tensor, torch.Tensor],
-                                                          torch.Tensor]:
+                                                         torch.Tensor]:
     """Per-sample success on member logits: the decision is wrong (``decisive``), or every
     member votes the same wrong class (``all``: wrong *and accepted* by ``unanimous``)."""
     if mode == "all":
@@ -123,8 +123,9 @@ def likeliest_wrong(logits: torch.Tensor, members: tuple[int, ...], y: torch.Ten
     return probs.topk(min(k, probs.shape[1] - 1), dim=1).indices
 
 
-#: an ascent: (loss_fn(logits) -> [b], success(logits) -> [b] bool, x, start) ->
-#: (last iterate, first successful iterate or last, success [b])
+#: an ascent: (logits_fn, loss_fn(logits, rows) -> [b], success(logits, rows) -> [b] bool,
+#: x) -> (first successful iterate or the last one, success [n]); ``rows`` index the
+#: samples of ``x`` that the logits belong to (an ascent may drop finished samples)
 Ascent = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -149,10 +150,13 @@ def aimed_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, decide: Dec
                 return best
             ys, ts = y[todo], targets[todo, k]
 
-            def loss_fn(logits, ys=ys, ts=ts, c=c):
-                return coalition_loss(c, logits, ys, ts, kappa, reduce)
+            def loss_fn(logits, rows, ys=ys, ts=ts, c=c):
+                return coalition_loss(c, logits, ys[rows], ts[rows], kappa, reduce)
 
-            adv, hit = ascent(view.logits, loss_fn, lambda lg, ys=ys: success(lg, ys), x[todo])
+            def won(logits, rows, ys=ys):
+                return success(logits, ys[rows])
+
+            adv, hit = ascent(view.logits, loss_fn, won, x[todo])
             if decide is not None and mode == "decisive":
                 hit = hit & (decide(adv) != ys)   # the caller's word on the deployed decision
             best[todo] = adv

@@ -31,9 +31,18 @@ def apgd_descent(logits_fn, loss_fn, success, x, eps: float, steps: int, rho: fl
     lo, hi = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)
     view = (-1,) + (1,) * (x.ndim - 1)
     hit = torch.zeros(len(x), dtype=torch.bool)
+    every = torch.arange(len(x))
     cur = x.clone()
     found = cur.clone()
-    loss, grad = tracked_step(logits_fn, loss_fn, success, cur, hit, found)
+
+    def step_at(point):
+        loss, grad, ok = tracked_step(logits_fn, loss_fn, success, point, every)
+        new = ok & ~hit
+        found[new] = point[new]
+        hit[new] = True
+        return loss, grad
+
+    loss, grad = step_at(cur)
     best, best_loss, best_grad = cur.clone(), loss.clone(), grad.clone()
     eta = torch.full((len(x),), 2 * eps)
     prev = cur.clone()
@@ -45,7 +54,7 @@ def apgd_descent(logits_fn, loss_fn, success, x, eps: float, steps: int, rho: fl
         nxt = z if k == 0 else (cur + alpha * (z - cur) + (1 - alpha) * (cur - prev)
                                 ).clamp(min=lo, max=hi)
         prev, cur = cur, nxt
-        new_loss, grad = tracked_step(logits_fn, loss_fn, success, cur, hit, found)
+        new_loss, grad = step_at(cur)
         lowered += (new_loss < loss).float()
         loss = new_loss
         better = loss < best_loss

@@ -16,31 +16,36 @@ from edgempir.attacks._vote import aimed_search
 from edgempir.attacks.base import Attack, Decide
 
 
-def tracked_step(logits_fn, loss_fn, success, adv, hit, found):
-    """One forward at ``adv``: record newly successful samples, return (loss [b], grad)."""
+def tracked_step(logits_fn, loss_fn, success, adv, idx):
+    """One forward and backward at ``adv`` (the rows ``idx`` of the search's batch):
+    (loss [b], input gradient, success [b] of ``adv`` itself)."""
     adv = adv.detach().requires_grad_(True)
     logits = logits_fn(adv)
     with torch.no_grad():
-        new = success(logits.detach()) & ~hit
-        found[new] = adv.detach()[new]
-        hit |= new
-    loss = loss_fn(logits)
+        ok = success(logits.detach(), idx)
+    loss = loss_fn(logits, idx)
     (grad,) = torch.autograd.grad(loss.sum(), adv)
-    return loss.detach(), grad
+    return loss.detach(), grad, ok
 
 
 def sign_descent(logits_fn, loss_fn, success, x, start, eps: float, step: float, steps: int):
     """Projected sign-gradient descent on ``loss_fn``; (first successful iterate or the last
-    one, success)."""
+    one, success). A sample leaves the batch once it succeeds (the cost is then the
+    unbroken samples', as in a cascade)."""
     lo, hi = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)
     adv = start.clamp(min=lo, max=hi)
     found = adv.clone()
     hit = torch.zeros(len(x), dtype=torch.bool)
+    active = torch.arange(len(x))
     for k in range(steps + 1):
-        _, grad = tracked_step(logits_fn, loss_fn, success, adv, hit, found)
-        if k == steps or bool(hit.all()):
+        sub = adv[active]
+        _, grad, ok = tracked_step(logits_fn, loss_fn, success, sub, active)
+        found[active[ok]], hit[active[ok]] = sub[ok], True
+        keep = ~ok
+        active, sub, grad = active[keep], sub[keep], grad[keep]
+        if k == steps or active.numel() == 0:
             break
-        adv = (adv - step * grad.sign()).clamp(min=lo, max=hi)
+        adv[active] = (sub - step * grad.sign()).clamp(min=lo[active], max=hi[active])
     found[~hit] = adv[~hit]
     return found, hit
 
