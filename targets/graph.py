@@ -16,6 +16,9 @@ Where: ops that ONNX Runtime and TensorRT both take (no OneHot, no loops).
 
 Every name inside member i (nodes, values, initializers) gets the prefix ``m{i}/`` so the
 branches cannot collide; the shared input keeps its name.
+
+``add_accepted(model, policy)`` then appends the reject policy's ``accepted`` output (bool
+[B]; docs/BUNDLE.md), computed from ``member_logits`` and ``class_ids`` only.
 """
 from __future__ import annotations
 
