@@ -13,7 +13,10 @@ Examples:
   edgempir eval runs/fm --protocol paper --attacks fgsm,pgd --n 500
 \b
 Writes RUN/eval/<protocol>-<config>.json (schema edgempir.eval v1, docs/EVAL.md),
-RUN/eval/adv-<protocol>.npz, RUN/eval/table-<config>.txt and RUN/eval/acc-vs-eps.png.
+RUN/eval/model-card-<protocol>-<config>.json (RobustBench's model-info fields),
+RUN/eval/adv-<protocol>.npz, RUN/eval/table-<config>.txt and RUN/eval/acc-vs-eps.png;
+protocol adaptive also measures the reject policies (majority, unanimous, fp32 threshold)
+under attackers aimed at them: RUN/eval/risk-coverage-<config>.png.
 Finished attacks are kept in RUN/eval/partial/: rerun the same command to resume.
 """
 
@@ -80,6 +83,12 @@ def command(run_dir, protocol, config_name, attacks, eps, n, seed, batch_size, d
                                "files": [str(f) for f in result.files]}, indent=2))
         return
     click.echo(eval_tables(result.reports))
+    from edgempir.reject import reject_table
+
+    for rep in result.reports.values():
+        if "reject" in rep:
+            click.echo("")
+            click.echo(reject_table(rep))
     click.echo("")
     for f in result.files:
         click.echo(f"wrote {f}")

@@ -31,9 +31,13 @@ Examples:
               "(for the calibration and clean sets).")
 @click.option("--n-calib", default=512, type=click.IntRange(1), help="Calibration images "
               "drawn from the training split.")
+@click.option("--reject-policy", type=click.Choice(["majority", "unanimous"]),
+              default="majority", show_default=True,
+              help="Rule of the ensemble graph's 'accepted' output: majority accepts every "
+                   "vote; unanimous only votes all members agree on (docs/BUNDLE.md).")
 @seed_option
 @json_option
-def command(run, target, out, force, data_dir, n_calib, seed, as_json):
+def command(run, target, out, force, data_dir, n_calib, seed, reject_policy, as_json):
     """Export an evaluated run as a bundle for one target, validated against PyTorch."""
     require_host("export")
     import warnings
@@ -45,6 +49,7 @@ def command(run, target, out, force, data_dir, n_calib, seed, as_json):
 
     manifest = export_bundle(run, target, out, force=force, data_dir=data_dir, n_calib=n_calib,
                              seed=seed, progress=not as_json and sys.stderr.isatty(),
+                             reject_policy=reject_policy,
                              echo=lambda s: None)
     if as_json:
         click.echo(json.dumps(manifest, indent=2))

@@ -16,7 +16,8 @@ LABEL_NAME = "label"
 # the ensemble graph's outputs, in order, and each member graph's one output
 CLASS_IDS = "class_ids"
 MEMBER_LOGITS = "member_logits"
-ENSEMBLE_OUTPUTS = (CLASS_IDS, MEMBER_LOGITS)
+ACCEPTED = "accepted"      # the reject policy's verdict per row (docs/BUNDLE.md)
+ENSEMBLE_OUTPUTS = (CLASS_IDS, MEMBER_LOGITS, ACCEPTED)
 MEMBER_OUTPUT = "logits"
 
 

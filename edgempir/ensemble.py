@@ -34,6 +34,18 @@ def vote_scores(member_logits: torch.Tensor, reference: int) -> torch.Tensor:
     return nn.functional.one_hot(decision, c).to(member_logits.dtype)
 
 
+def accepted(member_logits: torch.Tensor, policy: str) -> torch.Tensor:
+    """[B] bool: the reject policy's verdict on the vote (``edgempir.vote.accepted``)."""
+    from edgempir.vote import REJECT_POLICIES
+
+    preds = member_logits.argmax(dim=2)
+    if policy == "majority":
+        return torch.ones(preds.shape[1], dtype=torch.bool, device=preds.device)
+    if policy == "unanimous":
+        return (preds == preds[:1]).all(dim=0)
+    raise SpecError(f"unknown reject policy {policy!r}; known: {', '.join(REJECT_POLICIES)}")
+
+
 def combine(member_logits: torch.Tensor, combiner: str, reference: int) -> torch.Tensor:
     if combiner == "vote":
         return vote_scores(member_logits, reference)

@@ -51,9 +51,11 @@ class Planned:
     """One attack of a configuration.
 
     ``ensemble_source``: where the ensemble's gradients come from: ``surrogate`` (mean
-    softmax), ``reference`` (the vote's reference member, the fp32 one: the paper's BIM/CW)
-    or ``agreeing`` (mean softmax of the members agreeing with the vote: the paper's
-    FGSM/PGD, :class:`edgempir.ensemble.AgreeingMembersAverage`).
+    softmax), ``reference`` (the vote's reference member, the fp32 one: the paper's BIM/CW),
+    ``agreeing`` (mean softmax of the members agreeing with the vote: the paper's
+    FGSM/PGD, :class:`edgempir.ensemble.AgreeingMembersAverage`) or ``vote`` (the ensemble
+    itself: the attack reads every member's logits and aims at the coalitions that decide
+    the vote, ``edgempir.attacks._vote``).
     ``labels``: what the attack moves away from: ``true`` labels, or ``predicted`` (the
     reference's: the vote's clean decision for the ensemble, a member's own clean
     prediction when it is attacked alone).
@@ -94,6 +96,7 @@ class Config:
     plan: tuple[Planned, ...]
     pool: str                     # worst case over "all" example sets, or "aimed" ones only
     checks: dict | None = None    # masking-check settings (adaptive only)
+    reject: dict | None = None    # reject-policy settings: aimed attacks' steps and targets
 
     @property
     def label(self) -> str:
@@ -122,14 +125,17 @@ def _paper_plan(members: str) -> tuple[Planned, ...]:
 
 def _adaptive_plan(pgd_steps: int, restarts: int, apgd_steps: int, targeted: bool,
                    square_queries: int, members_everywhere: bool,
-                   member_pgd_steps: int | None = None) -> tuple[Planned, ...]:
+                   member_pgd_steps: int | None = None,
+                   vote_attacks: tuple[Planned, ...] = ()) -> tuple[Planned, ...]:
     """PGD first on everything (aimed at the ensemble and at each member: the transfer
-    sources), then AutoAttack's components in cascade on what is still robust."""
+    sources), then the attacks aimed at the vote, then AutoAttack's components, in cascade
+    on what is still robust."""
     more = "all" if members_everywhere else "none"
     member_params = {"steps": member_pgd_steps} if member_pgd_steps else {}
     plan = [Planned("pgd", "pgd", {"steps": pgd_steps, "rel_step": 0.25, "step_size": None,
                                    "random_start": True, "restarts": restarts},
                     member_params=member_params),
+            *vote_attacks,
             Planned("apgd-ce", "apgd-ce", {"steps": apgd_steps, "restarts": 1}, members=more,
                     cascade=True)]
     if targeted:
@@ -139,6 +145,22 @@ def _adaptive_plan(pgd_steps: int, restarts: int, apgd_steps: int, targeted: boo
                          cascade=True)]
     plan.append(Planned("square", "square", {"n_queries": square_queries, "restarts": 1},
                         members=more, cascade=True))
+    return tuple(plan)
+
+
+def _vote_attacks(steps: int, targets: int, apgd: bool) -> tuple[Planned, ...]:
+    """Targeted searches aimed at the deployed vote (issue 14): every coalition of members
+    that can decide it (for three members: each pair, and the reference with the low-bit
+    pair split) towards each of the ``targets`` likeliest wrong classes, through the members'
+    own gradients, each iterate judged by the real vote; with ``apgd`` also the same searches
+    with APGD's step-size schedule. In cascade: only what the surrogate attacks left robust
+    is searched, so the cost is a few dozen images, not n."""
+    plan = [Planned("vote-pgd", "vote-pgd", {"steps": steps, "rel_step": 0.1, "targets": targets,
+                                             "random_start": True},
+                    ensemble_source="vote", members="none", cascade=True)]
+    if apgd:
+        plan.append(Planned("vote-apgd", "vote-apgd", {"steps": steps, "targets": targets},
+                            ensemble_source="vote", members="none", cascade=True))
     return tuple(plan)
 
 
@@ -153,16 +175,22 @@ CONFIGS: dict[tuple[str, str], Config] = {
         300, _paper_plan("reference"), pool="aimed"),
     ("adaptive", "standard"): Config(
         "adaptive", "standard",
-        "PGD-100 x5 restarts, AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square 5000 "
-        "queries), transfer from each member",
-        1000, _adaptive_plan(100, 5, 100, True, 5000, True), pool="all",
-        checks={"n": 200, "large_eps": 0.5, "large_eps_steps": 50, "more_steps_factor": 2}),
+        "PGD-100 x5 restarts, vote-PGD-100 and vote-APGD-100 aimed at the vote (3 likeliest "
+        "wrong classes), AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square 5000 queries), "
+        "transfer from each member",
+        1000, _adaptive_plan(100, 5, 100, True, 5000, True,
+                             vote_attacks=_vote_attacks(100, 3, apgd=True)), pool="all",
+        checks={"n": 200, "large_eps": 0.5, "large_eps_steps": 50, "more_steps_factor": 2},
+        reject={"steps": 100, "targets": 3}),
     ("adaptive", "quick"): Config(
         "adaptive", "quick",
         "default n 300, PGD-50 x1 on the ensemble, PGD-40 on each member (transfer), "
-        "APGD-CE-50 and Square 300 queries on the ensemble only; no APGD-T, no FAB-T",
-        300, _adaptive_plan(50, 1, 50, False, 300, False, member_pgd_steps=40), pool="all",
-        checks={"n": 32, "large_eps": 0.5, "large_eps_steps": 10, "more_steps_factor": 2}),
+        "vote-PGD-50 aimed at the vote (2 likeliest wrong classes), APGD-CE-50 and Square "
+        "300 queries on the ensemble only; no APGD-T, no FAB-T, no vote-APGD",
+        300, _adaptive_plan(50, 1, 50, False, 300, False, member_pgd_steps=40,
+                            vote_attacks=_vote_attacks(50, 2, apgd=False)), pool="all",
+        checks={"n": 32, "large_eps": 0.5, "large_eps_steps": 10, "more_steps_factor": 2},
+        reject={"steps": 50, "targets": 2}),
 }
 CONFIG_NAMES = ("standard", "quick")
 
@@ -265,7 +293,7 @@ class Job:
 def _jobs(plan: tuple[Planned, ...], n_members: int, reference: int) -> list[Job]:
     jobs: list[Job] = []
     for p in plan:
-        ens_source = {"surrogate": "surrogate", "agreeing": "agreeing"}.get(
+        ens_source = {"surrogate": "surrogate", "agreeing": "agreeing", "vote": "vote"}.get(
             p.ensemble_source, f"m{reference}")
         predicted = p.labels == "predicted"
         by_source: dict[str, Job] = {ens_source: Job(p, ens_source, ["ensemble"],
@@ -329,6 +357,8 @@ class Evaluator:
 
             self.agreeing = self.agreeing or AgreeingMembersAverage(self.ens).eval()
             return self.agreeing
+        if source == "vote":
+            return self.ens  # the attack reads the members' logits (attacks aimed at the vote)
         return self.surrogate if source == "surrogate" else self.ens.members[int(source[1:])]
 
     def attack_labels(self, job: Job):
@@ -340,7 +370,7 @@ class Evaluator:
         return self.torch.from_numpy(self.clean_pred[row].astype(np.int64))
 
     def decide_fn(self, job: Job) -> Callable | None:
-        if job.planned.judge == "own" or job.source != "surrogate":
+        if job.planned.judge == "own" or job.source not in ("surrogate", "vote"):
             return None  # the attacked model's own argmax (a member alone; paper's rules)
         ens = self.ens
 
@@ -349,13 +379,14 @@ class Evaluator:
                 return ens(xb).argmax(dim=1)
         return decide
 
-    def score(self, x_adv) -> tuple[np.ndarray, np.ndarray]:
-        """Predictions [targets, n] (ensemble with its real combiner, then members) and the
-        surrogate's probability of the true class (to rank failed attempts)."""
+    def score(self, x_adv) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predictions [targets, n] (ensemble with its real combiner, then members), the
+        surrogate's probability of the true class (to rank failed attempts) and the reference
+        member's top softmax probability (the fp32 threshold's confidence, ``reject``)."""
         from edgempir.ensemble import combine
 
         torch = self.torch
-        preds, p_true = [], []
+        preds, p_true, ref_conf = [], [], []
         with torch.no_grad():
             for s in range(0, len(x_adv), self.batch_size):
                 xb = x_adv[s:s + self.batch_size]
@@ -365,7 +396,9 @@ class Evaluator:
                 probs = logits.softmax(dim=2).mean(dim=0)
                 yb = self.y[s:s + self.batch_size]
                 p_true.append(probs.gather(1, yb[:, None])[:, 0].numpy())
-        return np.concatenate(preds, axis=1), np.concatenate(p_true)
+                ref_conf.append(logits[self.ens.reference].softmax(dim=1).amax(dim=1).numpy())
+        return (np.concatenate(preds, axis=1), np.concatenate(p_true),
+                np.concatenate(ref_conf))
 
     # ---------------------------------------------------------------- one attack run
     def run_job(self, job: Job, eps: float | None, mask: np.ndarray):
@@ -442,19 +475,20 @@ class Evaluator:
             rows = [self.targets.index(t) for t in job.aims]
             mask = worst.still_robust(rows) if p.cascade else np.ones(len(y), dtype=bool)
             if not p.bounded and job.key in unbounded_cache:
-                x_adv, preds, p_true = unbounded_cache[job.key]
+                x_adv, preds, p_true, ref_conf = unbounded_cache[job.key]
             else:
                 x_adv, _ = self.run_job(job, eps if p.bounded else None, mask)
-                preds, p_true = self.score(x_adv)
+                preds, p_true, ref_conf = self.score(x_adv)
                 if not p.bounded:  # CW-L2 ignores eps: run once, reuse at every eps
-                    unbounded_cache[job.key] = (x_adv, preds, p_true)
+                    unbounded_cache[job.key] = (x_adv, preds, p_true, ref_conf)
             ok = preds == y[None]
             values = worst.add(ok, rows, cascade=p.cascade, bounded=p.bounded)
             for t, r in zip(job.aims, rows):
                 rec = records.setdefault(p.name, {"_n_attacked": {}})
                 rec[t] = values[r]
                 rec["_n_attacked"][t] = int(mask.sum())
-            per_set[job.key] = {"ok": ok, "source": job.source}
+            per_set[job.key] = {"ok": ok, "source": job.source, "bounded": p.bounded,
+                                "preds": preds, "ref_conf": ref_conf}
             if job.key == "pgd@surrogate":  # the more-steps check continues from these
                 per_set[job.key]["x_adv"] = x_adv.numpy()
             if chosen is not None and p.bounded and (self.config.pool == "all"
@@ -531,6 +565,8 @@ def _source_label(source: str, ens) -> str:
         return "ensemble (mean-softmax surrogate)"
     if source == "agreeing":
         return "ensemble (mean softmax of the members agreeing with the vote)"
+    if source == "vote":
+        return "ensemble (aimed at the vote)"
     i = int(source[1:])
     return f"member {i} ({ens.specs[i]})"
 
@@ -543,6 +579,9 @@ def _gradients_label(p: Planned, ens) -> str:
         ens_part = ("ensemble: mean softmax probabilities of the members agreeing with the "
                     "vote, recomputed at every step, under cross-entropy as if they were "
                     "logits (the reference code's combinedAvgCorrectProb and loss)")
+    elif p.ensemble_source == "vote":
+        ens_part = ("ensemble: each member's own gradients through the straight-through "
+                    "quantizers, targeted at the coalitions of members that decide the vote")
     elif p.attack == "square":
         ens_part = "ensemble: queries to the mean-softmax surrogate (no gradients)"
     else:
@@ -771,6 +810,16 @@ def _attacked_ok(ev: Evaluator, craft, xs, ys, desc: str, what: dict) -> np.ndar
     """Per-sample correctness of the ensemble's real decision on ``craft``'s examples
     (``craft(x_batch, y_batch, slice)``); the examples are kept for resume."""
     torch = ev.torch
+    x_adv = _crafted(ev, craft, xs, ys, desc, what)
+    with torch.no_grad():
+        pred = torch.cat([ev.ens(torch.from_numpy(x_adv[s:s + ev.batch_size])).argmax(1)
+                          for s in range(0, len(x_adv), ev.batch_size)])
+    return (pred == ys).numpy()
+
+
+def _crafted(ev: Evaluator, craft, xs, ys, desc: str, what: dict) -> np.ndarray:
+    """``craft``'s examples for ``xs`` in batches, kept under partial/checks for resume."""
+    torch = ev.torch
     fingerprint = _digest({"run": ev.run_fingerprint, "subset": ev.subset_digest, "n": len(ys),
                            "batch": ev.batch_size, "seed": ev.seed, "what": what})
     path = ev.partial_dir / "checks" / f"{_digest(desc)[:16]}.npz"
@@ -788,10 +837,48 @@ def _attacked_ok(ev: Evaluator, craft, xs, ys, desc: str, what: dict) -> np.ndar
         _save_partial(path, fingerprint, x_adv, time.perf_counter() - t0)
     else:
         x_adv = cached[0]
-    with torch.no_grad():
-        pred = torch.cat([ev.ens(torch.from_numpy(x_adv[s:s + ev.batch_size])).argmax(1)
-                          for s in range(0, len(x_adv), ev.batch_size)])
-    return (pred == ys).numpy()
+    return x_adv
+
+
+# ------------------------------------------------------------------ reject policies
+def reject_report(ev: Evaluator, eps: float, clean: dict, settings: dict) -> dict:
+    """The reject policies of ``edgempir.reject`` on the evaluator's images at ``eps``: the
+    aimed attacks (unanimous: every member to one wrong class; fp32 threshold: confident
+    wrong answers of the reference member), pooled with every L-inf set of the protocol."""
+    from edgempir import reject
+    from edgempir.attacks import make_attack
+
+    torch = ev.torch
+    y = ev.y.numpy()
+    sets = [{"preds": s["preds"], "ref_conf": s["ref_conf"]} for s in ev.last_sets.values()
+            if s["bounded"]]
+    steps, targets = int(settings["steps"]), int(settings["targets"])
+    # unanimous: only where no example so far is a unanimous wrong answer (a cascade)
+    done = np.any([reject.accepted_unanimous(s["preds"][1:]) & (s["preds"][1] != y)
+                   for s in [clean, *sets]], axis=0)
+    aimed = {"unanimous": (make_attack("vote-pgd", eps=eps, seed=ev.seed, steps=steps,
+                                       targets=targets, coalitions="all"), ev.ens, ~done),
+             "fp32-threshold": (make_attack("confident-pgd", eps=eps, seed=ev.seed,
+                                            steps=steps, targets=targets),
+                                ev.ens.members[ev.ens.reference], np.ones(len(y), bool))}
+    for policy, (attack, model, mask) in aimed.items():
+        rows = torch.from_numpy(np.flatnonzero(mask))
+        x_adv = ev.x.clone()
+        if len(rows):
+            def craft(xb, yb, sl, attack=attack, model=model):
+                return attack(model, xb, yb)
+
+            x_adv[rows] = torch.from_numpy(_crafted(
+                ev, craft, ev.x[rows], ev.y[rows], f"reject {policy} eps={eps:g}",
+                {**attack.describe(), "rows": hashlib.sha256(
+                    np.flatnonzero(mask).tobytes()).hexdigest()}))
+        preds, _, ref_conf = ev.score(x_adv)
+        sets.append({"preds": preds, "ref_conf": ref_conf})
+    figures = reject.policy_figures(y, clean, sets, ev.ens.reference)
+    return {"eps": eps, "n": len(y), "protocol": ev.config.protocol,
+            "tuned": "fp32 threshold tuned on these clean images to the clean rejection "
+                     "rate of unanimous",
+            "aimed_attack_params": {"steps": steps, "targets": targets}, **figures}
 
 
 # ------------------------------------------------------------------ entry point
@@ -840,8 +927,10 @@ def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, dat
     from edgempir.calib import write_set
     from edgempir.data import load_dataset, to_float
     from edgempir.fsutil import atomic_write_json, atomic_write_text, sha256_file
+    from edgempir.model_card import model_card
+    from edgempir.reject import reject_table, risk_coverage_plot
     from edgempir.report import accuracy_plot, eval_tables
-    from edgempir.rundir import load_run
+    from edgempir.rundir import load_run, write_model_card
 
     run = Path(run_dir)
     # validate everything cheap before loading anything heavy
@@ -886,8 +975,9 @@ def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, dat
         ev = Evaluator(ens, x, y, indices, cfg, plan, seed=seed, batch_size=batch_size,
                        partial_dir=partial_dir, run_fingerprint=run_fingerprint,
                        progress=progress, echo=echo)
-        clean_pred, _ = ev.score(x)
+        clean_pred, _, clean_conf = ev.score(x)
         unbounded: dict = {}
+        reject = None
         results = []
         examples = None
         checks: list[dict] = []
@@ -898,6 +988,12 @@ def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, dat
                 examples = res.pop("_examples")
                 if cfg.checks:
                     checks = masking_checks(ev, e, res, cfg.checks)
+                # majority's aimed attacker is vote-pgd: no reject report without it
+                if cfg.reject and any(p.name == "vote-pgd" for p in plan):
+                    # overrides["reject"] (Python API) shortens the aimed attacks like others
+                    settings = {**cfg.reject, **(overrides or {}).get("reject", {})}
+                    reject = reject_report(ev, e, {"preds": clean_pred, "ref_conf": clean_conf},
+                                           settings)
             results.append(res)
         report = {
             "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
@@ -916,6 +1012,7 @@ def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, dat
             "worst_case_over": ev.worst_case_over(),
             "results": results,
             "masking_checks": checks,
+            **({"reject": reject} if reject else {}),
             "adversarial_examples": f"adv-{cfg.protocol}.npz",
             "versions": versions(),
             "seconds": round(time.perf_counter() - t0, 2),
@@ -923,6 +1020,13 @@ def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, dat
         }
         report_path = eval_dir / f"{cfg.protocol}-{cfg.name}.json"
         atomic_write_json(report_path, report)
+        files.append(write_model_card(run, cfg.protocol, cfg.name,
+                                      model_card(report, manifest, run.name,
+                                                 reports.get("paper"))))
+        if reject:
+            plot = eval_dir / f"risk-coverage-{cfg.name}.png"
+            risk_coverage_plot(report, plot)
+            files.append(plot)
         adv_path = eval_dir / f"adv-{cfg.protocol}.npz"
         write_set(adv_path, examples, y.numpy(), index=indices.astype(np.int64),
                   eps=np.float32(eps_list[0]), protocol=np.array(cfg.protocol),
@@ -940,6 +1044,7 @@ def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, dat
                 except (OSError, json.JSONDecodeError):
                     pass
     table = eval_tables(all_reports, manifest)
+    table += "".join(f"\n\n{reject_table(r)}" for r in all_reports.values() if "reject" in r)
     table_path = eval_dir / f"table-{config}.txt"
     atomic_write_text(table_path, table + "\n")
     plot_path = eval_dir / "acc-vs-eps.png"

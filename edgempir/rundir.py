@@ -7,7 +7,7 @@ Layout (docs/FORMATS.md has the full schema)::
       members/<i>-<spec>.safetensors
       checkpoints/<i>-<spec>.safetensors   last finished epoch (weights, optimizer, history)
       train.log
-      eval/...                      written by ``edgempir eval``
+      eval/...                      written by ``edgempir eval`` (model cards: here)
 
 ``train`` builds the run in ``<name>.partial/`` and renames it to ``<name>`` when every
 member is trained, so a kill leaves either the complete run or a partial one that
@@ -219,6 +219,19 @@ def load_run(path: str | os.PathLike, combiner: str | None = None):
     ens.manifest = manifest
     ens.run_dir = run
     return ens
+
+
+def model_card_path(run: str | os.PathLike, protocol: str, config: str) -> Path:
+    return Path(run) / "eval" / f"model-card-{protocol}-{config}.json"
+
+
+def write_model_card(run: str | os.PathLike, protocol: str, config: str, card: dict) -> Path:
+    """The RobustBench-style model card beside an eval report (atomic, like the report)."""
+    from edgempir.fsutil import atomic_write_json
+
+    path = model_card_path(run, protocol, config)
+    atomic_write_json(path, card)
+    return path
 
 
 def build_model_for(arch: str, spec: MemberSpec, data, quantizer: str = "edge"):

@@ -4,6 +4,10 @@ Rule (EMPIR): each member votes its argmax; a class with a strict majority of th
 (at least 2 of 3) wins; with no majority, the reference member (the full-precision one, or
 else the highest-precision one) decides. ``edgempir.ensemble`` implements the same rule in
 torch and the exported ONNX graph implements it with ONNX ops; tests pin all three.
+
+Reject policies (``accepted``; docs/BUNDLE.md, output ``accepted``): ``majority`` accepts
+every vote; ``unanimous`` accepts it only when every member votes the same class. The same
+rule is in ``edgempir.ensemble.accepted`` (torch) and ``targets.graph.add_accepted`` (ONNX).
 """
 from __future__ import annotations
 
@@ -21,3 +25,16 @@ def vote(member_logits: np.ndarray, reference: int) -> np.ndarray:
     top = counts.argmax(axis=1)
     has_majority = counts.max(axis=1) * 2 > m
     return np.where(has_majority, top, preds[reference]).astype(np.int64)
+
+
+REJECT_POLICIES = ("majority", "unanimous")
+
+
+def accepted(member_logits: np.ndarray, policy: str) -> np.ndarray:
+    """``member_logits``: [members, batch, classes] -> [batch] bool: is the vote accepted."""
+    preds = np.asarray(member_logits).argmax(axis=2)
+    if policy == "majority":
+        return np.ones(preds.shape[1], dtype=bool)
+    if policy == "unanimous":
+        return (preds == preds[:1]).all(axis=0)
+    raise ValueError(f"unknown reject policy {policy!r}; known: {', '.join(REJECT_POLICIES)}")

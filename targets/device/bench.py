@@ -266,7 +266,7 @@ def evaluate_set(model, bundle, name: str, arrays: dict, n: int | None, batch_si
                for i in range(logits.shape[0])] if len(y) else []
     vote_agreement = float((vote(logits, bundle.reference_member) == ids).mean()) \
         if len(y) else None
-    return {
+    return {**rejection_figures(model, bundle, name, x, batch_size, same_set),
         "name": name,
         "description": set_description(bundle, name),
         "n": len(y),
@@ -279,6 +279,25 @@ def evaluate_set(model, bundle, name: str, arrays: dict, n: int | None, batch_si
         "member_accuracy": members,
         "vote_agreement": vote_agreement,
     }
+
+
+def rejection_figures(model, bundle, name: str, x: np.ndarray, batch_size: int,
+                      same_set: bool) -> dict:
+    """The deployed engine's rejection rate (its ``accepted`` output) next to the host's,
+    drift flagged like accuracy's; nothing for bundles without the output or a member."""
+    if bundle.reject_policy is None or not hasattr(model, "run_outputs") or not len(x):
+        return {"reject_policy": bundle.reject_policy, "deployed_rejection_rate": None,
+                "host_rejection_rate": None, "rejection_drift_points": None,
+                "rejection_drift": False}
+    acc = np.concatenate([np.asarray(model.run_outputs(x[i:i + batch_size])["accepted"])
+                          for i in range(0, len(x), batch_size)]).astype(bool)
+    deployed = float(1 - acc.mean())
+    host = bundle.host_rejection.get(name)
+    drift = None if host is None else 100.0 * (deployed - host)
+    return {"reject_policy": bundle.reject_policy, "deployed_rejection_rate": deployed,
+            "host_rejection_rate": host, "rejection_drift_points": drift,
+            "rejection_drift": bool(same_set and drift is not None
+                                    and abs(drift) > DRIFT_THRESHOLD_POINTS)}
 
 
 # --------------------------------------------------------------------------- square
@@ -491,6 +510,13 @@ def run_bench(bundle_path: str | os.PathLike, cfg: BenchConfig,
                                      f"host {_pct(s['host_accuracy'])} "
                                      f"({s['drift_points']:+.2f} points, more than "
                                      f"{DRIFT_THRESHOLD_POINTS})"))
+        if s.get("rejection_drift"):
+            warnings.append(_warning("rejection-drift",
+                                     f"{s['name']}: deployed rejection rate "
+                                     f"{_pct(s['deployed_rejection_rate'])} vs host "
+                                     f"{_pct(s['host_rejection_rate'])} "
+                                     f"({s['rejection_drift_points']:+.2f} points, more than "
+                                     f"{DRIFT_THRESHOLD_POINTS}; policy {s['reject_policy']})"))
         if s["vote_agreement"] is not None and s["vote_agreement"] < 1.0:
             warnings.append(_warning("vote-mismatch",
                                      f"{s['name']}: the engine's class ids differ from the "

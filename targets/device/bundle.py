@@ -52,7 +52,7 @@ MANIFEST_KEYS = frozenset({
     "dataset", "arch", "num_classes", "class_names", "combiner", "vote", "reference_member",
     "fp32_member", "ensemble_file", "ensemble_optimized_ops", "members", "calib",
     "host_accuracy", "host_accuracy_how", "eval_info", "validation", "source_run", "versions",
-    "export_seconds", "files", "weight_storage"})
+    "export_seconds", "files", "weight_storage", "reject_policy", "host_rejection"})
 MEMBER_KEYS = frozenset({
     "index", "spec", "weight_bits", "act_bits", "file", "parameters", "weight_bytes", "layers",
     "optimized_ops", "integer_kernels", "passes", "host_clean_accuracy_run"})
@@ -85,6 +85,9 @@ class Bundle:
     ensemble_file: Path
     host_accuracy: dict = field(default_factory=dict)
     eval_info: dict = field(default_factory=dict)
+    #: the ``accepted`` output's rule (docs/BUNDLE.md); None for bundles exported before it
+    reject_policy: str | None = None
+    host_rejection: dict = field(default_factory=dict)
 
     def member_file(self, i: int) -> Path:
         if not isinstance(i, int) or not 0 <= i < len(self.members):
@@ -305,6 +308,7 @@ def verify_bundle(path: str | os.PathLike) -> Bundle:
                                 or not 0.0 <= acc <= 1.0):
             raise _fail(path, f"host_accuracy.{name} = {_short(acc)} is not a fraction in [0, 1]")
     eval_info = _need(manifest, "eval_info", dict, "", path)
+    reject_policy, host_rejection = _reject_fields(path, manifest)
 
     # packed 2/4-bit weights (targets/device/packing.py): the table must add up, and every packed
     # file must be in ``files`` so its sha256 is checked like every other file's
@@ -331,7 +335,27 @@ def verify_bundle(path: str | os.PathLike) -> Bundle:
                   class_names=list(class_names), members=members, specs=specs,
                   reference_member=reference,
                   fp32_member=fp32, ensemble_file=path / ensemble_rel,
-                  host_accuracy=host_accuracy, eval_info=eval_info)
+                  host_accuracy=host_accuracy, eval_info=eval_info,
+                  reject_policy=reject_policy, host_rejection=host_rejection)
+
+
+def _reject_fields(path: Path, manifest: dict) -> tuple[str | None, dict]:
+    """``reject_policy`` (absent in bundles older than the ``accepted`` output) and the
+    host's rejection rate per set."""
+    from edgempir.vote import REJECT_POLICIES
+
+    if "reject_policy" not in manifest:
+        return None, {}
+    policy = _need(manifest, "reject_policy", dict, "", path)
+    name = _need(policy, "name", str, "reject_policy.", path)
+    if name not in REJECT_POLICIES:
+        raise _fail(path, f"reject_policy.name {_short(name)} is unknown (known: "
+                          f"{', '.join(REJECT_POLICIES)})")
+    rates = _need(manifest, "host_rejection", dict, "", path)
+    for key, rate in rates.items():
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate <= 1:
+            raise _fail(path, f"host_rejection.{key} = {_short(rate)} is not a fraction")
+    return name, rates
 
 
 # ------------------------------------------------------------------ ONNX graph checks

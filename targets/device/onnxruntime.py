@@ -277,10 +277,14 @@ class OrtModel:
                                     lead_member=lead_member)
         self.output_names = [o.name for o in self.session.get_outputs()]
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run_outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the graph by name (the ensemble's ``accepted`` included)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        outs = self.session.run(None, {self.input_name: x})
-        named = dict(zip(self.output_names, outs))
+        return dict(zip(self.output_names, self.session.run(None, {self.input_name: x})))
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        named = self.run_outputs(x)
+        outs = [named[n] for n in self.output_names]
         if self.kind == "ensemble":
             return (np.asarray(named[CLASS_IDS], dtype=np.int64),
                     np.asarray(named[MEMBER_LOGITS], dtype=np.float32))

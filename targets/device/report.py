@@ -81,7 +81,12 @@ SCHEMA_SPEC: dict = {
                            "host_accuracy": (int, float, None),
                            "drift_points": (int, float, None), "drift": bool,
                            "member_accuracy": [(int, float, None)],
-                           "vote_agreement": (int, float, None)}]},
+                           "vote_agreement": (int, float, None),
+                           "reject_policy": (str, None),
+                           "deployed_rejection_rate": (int, float, None),
+                           "host_rejection_rate": (int, float, None),
+                           "rejection_drift_points": (int, float, None),
+                           "rejection_drift": bool}]},
     "square": ({"attack": str, "norm": str, "eps": _NUM, "queries": int, "p_init": _NUM,
                 "n": int, "seed": int, "loss": str, "success": str, "description": str,
                 "ensemble": _SQ, "fp32_member": _SQ}, None),
@@ -244,6 +249,14 @@ def format_report(r: dict) -> str:
                                   f"{acc['drift_threshold_points']} points)"))
     for s in acc["sets"]:
         out.append(f"  {s['name']}: {s['description']}")
+    for s in acc["sets"]:
+        if s["reject_policy"] is not None:
+            drift = "-" if s["rejection_drift_points"] is None \
+                else f"{s['rejection_drift_points']:+.2f} pts"
+            out.append(f"  {s['name']}: rejection rate (policy {s['reject_policy']}, output "
+                       f"'accepted'): deployed {pct(s['deployed_rejection_rate'])}, host "
+                       f"{pct(s['host_rejection_rate'])}, drift {drift}"
+                       f"{' DRIFT' if s['rejection_drift'] else ''}")
     out.append("")
 
     sq = r["square"]

@@ -309,12 +309,22 @@ class TrtModel:
         return ptr
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        host = self.run_outputs(x)
+        if self.kind == "ensemble":
+            return (host[CLASS_IDS].astype(np.int64),
+                    host[MEMBER_LOGITS].astype(np.float32))
+        logits = host[self.outputs[0]].astype(np.float32)
+        return logits.argmax(axis=1).astype(np.int64), logits
+
+    def run_outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the engine by name (the ensemble's ``accepted`` included)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.shape[0] > self.max_batch:  # the engine's profile ends at max_batch: split
-            parts = [self.run(x[s:s + self.max_batch]) for s in range(0, len(x), self.max_batch)]
-            ids = np.concatenate([p[0] for p in parts])
-            axis = 1 if self.kind == "ensemble" else 0
-            return ids, np.concatenate([p[1] for p in parts], axis=axis)
+            parts = [self.run_outputs(x[s:s + self.max_batch])
+                     for s in range(0, len(x), self.max_batch)]
+            return {name: np.concatenate([p[name] for p in parts],
+                                         axis=1 if name == MEMBER_LOGITS else 0)
+                    for name in parts[0]}
         trt, ctx = self.trt, self.context
         ctx.set_input_shape(self.input_name, tuple(x.shape))
         ptr = self._buffer(self.input_name, x.nbytes)
@@ -333,11 +343,7 @@ class TrtModel:
         for out, optr in host.values():
             self.cuda.memcpy(out.ctypes.data, optr, out.nbytes, Cuda.D2H, self.stream)
         self.cuda.sync(self.stream)
-        if self.kind == "ensemble":
-            return (host[CLASS_IDS][0].astype(np.int64),
-                    host[MEMBER_LOGITS][0].astype(np.float32))
-        logits = host[self.outputs[0]][0].astype(np.float32)
-        return logits.argmax(axis=1).astype(np.int64), logits
+        return {name: out for name, (out, _) in host.items()}
 
     def info(self) -> dict:
         return {"runtime": "tensorrt", "version": self.trt.__version__,

@@ -193,7 +193,8 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
                   force: bool = False, data_dir: str | None = None, n_calib: int = 512,
                   seed: int = 0, progress: bool = True,
                   echo: Callable[[str], None] = lambda s: None,
-                  perturb: Callable | None = None, weight_storage: str | None = None) -> dict:
+                  perturb: Callable | None = None, weight_storage: str | None = None,
+                  reject_policy: str = "majority") -> dict:
     """Export RUN for TARGET into OUT; returns the bundle's manifest.
 
     ``perturb`` (tests only) is applied to the PyTorch members after export and before
@@ -201,6 +202,8 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
     ``weight_storage``: ``packed`` (2/4-bit weights packed; the default for ONNX Runtime
     targets) or ``int8`` (int8 initializers in the ONNX files; the default, and the only
     choice, for TensorRT targets).
+    ``reject_policy``: the rule of the ensemble graph's ``accepted`` output (``majority``:
+    every vote accepted; ``unanimous``: only when every member agrees; docs/BUNDLE.md).
     """
     import onnx
     from edgempir.calib.build import build_sets, read_adversarial
@@ -212,7 +215,11 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
     from edgempir import rundir
     from edgempir.data import load_dataset
     from edgempir.fsutil import atomic_dir, sha256_file
+    from edgempir.vote import REJECT_POLICIES
 
+    if reject_policy not in REJECT_POLICIES:
+        raise ExportError(f"--reject-policy {reject_policy!r} is unknown; choose one of "
+                          f"{', '.join(REJECT_POLICIES)}")
     t0 = time.perf_counter()
     profile = load_profile(target)
     storage_kind = storage_choice(profile, weight_storage)
@@ -257,6 +264,7 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
             pass_reports.append(reports)
             bar.update(1)
         ens_proto = graph.merge_ensemble(protos, ens.reference, ds["num_classes"], opset)
+        ens_proto = graph.add_accepted(ens_proto, reject_policy)
         check_graph_rules(ens_proto, rules, "ensemble.onnx")
         if storage_kind == "packed":
             storage, packed_rows = pack_bundle_weights(tmp, protos, ens_proto, specs)
@@ -293,8 +301,8 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
 
         if perturb is not None:
             perturb(ens)
-        validation, host_accuracy = validate_bundle(tmp, ens, members, calib, ort_prof, floor,
-                                                    progress, storage)
+        validation, host_accuracy, host_rejection = validate_bundle(
+            tmp, ens, members, calib, ort_prof, floor, progress, storage, reject_policy)
         fp32 = next((i for i, s in enumerate(specs) if s.is_float), None)
         bundle_manifest = {
             "schema": B.BUNDLE_SCHEMA, "schema_version": B.SCHEMA_VERSION,
@@ -303,7 +311,8 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
             "input": {"name": C.INPUT_NAME, "shape": list(input_shape), "dtype": "float32",
                       "range": [0.0, 1.0], "batch": "dynamic", "layout": "NCHW"},
             "outputs": {"ensemble": {C.CLASS_IDS: "int64 [batch]",
-                                     C.MEMBER_LOGITS: "float32 [members, batch, classes]"},
+                                     C.MEMBER_LOGITS: "float32 [members, batch, classes]",
+                                     C.ACCEPTED: "bool [batch]"},
                         "member": {C.MEMBER_OUTPUT: "float32 [batch, classes]"}},
             "dataset": ds["name"], "num_classes": int(ds["num_classes"]),
             "class_names": list(ds["class_names"]),
@@ -314,6 +323,8 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
             "weight_storage": storage,
             "members": members, "calib": calib,
             "host_accuracy": host_accuracy,
+            "reject_policy": {"name": reject_policy, "rule": REJECT_RULES[reject_policy]},
+            "host_rejection": host_rejection,
             "host_accuracy_how": "PyTorch ensemble (vote) on exactly calib/clean.npz and "
                                  "calib/adv-adaptive.npz, measured by export",
             "eval_info": eval_info, "validation": validation,
@@ -355,23 +366,34 @@ def check_graph_rules(proto, rules: list[str], what: str) -> None:
             raise ExportError(f"unknown graph rule set {name!r}")
 
 
+REJECT_RULES = {
+    "majority": "every vote accepted (accepted is always true)",
+    "unanimous": "the vote is accepted only when every member's argmax is the same class",
+}
+
+
 def validate_bundle(root: Path, ens, members: list, calib: dict, ort_prof: dict, floor: float,
-                    progress: bool, storage: dict | None = None) -> tuple[dict, dict]:
+                    progress: bool, storage: dict | None = None,
+                    reject_policy: str = "majority") -> tuple[dict, dict, dict]:
     """ONNX Runtime (member files and ensemble.onnx) against PyTorch on clean and adv sets.
 
-    Packed weights (``storage``) are unpacked and supplied exactly as on the device.
+    Packed weights (``storage``) are unpacked and supplied exactly as on the device. Also
+    the host's rejection rate per set (PyTorch members, ``edgempir.ensemble.accepted``) and
+    the graph's ``accepted`` against numpy's rule on the graph's own member outputs.
     """
+    import torch
     from edgempir.calib.npz import INPUT_NAME, LABEL_NAME, read_set
     from edgempir.targets.device import packing
     from edgempir.targets.host.onnx_export import agreement_report, check_agreement, torch_member_logits
     from edgempir.targets.device.onnxruntime import OrtModel
 
-    from edgempir.vote import vote
+    from edgempir.ensemble import accepted as torch_accepted
+    from edgempir.vote import accepted, vote
 
     def external(rel: str) -> dict:
         return packing.external_initializers(root, storage, rel)
 
-    validation, host_accuracy = {}, {}
+    validation, host_accuracy, host_rejection = {}, {}, {}
     sessions = [OrtModel(root / m["file"], "member", ort_prof,
                          external_initializers=external(m["file"])) for m in members]
     ens_model = OrtModel(root / B.ENSEMBLE_FILE, "ensemble", ort_prof,
@@ -386,6 +408,13 @@ def validate_bundle(root: Path, ens, members: list, calib: dict, ort_prof: dict,
         host_accuracy[name] = float((ref_ids == y).mean())
         files = np.stack([_batched(sess, x)[1] for sess in sessions])
         ids, ens_logits = _batched(ens_model, x)
+        graph_accepted = np.concatenate([ens_model.run_outputs(x[s:s + 256])["accepted"]
+                                         for s in range(0, len(x), 256)])
+        host_rejection[name] = float(1 - torch_accepted(torch.from_numpy(ref),
+                                                        reject_policy).float().mean())
+        if not np.array_equal(graph_accepted, accepted(ens_logits, reject_policy)):
+            raise ExportError("validation failed: 'accepted' inside ensemble.onnx disagrees "
+                              "with edgempir.vote.accepted on its own member outputs")
         rep_files = agreement_report(ref, files, ref_ids, vote(files, ens.reference), y)
         rep_ens = agreement_report(ref, ens_logits, ref_ids, ids, y)
         # the vote inside the graph must be the vote of its own member outputs, exactly
@@ -401,7 +430,7 @@ def validate_bundle(root: Path, ens, members: list, calib: dict, ort_prof: dict,
     bar.close()
     validation["min_agreement"] = floor
     validation["runtime"] = ens_model.info()
-    return validation, host_accuracy
+    return validation, host_accuracy, host_rejection
 
 
 def _batched(model, x: np.ndarray, batch: int = 256):

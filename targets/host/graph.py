@@ -16,12 +16,15 @@ Where: ops that ONNX Runtime and TensorRT both take (no OneHot, no loops).
 
 Every name inside member i (nodes, values, initializers) gets the prefix ``m{i}/`` so the
 branches cannot collide; the shared input keeps its name.
+
+``add_accepted(model, policy)`` then appends the reject policy's ``accepted`` output (bool
+[B]; docs/BUNDLE.md), computed from ``member_logits`` and ``class_ids`` only.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from edgempir.contract import CLASS_IDS, INPUT_NAME, MEMBER_LOGITS
+from edgempir.contract import ACCEPTED, CLASS_IDS, INPUT_NAME, MEMBER_LOGITS
 
 
 
@@ -120,5 +123,43 @@ def merge_ensemble(members: list, reference: int, num_classes: int, opset: int =
     model = helper.make_model(graph, producer_name=producer,
                               opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
     model.ir_version = min(p.ir_version for p in members)
+    onnx.checker.check_model(model)
+    return model
+
+
+def add_accepted(model, policy: str):
+    """Append the reject policy's ``accepted`` output (bool [B]) to an ensemble graph.
+
+    Built only from the graph's public outputs ``member_logits`` and ``class_ids``, so it
+    does not depend on how the vote itself is wired. ``majority``: every vote accepted
+    (``class_ids == class_ids``); ``unanimous``: the members' argmaxes all equal (their max
+    and min over the members, as floats, agree). Same rule as ``edgempir.vote.accepted``.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgempir.vote import REJECT_POLICIES
+
+    if policy not in REJECT_POLICIES:
+        raise ValueError(f"unknown reject policy {policy!r}; known: {', '.join(REJECT_POLICIES)}")
+    g = model.graph
+    if policy == "majority":
+        nodes = [helper.make_node("Equal", [CLASS_IDS, CLASS_IDS], [ACCEPTED],
+                                  name="reject/majority")]
+    else:
+        nodes = [
+            helper.make_node("ArgMax", [MEMBER_LOGITS], ["reject/preds"], axis=2, keepdims=0,
+                             name="reject/argmax_members"),
+            helper.make_node("Cast", ["reject/preds"], ["reject/preds_f"],
+                             to=TensorProto.FLOAT, name="reject/cast"),
+            helper.make_node("ReduceMax", ["reject/preds_f"], ["reject/max"], axes=[0],
+                             keepdims=0, name="reject/max"),
+            helper.make_node("ReduceMin", ["reject/preds_f"], ["reject/min"], axes=[0],
+                             keepdims=0, name="reject/min"),
+            helper.make_node("Equal", ["reject/max", "reject/min"], [ACCEPTED],
+                             name="reject/unanimous"),
+        ]
+    g.node.extend(nodes)
+    g.output.append(helper.make_tensor_value_info(ACCEPTED, TensorProto.BOOL, ["batch"]))
     onnx.checker.check_model(model)
     return model

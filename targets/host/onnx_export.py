@@ -53,7 +53,7 @@ def export_member(model, path: str | os.PathLike, input_shape, opset: int = 13):
     proto = onnx.load(str(path))
     if is_quant:
         # preset paper: the last quantized conv feeds the float classifier unquantized
-        from edgempir.targets.conv_integer import convert_float_output_convs
+        from edgempir.targets.host.conv_integer import convert_float_output_convs
 
         if convert_float_output_convs(proto):
             onnx.save(proto, str(path))
@@ -112,7 +112,7 @@ def packable_weights(proto) -> list[str]:
 
 def integer_weight_bits(proto) -> int:
     """The fewest signed bits that hold every packable integer weight of ``proto`` (1 if none)."""
-    from edgempir.targets import packing
+    from edgempir.targets.device import packing
     from onnx import numpy_helper
 
     inits = {t.name: t for t in proto.graph.initializer}

@@ -81,6 +81,8 @@ def evaluated_run(synthetic_run, tmp_path_factory):
 FAST = {
     "bim": {"steps": 5, "step_size": 0.03},
     "pgd": {"steps": 8},
+    "vote-pgd": {"steps": 5, "targets": 1},
+    "reject": {"steps": 5, "targets": 1},
     "cw": {"steps": 10},
     "apgd-ce": {"steps": 8},
     "square": {"n_queries": 30},

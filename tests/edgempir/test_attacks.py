@@ -22,6 +22,9 @@ FAST = {
     "apgd-t": {"steps": 5, "target_classes": 2},
     "fab-t": {"steps": 5, "target_classes": 2},
     "square": {"n_queries": 50},
+    "vote-pgd": {"steps": 10},
+    "vote-apgd": {"steps": 10, "targets": 2},
+    "confident-pgd": {"steps": 10},
 }
 TOL = 1e-6  # x + eps - x in float32 can exceed eps by an ulp
 

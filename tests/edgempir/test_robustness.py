@@ -93,12 +93,17 @@ def test_configurations_follow_the_issue():
     assert paper.n is None and "whole test set" in paper.label
     adaptive = get_config("adaptive", "standard")
     names = [p.name for p in adaptive.plan]
-    assert names == ["pgd", "apgd-ce", "apgd-t", "fab-t", "square"]
+    assert names == ["pgd", "vote-pgd", "vote-apgd", "apgd-ce", "apgd-t", "fab-t", "square"]
+    by = {p.name: p for p in adaptive.plan}
+    assert by["vote-pgd"].ensemble_source == by["vote-apgd"].ensemble_source == "vote"
+    assert by["vote-pgd"].cascade and by["vote-apgd"].params["steps"] == 100
     pgd = adaptive.plan[0]
     assert pgd.params["steps"] == 100 and pgd.params["restarts"] > 1
     assert adaptive.plan[-1].params["n_queries"] == 5000
     quick = get_config("adaptive", "quick")
     assert "lighter than standard" in quick.label and quick.n < adaptive.n
+    assert [p.name for p in quick.plan] == ["pgd", "vote-pgd", "apgd-ce", "square"]
+    assert quick.plan[1].params["steps"] == 50 and quick.plan[1].params["targets"] == 2
     for (protocol, name), cfg in CONFIGS.items():
         assert cfg.protocol == protocol and cfg.name == name
 
@@ -153,8 +158,13 @@ def test_report_schema_and_contract(evaluated_run):
     assert "mean_of_attacks" in paper["results"][0]
     adaptive = _report(run, "adaptive")
     atk = adaptive["results"][0]["attacks"]
-    assert {"pgd", "apgd-ce", "square", "transfer-m0", "transfer-m1", "transfer-m2"} <= set(atk)
-    assert atk["square"]["mode"] == "cascade"
+    assert {"pgd", "vote-pgd", "apgd-ce", "square", "transfer-m0", "transfer-m1",
+            "transfer-m2"} <= set(atk)
+    assert atk["square"]["mode"] == "cascade" and atk["vote-pgd"]["mode"] == "cascade"
+    assert "coalitions of members that decide the vote" in atk["vote-pgd"]["gradients"]
+    # the aimed attack ran on what PGD left robust, and can only lower the figure
+    assert atk["vote-pgd"]["n_attacked"]["ensemble"] <= 40
+    assert atk["vote-pgd"]["ensemble"] <= atk["pgd"]["ensemble"]
     # larger eps, lower (or equal) worst case
     r = adaptive["results"]
     assert r[1]["worst_case"]["ensemble"] <= r[0]["worst_case"]["ensemble"]
@@ -278,3 +288,67 @@ def test_interrupt_inside_an_attack_keeps_finished_batches(run_copy, fast_overri
     monkeypatch.setattr(PGD, "perturb", real_perturb)
     assert evaluate(run_copy, **kwargs).reports["adaptive"]["results"] == expected
     assert not list(part.glob("*.batch-*.npz")), "batches are merged once the attack is done"
+
+
+# ---------------------------------------------------------------- reject policies
+def test_policy_figures_on_hand_built_votes():
+    from edgempir.reject import policy_figures, tune_threshold
+
+    y = np.array([0, 0, 0, 0])
+    # rows: vote, member 0, member 1, member 2 (reference 2)
+    clean = {"preds": np.array([[0, 0, 0, 1], [0, 0, 1, 1], [0, 0, 0, 1], [0, 0, 0, 1]]),
+             "ref_conf": np.array([0.9, 0.8, 0.4, 0.95])}
+    attacked = {"preds": np.array([[1, 0, 0, 1], [1, 0, 2, 1], [1, 0, 0, 1], [0, 0, 0, 1]]),
+                "ref_conf": np.array([0.99, 0.9, 0.9, 0.97])}
+    out = policy_figures(y, clean, [attacked], reference=2)["policies"]
+    assert out["majority"]["clean_rejection_rate"] == 0.0
+    assert out["majority"]["clean_accuracy_on_accepted"] == 0.75
+    assert out["majority"]["wrong_and_accepted"] == 0.5          # samples 0 and 3
+    # unanimous rejects sample 2 (members 0 0 1... member 0 votes 1): 1 of 4
+    assert out["unanimous"]["clean_rejection_rate"] == 0.25
+    assert out["unanimous"]["clean_accuracy_on_accepted"] == pytest.approx(2 / 3)
+    assert out["unanimous"]["wrong_and_accepted"] == 0.25        # sample 3 (clean: 1 1 1)
+    thr = out["fp32-threshold"]
+    assert thr["clean_rejection_rate"] == 0.25 and thr["threshold"] == pytest.approx(0.6)
+    # fp32 (member 2) wrong on sample 3 (0.95/0.97) and on sample 1 attacked? no: votes 0
+    assert thr["wrong_and_accepted"] == 0.25
+    assert tune_threshold(np.array([0.5, 0.5, 0.9]), 1 / 3) == 0.5
+    assert tune_threshold(np.array([0.2, 0.9]), 0.0) == 0.0
+
+
+def test_reject_report_table_plot_and_model_card(evaluated_run):
+    run, _ = evaluated_run
+    rep = _report(run, "adaptive")
+    rej = rep["reject"]
+    res = rep["results"][0]
+    assert rej["n"] == 40 and rej["eps"] == 0.1 and rej["protocol"] == "adaptive"
+    pol = rej["policies"]
+    assert set(pol) == {"majority", "unanimous", "fp32-threshold"}
+    # majority never rejects; under attack it is at least the protocol's worst case (the
+    # policies' own attackers may add examples that break the vote too)
+    assert pol["majority"]["clean_rejection_rate"] == 0.0
+    assert pol["majority"]["clean_accuracy_on_accepted"] == pytest.approx(
+        res["clean"]["ensemble"])
+    assert pol["majority"]["wrong_and_accepted"] >= 1 - res["worst_case"]["ensemble"] - 1e-9
+    # equal clean rejection rates (up to ties of the fp32 confidence)
+    assert abs(pol["fp32-threshold"]["clean_rejection_rate"]
+               - pol["unanimous"]["clean_rejection_rate"]) <= 1 / 40 + 1e-9
+    # unanimous accepts a subset of what majority accepts: never more wrong-and-accepted
+    assert pol["unanimous"]["wrong_and_accepted"] <= pol["majority"]["wrong_and_accepted"]
+    for f in pol.values():
+        assert 0 <= f["wrong_and_accepted"] <= 1 and f["attacker"]
+    table = (run / "eval" / "table-quick.txt").read_text()
+    assert "Reject policies, protocol adaptive (quick), eps 0.1, n 40" in table
+    png = run / "eval" / "risk-coverage-quick.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = json.loads((run / "eval" / "model-card-adaptive-quick.json").read_text())
+    robustbench = {"link", "name", "authors", "additional_data", "number_forward_passes",
+                   "dataset", "venue", "architecture", "eps", "clean_acc", "reported",
+                   "autoattack_acc"}
+    assert robustbench | {"threat_model", "surrogate"} <= set(card)
+    assert card["autoattack_acc"] == f"{100 * res['worst_case']['ensemble']:.2f}"
+    assert card["number_forward_passes"] == 3 and card["threat_model"] == "Linf"
+    paper = _report(run, "paper")["results"][0]["mean_of_attacks"]["ensemble"]
+    assert card["reported"] == f"{100 * paper:.2f}"
+    paper_card = json.loads((run / "eval" / "model-card-paper-quick.json").read_text())
+    assert paper_card["autoattack_acc"] is None and paper_card["reported"] == card["reported"]

@@ -1,7 +1,7 @@
 """A tiny preset-paper run (DoReFa members) exports with integer kernels and validates.
 
 The reference's last quantized conv feeds the float classifier unquantized; the export turns
-it into ConvInteger (targets/conv_integer.py), so ONNX Runtime's optimised graph must hold
+it into ConvInteger (targets/host/conv_integer.py), so ONNX Runtime's optimised graph must hold
 no float convolution in a low-bit member, and ONNX Runtime must agree with PyTorch on every
 top-1 decision of the clean and adversarial sets.
 """
@@ -36,7 +36,7 @@ def test_paper_run_records_its_family(paper_run):
 
 
 def test_paper_members_export_with_integer_kernels_and_full_agreement(paper_run, tmp_path):
-    from edgempir.targets.export import export_bundle
+    from edgempir.targets.host.export import export_bundle
 
     out = tmp_path / "bundle"
     m = export_bundle(paper_run, "x86", out, n_calib=32, progress=False)

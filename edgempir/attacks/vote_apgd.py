@@ -1,0 +1,93 @@
+"""Vote-APGD: the attack of ``vote-pgd`` with APGD's step-size schedule (Croce & Hein 2020).
+
+Same coalitions, targets and clipped margin loss (``_vote``); each search is APGD: step
+``2 eps``, momentum 0.75, and at the checkpoints ``0, 0.22, ...`` of the budget the step is
+halved and the search restarts from its best point when fewer than ``rho`` of the steps
+since the last checkpoint lowered the loss, or when neither the step nor the best loss
+changed. Iterates are judged by the real decision as in ``vote-pgd``.
+"""
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from edgempir.attacks._vote import aimed_search
+from edgempir.attacks.base import Attack, Decide
+from edgempir.attacks.vote_pgd import tracked_step
+
+
+def checkpoints(steps: int) -> set[int]:
+    p = [0.0, 0.22]
+    while p[-1] < 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    return {math.ceil(q * steps) for q in p[1:] if q <= 1} - {0}
+
+
+def apgd_descent(logits_fn, loss_fn, success, x, eps: float, steps: int, rho: float,
+                 alpha: float = 0.75):
+    lo, hi = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)
+    view = (-1,) + (1,) * (x.ndim - 1)
+    hit = torch.zeros(len(x), dtype=torch.bool)
+    every = torch.arange(len(x))
+    cur = x.clone()
+    found = cur.clone()
+
+    def step_at(point):
+        loss, grad, ok = tracked_step(logits_fn, loss_fn, success, point, every)
+        new = ok & ~hit
+        found[new] = point[new]
+        hit[new] = True
+        return loss, grad
+
+    loss, grad = step_at(cur)
+    best, best_loss, best_grad = cur.clone(), loss.clone(), grad.clone()
+    eta = torch.full((len(x),), 2 * eps)
+    prev = cur.clone()
+    marks = checkpoints(steps)
+    last_mark, lowered = 0, torch.zeros(len(x))
+    eta_then, best_then = eta.clone(), best_loss.clone()
+    for k in range(steps):
+        z = (cur - eta.view(view) * grad.sign()).clamp(min=lo, max=hi)
+        nxt = z if k == 0 else (cur + alpha * (z - cur) + (1 - alpha) * (cur - prev)
+                                ).clamp(min=lo, max=hi)
+        prev, cur = cur, nxt
+        new_loss, grad = step_at(cur)
+        lowered += (new_loss < loss).float()
+        loss = new_loss
+        better = loss < best_loss
+        best[better], best_loss[better], best_grad[better] = cur[better], loss[better], \
+            grad[better]
+        if bool(hit.all()):
+            break
+        if k + 1 in marks:
+            halve = (lowered < rho * (k + 1 - last_mark)) | ((eta == eta_then)
+                                                              & (best_loss == best_then))
+            eta[halve] /= 2
+            cur[halve], grad[halve], prev[halve] = best[halve], best_grad[halve], best[halve]
+            loss[halve] = best_loss[halve]
+            last_mark, lowered = k + 1, torch.zeros(len(x))
+            eta_then, best_then = eta.clone(), best_loss.clone()
+    found[~hit] = best[~hit]
+    return found, hit
+
+
+class VoteAPGD(Attack):
+    """Parameters as ``vote-pgd`` (no step size: APGD sets it) plus ``rho``."""
+
+    name: ClassVar[str] = "vote-apgd"
+    norm: ClassVar[str] = "Linf"
+    defaults: ClassVar[dict] = {"steps": 100, "rho": 0.75, "targets": 3,
+                                "coalitions": "decisive", "loss": "sum", "kappa": 1.0}
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                decide: Decide | None) -> torch.Tensor:
+        def ascent(logits_fn, loss_fn, success, xs):
+            return apgd_descent(logits_fn, loss_fn, success, xs, float(self.eps),
+                                int(self.steps), float(self.rho))
+
+        return aimed_search(model, x, y, decide, mode=self.coalitions,
+                            n_targets=int(self.targets), kappa=float(self.kappa),
+                            reduce=self.loss, ascent=ascent)
