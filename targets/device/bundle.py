@@ -340,19 +340,25 @@ def verify_bundle(path: str | os.PathLike) -> Bundle:
 # libraries, no model-local functions), no control flow (subgraphs), and none of the ops
 # that allocate a size computed at run time (ConstantOfShape, Expand, Tile, Range, Resize).
 # Add an op here when export starts emitting it.
+# The early-exit vote (targets/host/graph.py) adds NonZero and ScatterND: their outputs are
+# data-dependent in *extent* but bounded by their inputs' (NonZero: at most rank x numel of
+# its input's indices; ScatterND: exactly its data input's shape), so no graph input can
+# make them allocate more than the batch it was given. ScatterND is allowed only without a
+# ``reduction`` attribute (what the exporter writes); the attribute check below refuses it.
 ONNX_DOMAINS = ("", "ai.onnx")
 ALLOWED_OPS = frozenset({
-    "Abs", "Add", "And", "ArgMax", "ArgMin", "AveragePool", "BatchNormalization", "BitShift",
-    "BitwiseAnd", "BitwiseNot", "BitwiseOr", "BitwiseXor", "Cast", "CastLike", "Ceil",
-    "Clip", "Concat", "Constant", "Conv", "ConvInteger", "DequantizeLinear", "Div", "Dropout",
-    "Equal", "Erf", "Exp", "Flatten", "Floor", "Gather", "GatherElements", "Gemm",
-    "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual", "HardSigmoid",
-    "HardSwish", "Identity", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax",
-    "MatMul", "MatMulInteger", "Max", "MaxPool", "Mean", "Min", "Mod", "Mul", "Neg", "Not",
-    "OneHot", "Or", "PRelu", "Pad", "Pow", "QLinearConv", "QLinearMatMul", "QuantizeLinear",
-    "Reciprocal", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Relu", "Reshape",
-    "Round", "Shape", "Sigmoid", "Sign", "Slice", "Softmax", "Split", "Sqrt", "Squeeze",
-    "Sub", "Sum", "Tanh", "TopK", "Transpose", "Unsqueeze", "Where", "Xor"})
+    "Abs", "Add", "And", "ArgMax", "ArgMin", "AveragePool", "BatchNormalization",
+    "BitShift", "BitwiseAnd", "BitwiseNot", "BitwiseOr", "BitwiseXor", "Cast", "CastLike",
+    "Ceil", "Clip", "Concat", "Constant", "Conv", "ConvInteger", "DequantizeLinear", "Div",
+    "Dropout", "Equal", "Erf", "Exp", "Flatten", "Floor", "Gather", "GatherElements",
+    "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual",
+    "HardSigmoid", "HardSwish", "Identity", "LeakyRelu", "Less", "LessOrEqual", "Log",
+    "LogSoftmax", "MatMul", "MatMulInteger", "Max", "MaxPool", "Mean", "Min", "Mod", "Mul",
+    "Neg", "NonZero", "Not", "OneHot", "Or", "PRelu", "Pad", "Pow", "QLinearConv",
+    "QLinearMatMul", "QuantizeLinear", "Reciprocal", "ReduceMax", "ReduceMean", "ReduceMin",
+    "ReduceSum", "Relu", "Reshape", "Round", "ScatterND", "Shape", "Sigmoid", "Sign",
+    "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "TopK",
+    "Transpose", "Unsqueeze", "Where", "Xor"})
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 
 
@@ -445,14 +451,16 @@ class _GraphCheck:
                         self.tensor(_msg(w, v, "sparse tensor"))
 
     def node(self, buf: memoryview) -> None:
-        op, domain = "", ""
+        op, domain, attributes = "", "", []
         for number, wire, value in _fields(buf):
             if number == 4:
                 op = _text(wire, value, "op_type")
             elif number == 7:
                 domain = _text(wire, value, "domain")
-            elif number == 5:
-                self.attribute(_msg(wire, value, "attribute"), op)
+            elif number == 5:  # checked once op_type is known, whatever the field order
+                attributes.append(_msg(wire, value, "attribute"))
+        for attribute in attributes:
+            self.attribute(attribute, op)
         if domain not in ONNX_DOMAINS:
             raise self.fail(f"uses op {op!r} of custom domain {domain!r}; custom ops are not "
                             "allowed")
@@ -462,6 +470,9 @@ class _GraphCheck:
 
     def attribute(self, buf: memoryview, op: str) -> None:
         for number, wire, value in _fields(buf):
+            if number == 1 and op == "ScatterND" and _text(wire, value, "name") == "reduction":
+                raise self.fail("has a ScatterND with a reduction; only plain ScatterND (the "
+                                "early-exit vote's scatter) is allowed")
             if number in (6, 11):  # g, graphs
                 raise self.fail(f"has a subgraph in op {op!r}; control flow is not allowed")
             if number in (5, 10):  # t, tensors

@@ -246,10 +246,11 @@ def _huge_initializer(dims):
     (_op("ConstantOfShape"), "'ConstantOfShape', which is not on the allow-list"),
     (_op("Loop"), "'Loop', which is not on the allow-list"),
     (_subgraph, "subgraph in op 'If'"),
+    (_op("ScatterND", reduction="add"), "ScatterND with a reduction"),
     (_huge_initializer([10 ** 6, 10 ** 6]), "more than 268435456 elements"),
     (_huge_initializer([-1, 16]), "negative dimension"),
 ], ids=["custom-domain-node", "custom-opset", "function", "ConstantOfShape", "Loop",
-        "subgraph", "1e12-elements", "negative-dim"])
+        "subgraph", "ScatterND-reduction", "1e12-elements", "negative-dim"])
 def test_graphs_a_device_must_not_run_are_refused(bundle_copy, edit, needle):
     _edit_onnx(bundle_copy / FP32, edit)
     H.resign(bundle_copy)
