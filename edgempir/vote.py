@@ -41,10 +41,24 @@ def vote_preds(preds: np.ndarray, reference: int, num_classes: int) -> np.ndarra
     return np.where(has_majority, top, preds[reference]).astype(np.int64)
 
 
-def vote(member_logits: np.ndarray, reference: int) -> np.ndarray:
-    """``member_logits``: [members, batch, classes] -> class ids [batch] (int64)."""
+def member_ran(member_logits: np.ndarray) -> np.ndarray:
+    """[M, B] bool: False where a member's logits row is all NaN (an early-exit graph's mark
+    of a member that did not run on that row; its ``member_ran`` output says the same)."""
+    return ~np.isnan(np.asarray(member_logits)).all(axis=-1)
+
+
+def member_preds(member_logits: np.ndarray) -> np.ndarray:
+    """[M, B] argmaxes, ``NOT_RUN`` where the member did not run (all-NaN row)."""
     logits = np.asarray(member_logits)
-    return vote_preds(logits.argmax(axis=2), reference, logits.shape[2])
+    return np.where(member_ran(logits), np.nan_to_num(logits, nan=-np.inf).argmax(axis=-1),
+                    NOT_RUN).astype(np.int64)
+
+
+def vote(member_logits: np.ndarray, reference: int) -> np.ndarray:
+    """``member_logits``: [members, batch, classes] -> class ids [batch] (int64). Rows of
+    NaN (a member an early-exit graph did not run) are absent votes."""
+    logits = np.asarray(member_logits)
+    return vote_preds(member_preds(logits), reference, logits.shape[2])
 
 
 def always_open(n_members: int) -> int:

@@ -52,7 +52,7 @@ MANIFEST_KEYS = frozenset({
     "dataset", "arch", "num_classes", "class_names", "combiner", "vote", "reference_member",
     "fp32_member", "ensemble_file", "ensemble_optimized_ops", "members", "calib",
     "host_accuracy", "host_accuracy_how", "eval_info", "validation", "source_run", "versions",
-    "export_seconds", "files", "weight_storage"})
+    "export_seconds", "files", "weight_storage", "vote_execution"})
 MEMBER_KEYS = frozenset({
     "index", "spec", "weight_bits", "act_bits", "file", "parameters", "weight_bytes", "layers",
     "optimized_ops", "integer_kernels", "passes", "host_clean_accuracy_run"})
