@@ -100,7 +100,8 @@ def measure(run: Path, s, cores: int) -> dict:
             rel = b.ensemble_file.relative_to(b.path).as_posix()
             return OrtModel(b.ensemble_file, "ensemble", parallel, 1, None, b.input_name,
                             packing.external_initializers(b.path, b.manifest["weight_storage"],
-                                                          rel), lead_member=fp)
+                                                          rel),
+                            lead_member=order[0] if b is ee else fp)
 
         runners = {
             "fp32_member": members[fp].run,
@@ -126,10 +127,12 @@ def _summary(rounds, checks, worst, order, cores, load_start, load_end) -> dict:
     batches = {}
     for k, row in enumerate(rounds[0]):
         b = row["batch_size"]
-        ms = {name: statistics.median(r[k][name]["p50_ms"] for r in rounds)
-              for name in row if name != "batch_size"}
-        fp = ms["fp32_member"]
-        batches[str(b)] = {"ms": ms, "vs_fp32": {n: v / fp for n, v in ms.items()}}
+        names = [n for n in row if n != "batch_size"]
+        ms = {n: statistics.median(r[k][n]["p50_ms"] for r in rounds) for n in names}
+        # each round's ratio to the fp32 member of the same round, then the median
+        ratio = {n: statistics.median(r[k][n]["p50_ms"] / r[k]["fp32_member"]["p50_ms"]
+                                      for r in rounds) for n in names}
+        batches[str(b)] = {"ms": ms, "vs_fp32": ratio}
     return {"what": "p50 of single calls, alternating blocks of 10 calls in one process, "
                     "median over rounds; ratios to the fp32 member's p50 in the same round",
             "rounds": len(rounds), "order": order, "sets": checks,

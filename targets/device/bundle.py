@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from edgempir.contract import check_member_table, member_stem
+from edgempir.contract import VOTE_MODES, check_member_table, member_stem
 from edgempir.errors import BundleError, SpecError
 from edgempir.members import MemberSpec
 from edgempir.fsutil import sha256_file
@@ -186,6 +186,21 @@ def _check_profile(path: Path, profile: dict, runtime: str) -> None:
                           f"{runtime!r}")
 
 
+def _check_vote_execution(path: Path, execution: Any, n_members: int, reference: int) -> None:
+    """``vote_execution`` (absent in bundles from before issue 18: the full vote): a known
+    mode, and an order that lists every member once with the reference last."""
+    if execution is None:
+        return
+    if not isinstance(execution, dict) or execution.get("mode") not in VOTE_MODES:
+        raise _fail(path, f"vote_execution {_short(execution)} is not an object with a mode "
+                          f"({', '.join(VOTE_MODES)})")
+    order = execution.get("order")
+    if not isinstance(order, list) or sorted(order) != list(range(n_members)) or \
+            any(isinstance(i, bool) for i in order) or order[-1] != reference:
+        raise _fail(path, f"vote_execution.order {_short(order)} does not list every member "
+                          "once with the reference member last")
+
+
 def read_manifest(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_dir():
@@ -293,6 +308,7 @@ def verify_bundle(path: str | os.PathLike) -> Bundle:
     if fp32 is not None and (not isinstance(fp32, int) or isinstance(fp32, bool)
                              or not 0 <= fp32 < len(members)):
         raise _fail(path, f"fp32_member {fp32!r} is not a member index")
+    _check_vote_execution(path, manifest.get("vote_execution"), len(members), reference)
     ensemble_rel = _need(manifest, "ensemble_file", str, "", path)
     calib = _need(manifest, "calib", dict, "", path)
     _check_keys(path, calib, frozenset(CALIB_NAMES), "calib.")

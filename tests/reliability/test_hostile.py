@@ -288,6 +288,9 @@ def _set(path: str, value):
 
 
 MANIFEST_CASES = {
+    # issue 18: how the vote runs
+    "vote-execution-mode": (_set("vote_execution.mode", "fastest"), "vote_execution"),
+    "vote-execution-order": (_set("vote_execution.order", [2, 0, 0]), "vote_execution.order"),
     # wrong types
     "members-not-list": (_set("members", {"0": {}}), "members"),
     "member-not-object": (_set("members.0", "w2a4"), "members[0]"),
