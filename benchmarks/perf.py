@@ -48,6 +48,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/early_exit.py
+import early_exit
+
 SCHEMA = "edgempir.perf"
 SCHEMA_VERSION = 1
 TARGETS = {  # ratio -> (comparison, bound): issue 6's targets
@@ -57,7 +60,14 @@ TARGETS = {  # ratio -> (comparison, bound): issue 6's targets
     "peak_rss": ("<=", 1.5),
     "qat_step": ("<=", 1.4),   # issue 19 (was 1.5, issue 6)
     "pgd_throughput_vs_torchattacks": (">=", 1.0),
+    # issue 18: the early-exit vote (benchmarks/early_exit.py)
+    "early_exit_clean_b1": ("<=", 0.7),
+    "early_exit_clean_b32": ("<=", 0.85),
+    "early_exit_adversarial_b1": ("<=", 1.0),
+    "early_exit_adversarial_b32": ("<=", 1.0),
 }
+SECTIONS = ("latency", "weights", "memory", "qat", "qat_1_thread", "pgd", "scaling_latency",
+            "scaling_eval", "early_exit")
 
 
 def log(msg: str) -> None:
@@ -514,22 +524,24 @@ def measure_eval_growth(run: Path, work: Path, s: Settings) -> dict:
 
 # --------------------------------------------------------------------------- report
 def summarize(r: dict) -> dict:
-    """Each target's ratio, from the sections the report has (--only-qat: just the QAT)."""
-    figures = {  # target -> (section, path to the ratio inside it)
-        "latency_b1": ("latency", ("headline", "1", "ratio")),
-        "latency_b32": ("latency", ("headline", "32", "ratio")),
-        "weight_bytes": ("weights", ("ratio",)),
-        "peak_rss": ("memory", ("ratio",)),
-        "qat_step": ("qat", ("ratio",)),
-        "pgd_throughput_vs_torchattacks": ("pgd", ("ratio",)),
+    """Each target's ratio and whether it is met (sections not run are left out)."""
+    get = {
+        "latency_b1": lambda: r["latency"]["headline"]["1"]["ratio"],
+        "latency_b32": lambda: r["latency"]["headline"]["32"]["ratio"],
+        "weight_bytes": lambda: r["weights"]["ratio"],
+        "peak_rss": lambda: r["memory"]["ratio"],
+        "qat_step": lambda: r["qat"]["ratio"],
+        "pgd_throughput_vs_torchattacks": lambda: r["pgd"]["ratio"],
+        **{f"early_exit_{kind}_b{b}": (lambda kind=kind, b=b: r["early_exit"]["batches"][b]
+                                       ["vs_fp32"][f"early_exit_{kind}"])
+           for kind in ("clean", "adversarial") for b in ("1", "32")},
     }
     ratios = {}
-    for k, (section, path) in figures.items():
-        if section in r:
-            v = r[section]
-            for key in path:
-                v = v[key]
-            ratios[k] = v
+    for k, fn in get.items():
+        try:
+            ratios[k] = fn()
+        except (KeyError, TypeError):
+            continue
     met = {}
     for k, v in ratios.items():
         op, bound = TARGETS[k]
@@ -666,8 +678,31 @@ def fmt_table(r: dict) -> str:
     L.append("eval (quick, PGD) wall time vs n: " + ", ".join(
         f"n={x['n']}: {x['seconds']:.1f} s" for x in ev["rows"]) +
         f"; fit {ev['fit']['fixed_seconds']:.1f} s + {ev['fit']['seconds_per_image']:.3f} s/image")
+    if r.get("early_exit"):
+        L.append("")
+        L += early_exit.fmt(r["early_exit"])
     L.append(f"total {r['seconds_total']:.0f} s")
     return "\n".join(L)
+
+
+def fmt_partial(r: dict) -> str:
+    """The table of a run of some sections only (--sections): the early-exit lines and
+    the targets measured."""
+    m = r["machine"]
+    lines = [f"EMPIR cost on {m['cpu_model']} ({m['cores_usable']} usable cores, load "
+             f"{m['load_average_start']} at start, {m['load_average_end']} at end), "
+             f"sections: {', '.join(k for k in SECTIONS if r.get(k) is not None)}"]
+    if r.get("early_exit"):
+        lines += early_exit.fmt(r["early_exit"])
+    lines += [f"  target {k}: {v['ratio']:.2f} ({v['target']}) "
+              f"{'ok' if v['met'] else 'MISSED'}" for k, v in r["summary"].items()]
+    return "\n".join(lines)
+
+
+def wanted_bundles(sections: str) -> bool:
+    """Whether a chosen section needs perf's own x86 bundles (early_exit exports its own)."""
+    return bool(set(sections.split(",")) - {"early_exit", "qat", "qat_1_thread",
+                                            "scaling_eval"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -685,6 +720,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", help="keep the exported bundles in this directory")
     ap.add_argument("--only-qat", action="store_true",
                     help="only the QAT-step figures (section 4); a trained run is enough")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help="comma-separated sections to run (default: all): "
+                         + ", ".join(SECTIONS))
     args = ap.parse_args(argv)
 
     run = Path(args.run)
@@ -713,9 +751,9 @@ def main(argv: list[str] | None = None) -> int:
         return _report_only_qat(report, qat_sections(run_manifest, s), timings, t_start, args)
     try:
         t = time.perf_counter()
-        bundles = export_bundles(run, work, s)
+        bundles = export_bundles(run, work, s) if wanted_bundles(args.sections) else {}
         timings["export"] = time.perf_counter() - t
-        bundle = verify_bundle(bundles["packed"])
+        bundle = verify_bundle(bundles["packed"]) if bundles else None
         sections = [
             ("latency", lambda: measure_latency(bundle, s)),
             ("weights", lambda: measure_weights(bundles)),
@@ -724,19 +762,25 @@ def main(argv: list[str] | None = None) -> int:
             ("pgd", lambda: measure_pgd(run, bundles["packed"], s)),
             ("scaling_latency", lambda: measure_scaling(bundle, s)),
             ("scaling_eval", lambda: measure_eval_growth(run, work, s)),
+            ("early_exit", lambda: early_exit.measure(run, s, usable_cores())),
         ]
-        _run_sections(report, sections, timings)
+        _run_sections(report, sections, timings, set(args.sections.split(",")))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     report["scaling"] = {"latency": report.pop("scaling_latency"),
                          "eval": report.pop("scaling_eval")}
     report["summary"] = summarize(report)
-    return _write_report(report, timings, t_start, args, fmt_table)
+    whole = set(args.sections.split(",")) >= set(SECTIONS)
+    return _write_report(report, timings, t_start, args, fmt_table if whole else fmt_partial)
 
 
-def _run_sections(report: dict, sections: list, timings: dict) -> None:
+def _run_sections(report: dict, sections: list, timings: dict, wanted: set | None = None
+                  ) -> None:
     for name, fn in sections:
+        if wanted is not None and name not in wanted:
+            report[name] = None
+            continue
         t = time.perf_counter()
         log(f"{name} ...")
         report[name] = fn()

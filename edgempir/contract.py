@@ -17,7 +17,13 @@ LABEL_NAME = "label"
 CLASS_IDS = "class_ids"
 MEMBER_LOGITS = "member_logits"
 ACCEPTED = "accepted"      # the reject policy's verdict per row (docs/BUNDLE.md)
-ENSEMBLE_OUTPUTS = (CLASS_IDS, MEMBER_LOGITS, ACCEPTED)
+# bool [members, batch]: True where the member ran on that row; an early-exit graph skips
+# members whose vote cannot change the decision and leaves NaN in their member_logits rows
+MEMBER_RAN = "member_ran"
+# how the ensemble graph executes the vote (export option [export] vote of a profile)
+VOTE_FULL = "full"
+VOTE_EARLY_EXIT = "early-exit"
+VOTE_MODES = (VOTE_EARLY_EXIT, VOTE_FULL)
 MEMBER_OUTPUT = "logits"
 
 
@@ -30,6 +36,13 @@ def reference_index(specs: list[MemberSpec]) -> int:
     """The member whose vote breaks ties: the first of highest precision (fp32 if any)."""
     best = max(spec.rank for spec in specs)
     return next(i for i, s in enumerate(specs) if s.rank == best)
+
+
+def cascade_order(specs: list[MemberSpec]) -> list[int]:
+    """The order an early-exit vote runs members in: cheapest (lowest precision) first and
+    the reference member last, so that it runs only where no majority has formed."""
+    ref = reference_index(specs)
+    return sorted(range(len(specs)), key=lambda i: (specs[i].rank, i == ref, i))
 
 
 def check_member_table(members: list[dict], reference: int) -> list[MemberSpec]:

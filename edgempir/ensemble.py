@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgempir.contract import cascade_order, reference_index
 from edgempir.errors import SpecError
-from edgempir.contract import reference_index
 from edgempir.members import MemberSpec
 
 COMBINERS = ("vote", "mean-softmax", "mean-logits")
@@ -77,6 +77,23 @@ class Ensemble(nn.Module):
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self(x).argmax(dim=1)
+
+    @torch.no_grad()
+    def predict_early_exit(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The vote's decisions with each member run only on the rows where it can still
+        change them (edgempir.vote.cascade, the deployed early-exit graph's rule): class ids
+        [B] equal to ``predict(x)`` under ``vote``, and member_ran [M, B] bool."""
+        from edgempir.vote import cascade
+
+        if self.combiner != "vote":
+            raise SpecError(f"early exit is a property of the vote, not of {self.combiner!r}")
+
+        def run_member(i: int, rows) -> torch.Tensor:
+            return self.members[i](x[torch.from_numpy(rows)]).float().cpu().numpy()
+
+        ids, _, ran = cascade(run_member, len(x), len(self.members),
+                              cascade_order(self.specs), self.reference)
+        return torch.from_numpy(ids), torch.from_numpy(ran)
 
     def surrogate(self) -> "MeanSoftmaxSurrogate":
         return MeanSoftmaxSurrogate(self)

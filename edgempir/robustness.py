@@ -995,6 +995,7 @@ def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, dat
                     reject = reject_report(ev, e, {"preds": clean_pred, "ref_conf": clean_conf},
                                            settings)
             results.append(res)
+        disagreement = _slow_path_measurement(ens, x, eps_list, cfg, seed, batch_size, echo)
         report = {
             "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
             "protocol": cfg.protocol, "config": cfg.name,
@@ -1013,6 +1014,7 @@ def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, dat
             "results": results,
             "masking_checks": checks,
             **({"reject": reject} if reject else {}),
+            "disagreement": disagreement,
             "adversarial_examples": f"adv-{cfg.protocol}.npz",
             "versions": versions(),
             "seconds": round(time.perf_counter() - t0, 2),
@@ -1051,6 +1053,21 @@ def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, dat
     accuracy_plot(all_reports, plot_path)
     files += [table_path, plot_path]
     return EvalResult(reports=reports, files=files)
+
+
+def _slow_path_measurement(ens, x, eps_list, cfg: Config, seed: int, batch_size: int,
+                           echo: Callable[[str], None]) -> dict | None:
+    """Issue 18: the early-exit vote's slow-path share under attack (adaptive protocol
+    only; edgempir/attacks/disagree.py)."""
+    from edgempir.attacks.disagree import disagreement_report
+
+    if cfg.protocol != "adaptive" or not eps_list:
+        return None
+    out = disagreement_report(ens, x, eps_list[0], cfg.name, cfg.protocol, seed, batch_size)
+    if out is not None:
+        echo(f"{out['description']}: {100 * out['clean_slow_path']:.1f}% clean, "
+             f"{100 * out['attacked_slow_path']:.1f}% under attack")
+    return out
 
 
 def _run_label(cfg: Config, plan, n: int, overrides, n_test: int) -> str:

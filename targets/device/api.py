@@ -6,7 +6,7 @@
 
     ens = load_bundle("bundles/fm-x86")      # verifies the manifest and every sha256 first
     ens.predict(x)                           # x: float32 [batch, C, H, W] in [0, 1] -> class ids
-    ens.member_logits(x)                     # [members, batch, classes]
+    ens.member_logits(x)                     # [members, batch, classes]; NaN: not run
 
 The object runs the bundle's ensemble graph with the runtime its target names (ONNX Runtime
 or TensorRT), exactly as ``edgempir bench`` measures it. It is not thread-safe; give each
@@ -64,7 +64,9 @@ class DeployedEnsemble:
         return self._model.run(self._batch(x))[0]
 
     def member_logits(self, x) -> np.ndarray:
-        """Every member's logits, [members, batch, classes] (float32)."""
+        """Every member's logits, [members, batch, classes] (float32). An early-exit bundle
+        (docs/BUNDLE.md) leaves NaN rows where a member did not run: its vote could not
+        change the decision there (``edgempir.vote.member_ran`` gives the mask)."""
         return self._model.run(self._batch(x))[1]
 
     def info(self) -> dict:

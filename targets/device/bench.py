@@ -35,8 +35,10 @@ from edgempir.targets.device.report import SCHEMA, SCHEMA_VERSION, format_report
 from edgempir.targets.device.report import jsonable as _jsonable
 from edgempir.targets.device.report import pct as _pct
 
-from edgempir.errors import BundleError
 from edgempir import provenance
+from edgempir.errors import BundleError
+from edgempir.targets.device import early_exit as EE
+from edgempir.vote import member_ran
 
 __all__ = ["BenchConfig", "format_report", "run_bench", "validate_report"]
 DRIFT_THRESHOLD_POINTS = 0.5      # DESIGN.md: host vs device accuracy must agree within this
@@ -197,8 +199,11 @@ def _softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def ensemble_scores(logits: np.ndarray) -> np.ndarray:
-    """Log of the mean of the members' softmax: [M, B, C] -> [B, C] (the host's surrogate)."""
-    p = _softmax(np.asarray(logits, dtype=np.float64), axis=-1).mean(axis=0)
+    """Log of the mean of the members' softmax: [M, B, C] -> [B, C] (the host's surrogate).
+    An early-exit graph's NaN rows (members it did not run) are left out of the mean."""
+    p = _softmax(np.asarray(logits, dtype=np.float64), axis=-1)
+    ran = member_ran(logits)[..., None]
+    p = np.where(ran, p, 0.0).sum(axis=0) / np.maximum(ran.sum(axis=0), 1)
     return np.log(np.maximum(p, 1e-30))
 
 
@@ -251,7 +256,7 @@ def evaluate_set(model, bundle, name: str, arrays: dict, n: int | None, batch_si
                  ) -> dict:
     from edgempir.calib import INPUT_NAME, LABEL_NAME
 
-    from edgempir.vote import vote
+    from edgempir.vote import member_preds, vote
 
     x, y = arrays[INPUT_NAME], arrays[LABEL_NAME]
     n_set = len(y)
@@ -262,7 +267,10 @@ def evaluate_set(model, bundle, name: str, arrays: dict, n: int | None, batch_si
     host = (bundle.host_accuracy or {}).get(name)
     same_set = len(y) == n_set
     drift = None if host is None or acc is None else 100.0 * (acc - host)
-    members = [float((logits[i].argmax(axis=1) == y).mean()) if len(y) else None
+    # a member an early-exit graph skipped on a row has no prediction there: its accuracy
+    # is over the rows it ran on (early_exit's member_ran_fraction says how many)
+    preds, ran = member_preds(logits), member_ran(logits)
+    members = [float((preds[i][ran[i]] == y[ran[i]]).mean()) if ran[i].any() else None
                for i in range(logits.shape[0])] if len(y) else []
     vote_agreement = float((vote(logits, bundle.reference_member) == ids).mean()) \
         if len(y) else None
@@ -456,15 +464,31 @@ def run_bench(bundle_path: str | os.PathLike, cfg: BenchConfig,
                                  + "; ".join(machine["emulation"]["evidence"])
                                  + "): latency figures are not the device's"))
 
-    # ---- latency, side by side
+    # ---- early exit: decisions vs the full vote, slow-path fraction, worst-case rows
     t0 = time.perf_counter()
-    rows = compare_latency({"ensemble": ens.run, base_name: base.run}, pool,
-                           tuple(cfg.batch_sizes), cfg.warmup, cfg.repeats, cfg.time_cap_s,
-                           progress)
+    early = early_exit_section(bundle, ens, eval_sets, cfg)
+    mark("early_exit", t0)
+
+    # ---- latency, side by side (clean set; early exit: also adversarial and worst case)
+    t0 = time.perf_counter()
+    runners = {"ensemble": ens.run, base_name: base.run}
+    if early is not None:
+        adv = eval_sets.get("adv-adaptive", {}).get(INPUT_NAME)
+        runners.update(EE.latency_runners(ens, adv, early.pop("_worst_pool"), _batch_of))
+    rows = compare_latency(runners, pool, tuple(cfg.batch_sizes), cfg.warmup, cfg.repeats,
+                           cfg.time_cap_s, progress)
     for r in rows:
         e, f = r["ensemble"], r[base_name]
         r["overhead_p50"] = e["p50_ms"] / f["p50_ms"] if f["p50_ms"] > 0 else None
         r["overhead_mean"] = e["mean_ms"] / f["mean_ms"] if f["mean_ms"] > 0 else None
+        EE.overheads(r, base_name)
+    if early is not None:
+        for s in early["sets"]:
+            if not s["decisions_identical"]:
+                warnings.append(_warning("early-exit-mismatch",
+                                         f"{s['name']}: the early-exit engine decides "
+                                         f"differently from the full vote on "
+                                         f"{s['full_vote_mismatches']} images"))
     mark("latency", t0)
 
     # ---- memory, one fresh process per model
@@ -599,6 +623,7 @@ def run_bench(bundle_path: str | os.PathLike, cfg: BenchConfig,
         },
         "settings": cfg.to_json(),
         "latency": rows,
+        "early_exit": early,
         "memory": _jsonable(memory),
         "accuracy": {"drift_threshold_points": DRIFT_THRESHOLD_POINTS,
                      "drift": any(s["drift"] for s in sets), "sets": sets},
@@ -608,6 +633,28 @@ def run_bench(bundle_path: str | os.PathLike, cfg: BenchConfig,
         "timings_s": timings,
     }
     return report
+
+
+def early_exit_section(bundle, ens, eval_sets: dict, cfg: BenchConfig) -> dict | None:
+    """The report's ``early_exit`` (None for a full-vote graph), with the worst-case pool
+    under ``_worst_pool`` (taken out before the report is written)."""
+    from edgempir.calib import INPUT_NAME
+    from edgempir.targets.device.runtime import open_model
+
+    if EE.mode(bundle) != "early-exit":
+        return None
+    sets = {name: a[INPUT_NAME][:cfg.n] if cfg.n else a[INPUT_NAME]
+            for name, a in eval_sets.items()}
+    rows, worst = EE.check_sets(ens, lambda i: open_model(bundle, i, threads=cfg.threads),
+                                bundle, sets, max(cfg.batch_sizes))
+    execution = bundle.manifest["vote_execution"]
+    return {"mode": "early-exit", "order": list(execution.get("order", [])),
+            "reference_member": bundle.reference_member, "sets": rows,
+            "worst_case_rows": len(worst),
+            "worst_case_from": "rows of the clean and adversarial sets on which the deployed "
+                               "graph ran every member (its slowest path), repeated to fill "
+                               "each batch",
+            "note": EE.WORST_CASE_NOTE, "_worst_pool": worst}
 
 
 def _eval_summary(info: dict | None) -> dict:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from edgempir.contract import check_member_table, member_stem
+from edgempir.contract import VOTE_MODES, check_member_table, member_stem
 from edgempir.errors import BundleError, SpecError
 from edgempir.members import MemberSpec
 from edgempir.fsutil import sha256_file
@@ -52,7 +52,8 @@ MANIFEST_KEYS = frozenset({
     "dataset", "arch", "num_classes", "class_names", "combiner", "vote", "reference_member",
     "fp32_member", "ensemble_file", "ensemble_optimized_ops", "members", "calib",
     "host_accuracy", "host_accuracy_how", "eval_info", "validation", "source_run", "versions",
-    "export_seconds", "files", "weight_storage", "reject_policy", "host_rejection"})
+    "export_seconds", "files", "weight_storage", "reject_policy", "host_rejection",
+    "vote_execution"})
 MEMBER_KEYS = frozenset({
     "index", "spec", "weight_bits", "act_bits", "file", "parameters", "weight_bytes", "layers",
     "optimized_ops", "integer_kernels", "passes", "host_clean_accuracy_run"})
@@ -189,6 +190,21 @@ def _check_profile(path: Path, profile: dict, runtime: str) -> None:
                           f"{runtime!r}")
 
 
+def _check_vote_execution(path: Path, execution: Any, n_members: int, reference: int) -> None:
+    """``vote_execution`` (absent in bundles from before issue 18: the full vote): a known
+    mode, and an order that lists every member once with the reference last."""
+    if execution is None:
+        return
+    if not isinstance(execution, dict) or execution.get("mode") not in VOTE_MODES:
+        raise _fail(path, f"vote_execution {_short(execution)} is not an object with a mode "
+                          f"({', '.join(VOTE_MODES)})")
+    order = execution.get("order")
+    if not isinstance(order, list) or sorted(order) != list(range(n_members)) or \
+            any(isinstance(i, bool) for i in order) or order[-1] != reference:
+        raise _fail(path, f"vote_execution.order {_short(order)} does not list every member "
+                          "once with the reference member last")
+
+
 def read_manifest(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_dir():
@@ -296,6 +312,7 @@ def verify_bundle(path: str | os.PathLike) -> Bundle:
     if fp32 is not None and (not isinstance(fp32, int) or isinstance(fp32, bool)
                              or not 0 <= fp32 < len(members)):
         raise _fail(path, f"fp32_member {fp32!r} is not a member index")
+    _check_vote_execution(path, manifest.get("vote_execution"), len(members), reference)
     ensemble_rel = _need(manifest, "ensemble_file", str, "", path)
     calib = _need(manifest, "calib", dict, "", path)
     _check_keys(path, calib, frozenset(CALIB_NAMES), "calib.")
@@ -364,19 +381,25 @@ def _reject_fields(path: Path, manifest: dict) -> tuple[str | None, dict]:
 # libraries, no model-local functions), no control flow (subgraphs), and none of the ops
 # that allocate a size computed at run time (ConstantOfShape, Expand, Tile, Range, Resize).
 # Add an op here when export starts emitting it.
+# The early-exit vote (targets/host/graph.py) adds NonZero and ScatterND: their outputs are
+# data-dependent in *extent* but bounded by their inputs' (NonZero: at most rank x numel of
+# its input's indices; ScatterND: exactly its data input's shape), so no graph input can
+# make them allocate more than the batch it was given. ScatterND is allowed only without a
+# ``reduction`` attribute (what the exporter writes); the attribute check below refuses it.
 ONNX_DOMAINS = ("", "ai.onnx")
 ALLOWED_OPS = frozenset({
-    "Abs", "Add", "And", "ArgMax", "ArgMin", "AveragePool", "BatchNormalization", "BitShift",
-    "BitwiseAnd", "BitwiseNot", "BitwiseOr", "BitwiseXor", "Cast", "CastLike", "Ceil",
-    "Clip", "Concat", "Constant", "Conv", "ConvInteger", "DequantizeLinear", "Div", "Dropout",
-    "Equal", "Erf", "Exp", "Flatten", "Floor", "Gather", "GatherElements", "Gemm",
-    "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual", "HardSigmoid",
-    "HardSwish", "Identity", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax",
-    "MatMul", "MatMulInteger", "Max", "MaxPool", "Mean", "Min", "Mod", "Mul", "Neg", "Not",
-    "OneHot", "Or", "PRelu", "Pad", "Pow", "QLinearConv", "QLinearMatMul", "QuantizeLinear",
-    "Reciprocal", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Relu", "Reshape",
-    "Round", "Shape", "Sigmoid", "Sign", "Slice", "Softmax", "Split", "Sqrt", "Squeeze",
-    "Sub", "Sum", "Tanh", "TopK", "Transpose", "Unsqueeze", "Where", "Xor"})
+    "Abs", "Add", "And", "ArgMax", "ArgMin", "AveragePool", "BatchNormalization",
+    "BitShift", "BitwiseAnd", "BitwiseNot", "BitwiseOr", "BitwiseXor", "Cast", "CastLike",
+    "Ceil", "Clip", "Concat", "Constant", "Conv", "ConvInteger", "DequantizeLinear", "Div",
+    "Dropout", "Equal", "Erf", "Exp", "Flatten", "Floor", "Gather", "GatherElements",
+    "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual",
+    "HardSigmoid", "HardSwish", "Identity", "LeakyRelu", "Less", "LessOrEqual", "Log",
+    "LogSoftmax", "MatMul", "MatMulInteger", "Max", "MaxPool", "Mean", "Min", "Mod", "Mul",
+    "Neg", "NonZero", "Not", "OneHot", "Or", "PRelu", "Pad", "Pow", "QLinearConv",
+    "QLinearMatMul", "QuantizeLinear", "Reciprocal", "ReduceMax", "ReduceMean", "ReduceMin",
+    "ReduceSum", "Relu", "Reshape", "Round", "ScatterND", "Shape", "Sigmoid", "Sign",
+    "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "TopK",
+    "Transpose", "Unsqueeze", "Where", "Xor"})
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 
 
@@ -469,14 +492,16 @@ class _GraphCheck:
                         self.tensor(_msg(w, v, "sparse tensor"))
 
     def node(self, buf: memoryview) -> None:
-        op, domain = "", ""
+        op, domain, attributes = "", "", []
         for number, wire, value in _fields(buf):
             if number == 4:
                 op = _text(wire, value, "op_type")
             elif number == 7:
                 domain = _text(wire, value, "domain")
-            elif number == 5:
-                self.attribute(_msg(wire, value, "attribute"), op)
+            elif number == 5:  # checked once op_type is known, whatever the field order
+                attributes.append(_msg(wire, value, "attribute"))
+        for attribute in attributes:
+            self.attribute(attribute, op)
         if domain not in ONNX_DOMAINS:
             raise self.fail(f"uses op {op!r} of custom domain {domain!r}; custom ops are not "
                             "allowed")
@@ -486,6 +511,9 @@ class _GraphCheck:
 
     def attribute(self, buf: memoryview, op: str) -> None:
         for number, wire, value in _fields(buf):
+            if number == 1 and op == "ScatterND" and _text(wire, value, "name") == "reduction":
+                raise self.fail("has a ScatterND with a reduction; only plain ScatterND (the "
+                                "early-exit vote's scatter) is allowed")
             if number in (6, 11):  # g, graphs
                 raise self.fail(f"has a subgraph in op {op!r}; control flow is not allowed")
             if number in (5, 10):  # t, tensors

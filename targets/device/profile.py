@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgempir.contract import VOTE_FULL, VOTE_MODES
 from edgempir.errors import EdgempirError
 
 RUNTIMES = ("onnxruntime", "tensorrt")
@@ -52,6 +53,9 @@ SCHEMA: dict[str | None, dict[str, tuple]] = {
         "graph_rules": (lambda v: _str_list(v) and all(r in KNOWN_RULES for r in v),
                         f"a list of rule sets from: {', '.join(KNOWN_RULES)}", []),
         "integer_kernels": (_str_list, "a list of ONNX op types", []),
+        # how ensemble.onnx runs the vote (targets/host/graph.py): every member on every row,
+        # or each member only where it can still change the decision (same decisions)
+        "vote": (lambda v: v in VOTE_MODES, f"one of {', '.join(VOTE_MODES)}", VOTE_FULL),
     },
     "onnxruntime": {
         "providers": (lambda v: _str_list(v) and len(v) > 0,

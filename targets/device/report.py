@@ -10,7 +10,10 @@ import numpy as np
 from edgempir.tables import format_table, pct
 
 SCHEMA = "edgempir.bench"
-SCHEMA_VERSION = 1
+# 2 (issue 18): latency rows gain ensemble_adversarial / ensemble_worst_case and their p50
+# ratios; the report gains ``early_exit``; accuracy's member_accuracy is over the rows a
+# member ran on
+SCHEMA_VERSION = 2
 
 def jsonable(obj: Any) -> Any:
     """Make runtime info JSON-safe: numpy scalars, tuples, paths, non-finite floats."""
@@ -65,7 +68,15 @@ SCHEMA_SPEC: dict = {
                  "square_n": int, "square_p_init": _NUM, "duration_s": _NUM, "memory": bool,
                  "seed": int},
     "latency": [{"batch_size": int, "ensemble": _LAT, "fp32_member": _LAT,
-                 "overhead_p50": (int, float, None), "overhead_mean": (int, float, None)}],
+                 "overhead_p50": (int, float, None), "overhead_mean": (int, float, None),
+                 "ensemble_adversarial": (_LAT, None), "ensemble_worst_case": (_LAT, None),
+                 "overhead_p50_adversarial": (int, float, None),
+                 "overhead_p50_worst_case": (int, float, None)}],
+    "early_exit": ({"mode": str, "order": [int], "reference_member": int,
+                    "sets": [{"name": str, "n": int, "slow_path_fraction": _NUM,
+                              "members_run_mean": _NUM, "member_ran_fraction": [_NUM],
+                              "full_vote_mismatches": int, "decisions_identical": bool}],
+                    "worst_case_rows": int, "worst_case_from": str, "note": str}, None),
     "memory": {"disk": {"ensemble_onnx_bytes": (int, None),
                         "members": [{"index": int, "spec": str, "file": str,
                                      "onnx_bytes": (int, None), "weight_bytes": (dict, None)}],
@@ -175,6 +186,21 @@ def _ratio(r: float | None) -> str:
     return "-" if r is None else f"{r:.2f}x"
 
 
+def _early_exit_lines(ee: dict, b: dict) -> str:
+    ref = ee["reference_member"]
+    lines = [f"Early-exit vote (members in order {ee['order']}; member {ref} "
+             f"({b['members'][ref]['spec']}) runs only where the others leave the vote open):"]
+    for s in ee["sets"]:
+        same = ("decisions identical to the full vote" if s["decisions_identical"] else
+                f"DECISIONS DIFFER from the full vote on {s['full_vote_mismatches']} images")
+        lines.append(f"  {s['name']}: slow path (reference run) on "
+                     f"{pct(s['slow_path_fraction'])} of {s['n']} images, "
+                     f"{s['members_run_mean']:.2f} members run per image; {same}")
+    lines.append(f"  worst case: {ee['worst_case_rows']} slow-path rows, repeated; NOTE: "
+                 f"{ee['note']}")
+    return "\n".join(lines)
+
+
 def format_report(r: dict) -> str:
     b, m, rt = r["bundle"], r["machine"], r["runtime"]
     specs = "+".join(x["spec"] for x in b["members"])
@@ -197,19 +223,29 @@ def format_report(r: dict) -> str:
                    + " -- latency figures are the emulator's, not the device's")
     out.append("")
 
+    ee = r.get("early_exit")
+    clean_label = f"ensemble ({specs})" + (", clean set" if ee else "")
     rows = []
     for row in r["latency"]:
-        for name, label in (("ensemble", f"ensemble ({specs})"), ("fp32_member", base)):
-            s = row[name]
+        for name, label, ratio in (
+                ("ensemble", clean_label, "overhead_p50"),
+                ("ensemble_adversarial", "  same, adversarial set", "overhead_p50_adversarial"),
+                ("ensemble_worst_case", "  same, WORST CASE (all slow path)",
+                 "overhead_p50_worst_case"),
+                ("fp32_member", base, None)):
+            s = row.get(name)
+            if s is None:
+                continue
             rows.append([s["batch_size"], label, f"{s['p50_ms']:.3f}", f"{s['p90_ms']:.3f}",
                          f"{s['p99_ms']:.3f}", f"{s['max_ms']:.3f}",
                          f"{s['throughput_img_s']:.0f}" if s["throughput_img_s"] else "-",
-                         _ratio(row["overhead_p50"]) if name == "ensemble" else "1.00x",
-                         s["repeats"]])
+                         _ratio(row[ratio]) if ratio else "1.00x", s["repeats"]])
     out.append(format_table(["batch", "model", "p50 ms", "p90 ms", "p99 ms", "max ms", "img/s",
                              "p50 vs fp32", "calls"], rows,
                             title="Latency after warm-up, single stream (ensemble and baseline "
                                   "alternating)"))
+    if ee:
+        out.append(_early_exit_lines(ee, b))
     out.append("")
 
     mem = r["memory"]

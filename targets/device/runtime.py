@@ -41,6 +41,11 @@ def open_model(bundle, which="ensemble", threads: int | None = None,
             raise BundleError(f"bundle {bundle.path}: cannot unpack the weights of {rel} ({e}); "
                               "copy the bundle again or re-export it") from None
         lead = bundle.fp32_member if bundle.fp32_member is not None else bundle.reference_member
+        execution = bundle.manifest.get("vote_execution") or {}
+        if execution.get("mode") == "early-exit" and execution.get("order"):
+            # parallel branches (inter_op_threads > 1): the members that run on every row
+            # side by side; the later ones wait for them anyway
+            lead = execution["order"][0]
         return OrtModel(path, kind, bundle.profile.get("onnxruntime"), threads, providers,
                         bundle.input_name, external_initializers=externals, lead_member=lead)
     if bundle.runtime == "tensorrt" and packed:

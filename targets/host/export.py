@@ -263,7 +263,14 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
             protos.append(proto)
             pass_reports.append(reports)
             bar.update(1)
-        ens_proto = graph.merge_ensemble(protos, ens.reference, ds["num_classes"], opset)
+        vote_mode = profile["export"].get("vote", C.VOTE_FULL)
+        if reject_policy != "majority":
+            # accepting only unanimous votes needs every member's vote on every row: the
+            # early exit would skip exactly the votes the policy reads
+            vote_mode = C.VOTE_FULL
+        order = C.cascade_order(specs)
+        ens_proto = graph.merge_ensemble(protos, ens.reference, ds["num_classes"], opset,
+                                         vote=vote_mode, order=order)
         ens_proto = graph.add_accepted(ens_proto, reject_policy)
         check_graph_rules(ens_proto, rules, "ensemble.onnx")
         if storage_kind == "packed":
@@ -311,13 +318,16 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
             "input": {"name": C.INPUT_NAME, "shape": list(input_shape), "dtype": "float32",
                       "range": [0.0, 1.0], "batch": "dynamic", "layout": "NCHW"},
             "outputs": {"ensemble": {C.CLASS_IDS: "int64 [batch]",
-                                     C.MEMBER_LOGITS: "float32 [members, batch, classes]",
+                                     C.MEMBER_LOGITS: "float32 [members, batch, classes]; "
+                                                      "NaN rows where a member did not run",
+                                     C.MEMBER_RAN: "bool [members, batch]",
                                      C.ACCEPTED: "bool [batch]"},
                         "member": {C.MEMBER_OUTPUT: "float32 [batch, classes]"}},
             "dataset": ds["name"], "num_classes": int(ds["num_classes"]),
             "class_names": list(ds["class_names"]),
             "arch": manifest["arch"], "combiner": "vote",
             "vote": "strict majority of member argmaxes, else the reference member's argmax",
+            "vote_execution": vote_execution(vote_mode, order, ens.reference),
             "reference_member": int(ens.reference), "fp32_member": fp32,
             "ensemble_file": B.ENSEMBLE_FILE, "ensemble_optimized_ops": ens_counts,
             "weight_storage": storage,
@@ -338,6 +348,21 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
         bundle_manifest = B.write_manifest(tmp, bundle_manifest)
     echo(f"wrote {out}")
     return bundle_manifest
+
+
+def vote_execution(mode: str, order: list[int], reference: int) -> dict:
+    """The manifest's account of how ensemble.onnx runs the vote (docs/BUNDLE.md)."""
+    if mode == C.VOTE_FULL:
+        how = "every member runs on every row"
+    else:
+        how = ("members run in 'order' (cheapest first, the reference last); each member after "
+               "the first always_open runs only on the rows where its vote can still change "
+               "the decision; the decisions equal the full vote's")
+    from edgempir.vote import always_open
+
+    return {"mode": mode, "order": list(order), "reference_member": int(reference),
+            "always_open": always_open(len(order)) if mode != C.VOTE_FULL else len(order),
+            "how": how}
 
 
 def apply_passes(proto, passes: list[str], what: str):
@@ -388,7 +413,7 @@ def validate_bundle(root: Path, ens, members: list, calib: dict, ort_prof: dict,
     from edgempir.targets.device.onnxruntime import OrtModel
 
     from edgempir.ensemble import accepted as torch_accepted
-    from edgempir.vote import accepted, vote
+    from edgempir.vote import accepted, member_ran, vote
 
     def external(rel: str) -> dict:
         return packing.external_initializers(root, storage, rel)
@@ -408,24 +433,34 @@ def validate_bundle(root: Path, ens, members: list, calib: dict, ort_prof: dict,
         host_accuracy[name] = float((ref_ids == y).mean())
         files = np.stack([_batched(sess, x)[1] for sess in sessions])
         ids, ens_logits = _batched(ens_model, x)
-        graph_accepted = np.concatenate([ens_model.run_outputs(x[s:s + 256])["accepted"]
+        graph_accepted = np.concatenate([ens_model.run_outputs(x[s:s + 256])[C.ACCEPTED]
                                          for s in range(0, len(x), 256)])
         host_rejection[name] = float(1 - torch_accepted(torch.from_numpy(ref),
                                                         reject_policy).float().mean())
         if not np.array_equal(graph_accepted, accepted(ens_logits, reject_policy)):
             raise ExportError("validation failed: 'accepted' inside ensemble.onnx disagrees "
                               "with edgempir.vote.accepted on its own member outputs")
+        ran = member_ran(ens_logits)
         rep_files = agreement_report(ref, files, ref_ids, vote(files, ens.reference), y)
-        rep_ens = agreement_report(ref, ens_logits, ref_ids, ids, y)
+        rep_ens = agreement_report(ref, ens_logits, ref_ids, ids, y, ran=ran)
         # the vote inside the graph must be the vote of its own member outputs, exactly
         graph_vote_ok = bool(np.array_equal(ids, vote(ens_logits, ens.reference)))
+        # and, early exit or not, the full vote of every member on every row (member files)
+        full_ids = vote(files, ens.reference)
         validation[name] = {"n": len(y), "member_files": rep_files,
-                            "ensemble_graph": rep_ens, "graph_vote_matches_numpy": graph_vote_ok}
+                            "ensemble_graph": rep_ens, "graph_vote_matches_numpy": graph_vote_ok,
+                            "full_vote_agreement": float((ids == full_ids).mean()),
+                            "member_ran_fraction": [float(r.mean()) for r in ran]}
         check_agreement(rep_files, floor, f"{name} (member files)")
         check_agreement(rep_ens, floor, f"{name} (ensemble.onnx)")
         if not graph_vote_ok:
             raise ExportError("validation failed: the vote inside ensemble.onnx disagrees with "
                               "edgempir.vote on its own member outputs")
+        if validation[name]["full_vote_agreement"] < 1.0:
+            raise ExportError(f"validation failed on {name}: ensemble.onnx decides differently "
+                              "from the full vote of the member files on "
+                              f"{int((ids != full_ids).sum())} images; the early exit must not "
+                              "change a decision")
         bar.update(1)
     bar.close()
     validation["min_agreement"] = floor

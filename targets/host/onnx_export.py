@@ -274,14 +274,22 @@ def torch_member_logits(models, x: np.ndarray, batch_size: int = 256) -> np.ndar
 
 
 def agreement_report(ref_logits: np.ndarray, ort_logits: np.ndarray, ref_ids: np.ndarray,
-                     ort_ids: np.ndarray, labels: np.ndarray | None = None) -> dict:
-    """Per-member and ensemble top-1 agreement and max |logit difference|."""
+                     ort_ids: np.ndarray, labels: np.ndarray | None = None,
+                     ran: np.ndarray | None = None) -> dict:
+    """Per-member and ensemble top-1 agreement and max |logit difference|.
+
+    ``ran`` [M, B] (an early-exit graph's member_ran): a member is compared only on the rows
+    it ran on (its other rows are NaN); ``n_ran`` says how many.
+    """
     members = []
     for i in range(ref_logits.shape[0]):
+        rows = ran[i] if ran is not None else np.ones(ref_logits.shape[1], dtype=bool)
+        r, o = ref_logits[i][rows], ort_logits[i][rows]
         members.append({
             "index": i,
-            "agreement": float((ref_logits[i].argmax(1) == ort_logits[i].argmax(1)).mean()),
-            "max_logit_diff": float(np.abs(ref_logits[i] - ort_logits[i]).max()),
+            "agreement": float((r.argmax(1) == o.argmax(1)).mean()) if rows.any() else 1.0,
+            "max_logit_diff": float(np.abs(r - o).max()) if rows.any() else 0.0,
+            "n_ran": int(rows.sum()),
         })
     report = {"n": int(ref_logits.shape[1]), "members": members,
               "ensemble": {"agreement": float((ref_ids == ort_ids).mean())}}

@@ -3,7 +3,10 @@
 TensorRT 10/11 (onnx-tensorrt operator notes) take QuantizeLinear only with zero point 0
 and a signed (INT8) output, DequantizeLinear only on INT8/FP8/INT4 (no UINT8, no INT32
 bias), Clip only on float tensors, no 2-bit types, INT4 for weights only, and constant
-scales. Brevitas' QCDQ export breaks several of these: unsigned activations (uint8, zero
+scales. The early-exit vote (vote = "early-exit") adds NonZero, Gather on its indices and
+ScatterND, which TensorRT 10/11 take (data-dependent shapes inside the engine; the outputs
+keep static shapes); the checker requires ScatterND without a reduction. Brevitas' QCDQ
+export breaks several of these: unsigned activations (uint8, zero
 point 0), an integer Clip between QuantizeLinear and DequantizeLinear for k < 8 bits, and
 an integer Clip on constant weights.
 
@@ -174,6 +177,14 @@ def check_rules(model) -> list[Violation]:
                     out.append(Violation(name, n.op_type, "zero point is not a constant 0"))
             if n.input[1] not in inits:
                 out.append(Violation(name, n.op_type, "scale is not a constant"))
+        elif n.op_type == "ScatterND":
+            # the early-exit vote's scatter (targets/host/graph.py); TensorRT's ScatterND
+            # layer is the plain (reduction none) form
+            reduction = next((a.s.decode() for a in n.attribute if a.name == "reduction"),
+                             "none")
+            if reduction != "none":
+                out.append(Violation(name, n.op_type, f"reduction {reduction!r}: the "
+                                     "early-exit graph scatters with reduction none only"))
         elif n.op_type == "Clip":
             t_in = types.get(n.input[0])
             if t_in not in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16):

@@ -39,7 +39,9 @@ def test_perf_quick_runs_every_section(evaluated_run, tmp_path):
 
     s = r["summary"]
     assert set(s) == {"latency_b1", "latency_b32", "weight_bytes", "peak_rss", "qat_step",
-                      "pgd_throughput_vs_torchattacks"}
+                      "pgd_throughput_vs_torchattacks", "early_exit_clean_b1",
+                      "early_exit_clean_b32", "early_exit_adversarial_b1",
+                      "early_exit_adversarial_b32"}
     for v in s.values():
         assert math.isfinite(v["ratio"]) and v["ratio"] > 0 and isinstance(v["met"], bool)
 
@@ -70,6 +72,14 @@ def test_perf_quick_runs_every_section(evaluated_run, tmp_path):
 
     assert [x["batch_size"] for x in r["scaling"]["latency"]["rows"]] == [1, 2, 4, 8]
     assert [x["n"] for x in r["scaling"]["eval"]["rows"]] == [2, 4]
+
+    ee = r["early_exit"]   # issue 18: early exit vs full graph vs fp32, decisions checked
+    assert "Early-exit vote (issue 18)" in table
+    assert all(c["decisions_identical"] and c["same_as_full_graph"] for c in ee["sets"])
+    for row in ee["batches"].values():
+        assert {"fp32_member", "full_graph", "early_exit_clean", "early_exit_adversarial",
+                "early_exit_worst_case", "python_cascade_clean"} <= set(row["ms"])
+        assert row["vs_fp32"]["fp32_member"] == 1.0
 
 
 def test_perf_refuses_a_directory_that_is_not_an_evaluated_run(tmp_path):

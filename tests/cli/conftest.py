@@ -85,7 +85,7 @@ def _onnx_linear(path, members, input_shape, classes, ensemble_reference=None):
 
 
 def make_tiny_bundle(out: Path, runtime: str = "onnxruntime", target: str = "x86",
-                     fp32: bool = True) -> Path:
+                     fp32: bool = True, vote_mode: str = "full") -> Path:
     from edgempir.calib import write_set
     from edgempir.targets.device.bundle import write_manifest
 
@@ -106,6 +106,15 @@ def make_tiny_bundle(out: Path, runtime: str = "onnxruntime", target: str = "x86
     for i, m in enumerate(members):
         _onnx_linear(out / "members" / f"{i}-{specs[i][0]}.onnx", [m], d.input_shape,
                      d.num_classes)
+    if vote_mode == "early-exit":  # the exporter's graph over the same member files
+        import onnx
+
+        from edgempir.targets.host.graph import merge_ensemble
+
+        protos = [onnx.load(str(out / "members" / f"{i}-{specs[i][0]}.onnx"))
+                  for i in range(len(members))]
+        onnx.save(merge_ensemble(protos, reference, d.num_classes, vote="early-exit"),
+                  str(out / "ensemble.onnx"))
 
     def logits(xs):
         flat = xs.reshape(len(xs), -1)
@@ -146,6 +155,10 @@ def make_tiny_bundle(out: Path, runtime: str = "onnxruntime", target: str = "x86
                       "norm": "Linf",
                       "report": {}},
     }
+    if vote_mode == "early-exit":
+        manifest["vote_execution"] = {"mode": "early-exit", "order": [0, 1, 2],
+                                      "reference_member": reference, "always_open": 2,
+                                      "how": "tiny"}
     write_manifest(out, manifest)
     return out
 
@@ -154,11 +167,11 @@ def make_tiny_bundle(out: Path, runtime: str = "onnxruntime", target: str = "x86
 def tiny_bundle_factory(tmp_path_factory):
     made = {}
 
-    def make(runtime="onnxruntime", target="x86", fp32=True) -> Path:
-        key = (runtime, target, fp32)
+    def make(runtime="onnxruntime", target="x86", fp32=True, vote_mode="full") -> Path:
+        key = (runtime, target, fp32, vote_mode)
         if key not in made:
             made[key] = make_tiny_bundle(tmp_path_factory.mktemp("tiny") / f"tiny-{target}",
-                                         runtime, target, fp32)
+                                         runtime, target, fp32, vote_mode)
         return made[key]
     return make
 

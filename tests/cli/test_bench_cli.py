@@ -41,6 +41,39 @@ def test_bench_prints_its_table_and_writes_a_valid_report_next_to_the_bundle(tin
     assert mem["ensemble"]["which"] == "ensemble" and mem["fp32_member"]["which"] == "2"
 
 
+def test_bench_of_an_early_exit_graph_reports_three_latencies_and_the_slow_path(
+        tiny_bundle_factory, cli, tmp_path):
+    """Clean, adversarial and worst-case latency side by side with the fp32 member; the
+    slow-path fraction; decisions checked against the full vote of every member file."""
+    bundle = tiny_bundle_factory(vote_mode="early-exit")
+    out = tmp_path / "r.json"
+    proc = cli("bench", str(bundle), *FAST, "--no-memory", "--out", str(out))
+    report = json.loads(out.read_text())
+    assert validate_report(report) == []
+    ee = report["early_exit"]
+    assert ee["order"] == [0, 1, 2] and ee["reference_member"] == 2
+    from edgempir.calib import INPUT_NAME, read_set
+    from edgempir.targets.device.runtime import open_model
+
+    for s in ee["sets"]:
+        assert s["decisions_identical"] and s["full_vote_mismatches"] == 0, s
+        # the slow path is exactly where the two low-bit member files disagree
+        x = read_set(bundle / "calib" / f"{s['name']}.npz")[INPUT_NAME]
+        pair = [open_model(bundle, i, threads=1).run(x)[0] for i in (0, 1)]
+        assert s["slow_path_fraction"] == pytest.approx(float((pair[0] != pair[1]).mean()))
+        assert s["member_ran_fraction"][:2] == [1.0, 1.0]
+        assert s["member_ran_fraction"][2] == s["slow_path_fraction"]
+    assert ee["worst_case_rows"] > 0
+    for row in report["latency"]:
+        for key in ("ensemble", "ensemble_adversarial", "ensemble_worst_case"):
+            assert row[key]["p50_ms"] > 0
+        assert row["overhead_p50_worst_case"] > 0
+    text = proc.stdout
+    assert "WORST CASE (all slow path)" in text and "adversarial set" in text
+    assert "slow path (reference run) on" in text and "budget deadlines on the worst case" in text
+    assert "decisions identical to the full vote" in text
+
+
 def test_json_flag_prints_only_json(tiny_bundle, cli, tmp_path):
     out = tmp_path / "r.json"
     proc = cli("bench", str(tiny_bundle), *FAST, "--no-memory", "--json", "--out", str(out),

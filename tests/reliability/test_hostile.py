@@ -246,10 +246,11 @@ def _huge_initializer(dims):
     (_op("ConstantOfShape"), "'ConstantOfShape', which is not on the allow-list"),
     (_op("Loop"), "'Loop', which is not on the allow-list"),
     (_subgraph, "subgraph in op 'If'"),
+    (_op("ScatterND", reduction="add"), "ScatterND with a reduction"),
     (_huge_initializer([10 ** 6, 10 ** 6]), "more than 268435456 elements"),
     (_huge_initializer([-1, 16]), "negative dimension"),
 ], ids=["custom-domain-node", "custom-opset", "function", "ConstantOfShape", "Loop",
-        "subgraph", "1e12-elements", "negative-dim"])
+        "subgraph", "ScatterND-reduction", "1e12-elements", "negative-dim"])
 def test_graphs_a_device_must_not_run_are_refused(bundle_copy, edit, needle):
     _edit_onnx(bundle_copy / FP32, edit)
     H.resign(bundle_copy)
@@ -287,6 +288,9 @@ def _set(path: str, value):
 
 
 MANIFEST_CASES = {
+    # issue 18: how the vote runs
+    "vote-execution-mode": (_set("vote_execution.mode", "fastest"), "vote_execution"),
+    "vote-execution-order": (_set("vote_execution.order", [2, 0, 0]), "vote_execution.order"),
     # wrong types
     "members-not-list": (_set("members", {"0": {}}), "members"),
     "member-not-object": (_set("members.0", "w2a4"), "members[0]"),

@@ -193,6 +193,8 @@ def test_every_report_field_is_documented():
     documented = set(re.findall(r"`([A-Za-z0-9_\[\].-]+)`", doc))
     # objects that appear twice (ensemble and baseline) are documented once, by type name
     shared = {"latency[].ensemble.": "LatencyStats.", "latency[].fp32_member.": "LatencyStats.",
+              "latency[].ensemble_adversarial.": "LatencyStats.",
+              "latency[].ensemble_worst_case.": "LatencyStats.",
               "memory.ensemble.": "MemoryRun.", "memory.fp32_member.": "MemoryRun.",
               "square.ensemble.": "SquareResult.", "square.fp32_member.": "SquareResult."}
 

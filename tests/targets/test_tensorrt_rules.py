@@ -119,3 +119,18 @@ def test_pass_on_real_members(small_members, probe_inputs, bits):
     np.testing.assert_array_equal(a.argmax(1), b.argmax(1))
     assert np.abs(a - b).max() <= 1e-3 * max(1.0, np.abs(a).max()) or \
         (np.abs(a - b) > 1e-5).any(axis=1).mean() <= 0.05
+
+
+def test_early_exit_graph_of_passed_members_meets_the_rules(small_members, probe_inputs):
+    """vote = "early-exit" on a TensorRT profile: the checker covers the whole graph, and
+    the early exit adds nothing it refuses; a ScatterND with a reduction is refused."""
+    from edgempir.targets.host.graph import merge_ensemble
+
+    protos = [tensorrt_qdq_pass(onnx.load(small_members[b][1]))[0] for b in (2, 4, 8)]
+    ens = merge_ensemble(protos, 2, 10, vote="early-exit")
+    assert {"NonZero", "ScatterND"} <= {n.op_type for n in ens.graph.node}
+    assert check_rules(ens) == []
+    scatter = next(n for n in ens.graph.node if n.op_type == "ScatterND")
+    scatter.attribute.append(helper.make_attribute("reduction", "add"))
+    bad = check_rules(ens)
+    assert len(bad) == 1 and "reduction 'add'" in str(bad[0])
