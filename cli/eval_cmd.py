@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 from edgempir.cli.common import json_option, require_host, seed_option
+from edgempir.validate import batch_type, threads_type
 
 EXAMPLE = """
 \b
@@ -34,15 +35,15 @@ Finished attacks are kept in RUN/eval/partial/: rerun the same command to resume
 @click.option("--eps", default=None,
               help="L-inf radius or comma-separated list (0.1, 8/255, 0.05,0.1,0.2) "
                    "[default: MNIST 0.3, Fashion-MNIST 0.1, CIFAR-10 8/255].")
-@click.option("--n", "n", type=click.IntRange(min=1), default=None,
+@click.option("--n", "n", type=click.IntRange(1, 1_000_000), default=None,
               help="Test images to attack [default: 1000 standard, 300 quick].")
 @seed_option
-@click.option("--batch-size", type=click.IntRange(min=1), default=250,
+@click.option("--batch-size", type=batch_type(), default=250,
               help="Images per attack batch.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               envvar="EDGEMPIR_DATA", show_envvar=True,
               help="Folder with the data set's files [default: the Debian package's folder].")
-@click.option("--threads", type=click.IntRange(min=1), default=1,
+@click.option("--threads", type=threads_type(), default=1,
               help="Torch threads (small attack batches gain little from more; docs/EVAL.md).")
 @click.option("--force", is_flag=True,
               help="Discard finished attacks kept from an earlier (interrupted) eval.")
@@ -56,9 +57,9 @@ def command(run_dir, protocol, config_name, attacks, eps, n, seed, batch_size, d
     member, scored with the ensemble's real combiner.
     """
     require_host("eval")
-    import json
     import sys
 
+    from edgempir.fsutil import dumps_json
     from edgempir.report import eval_tables
     from edgempir.robustness import evaluate
 
@@ -74,8 +75,8 @@ def command(run_dir, protocol, config_name, attacks, eps, n, seed, batch_size, d
                    "the same command to resume.", err=True)
         sys.exit(130)
     if as_json:
-        click.echo(json.dumps({"reports": result.reports,
-                               "files": [str(f) for f in result.files]}, indent=2))
+        click.echo(dumps_json({"reports": result.reports,
+                               "files": [str(f) for f in result.files]}), nl=False)
         return
     click.echo(eval_tables(result.reports))
     click.echo("")

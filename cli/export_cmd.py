@@ -6,12 +6,13 @@ bundle's manifest in JSON with ``--json``.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 from edgempir.cli.common import json_option, require_host, seed_option
+
+from edgempir.fsutil import dumps_json
 
 
 @click.command("export", epilog="""\b
@@ -29,7 +30,7 @@ Examples:
               "bundle is complete).")
 @click.option("--data-dir", default=None, help="Folder with the data set the run was trained on "
               "(for the calibration and clean sets).")
-@click.option("--n-calib", default=512, type=click.IntRange(1), help="Calibration images "
+@click.option("--n-calib", default=512, type=click.IntRange(1, 100_000), help="Calibration images "
               "drawn from the training split.")
 @seed_option
 @json_option
@@ -47,7 +48,7 @@ def command(run, target, out, force, data_dir, n_calib, seed, as_json):
                              seed=seed, progress=not as_json and sys.stderr.isatty(),
                              echo=lambda s: None)
     if as_json:
-        click.echo(json.dumps(manifest, indent=2))
+        click.echo(dumps_json(manifest), nl=False)
         return
     click.echo(summary(manifest, out))
 
