@@ -47,9 +47,12 @@ Finished attacks are kept in RUN/eval/partial/: rerun the same command to resume
               help="Torch threads (small attack batches gain little from more; docs/EVAL.md).")
 @click.option("--force", is_flag=True,
               help="Discard finished attacks kept from an earlier (interrupted) eval.")
+@click.option("--allow-other-data", is_flag=True,
+              help="Evaluate on test data other than the run's (its fingerprint differs); "
+                   "the report records it.")
 @json_option
 def command(run_dir, protocol, config_name, attacks, eps, n, seed, batch_size, data_dir, threads,
-            force, as_json):
+            force, allow_other_data, as_json):
     """Clean and adversarial accuracy of every member and of the ensemble (real combiner).
 
     The headline is protocol adaptive: per sample, the worst case over attacks on a
@@ -69,6 +72,7 @@ def command(run_dir, protocol, config_name, attacks, eps, n, seed, batch_size, d
         result = evaluate(run_dir, protocols=protocols, config=config_name, attacks=names,
                           eps=eps, n=n, seed=seed, batch_size=batch_size, data_dir=data_dir,
                           force=force, progress=not as_json, threads=threads,
+                          allow_other_data=allow_other_data,
                           echo=lambda s: click.echo(s, err=True))
     except KeyboardInterrupt:
         click.echo(f"Interrupted: finished attacks are kept in {run_dir}/eval/partial; rerun "

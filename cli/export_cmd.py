@@ -32,9 +32,12 @@ Examples:
               "(for the calibration and clean sets).")
 @click.option("--n-calib", default=512, type=click.IntRange(1, 100_000), help="Calibration images "
               "drawn from the training split.")
+@click.option("--allow-other-data", is_flag=True, help="Build the calibration and clean sets "
+              "from data other than the run's (its fingerprint differs); the bundle's "
+              "source_run.data records it.")
 @seed_option
 @json_option
-def command(run, target, out, force, data_dir, n_calib, seed, as_json):
+def command(run, target, out, force, data_dir, n_calib, allow_other_data, seed, as_json):
     """Export an evaluated run as a bundle for one target, validated against PyTorch."""
     require_host("export")
     import warnings
@@ -46,6 +49,7 @@ def command(run, target, out, force, data_dir, n_calib, seed, as_json):
 
     manifest = export_bundle(run, target, out, force=force, data_dir=data_dir, n_calib=n_calib,
                              seed=seed, progress=not as_json and sys.stderr.isatty(),
+                             allow_other_data=allow_other_data,
                              echo=lambda s: None)
     if as_json:
         click.echo(dumps_json(manifest), nl=False)

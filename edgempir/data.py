@@ -84,6 +84,28 @@ class Dataset:
         return len(self.class_names)
 
 
+FINGERPRINT_HOW = ("sha256 over dtype, shape and bytes of the images (uint8 [N, C, H, W]) "
+                   "then the labels (int64 [N]) of the split, as loaded")
+
+
+def data_fingerprint(data: Dataset) -> dict[str, str]:
+    """sha256 of each split as loaded (raw or gzip files give the same), so that a run can
+    tell that it is being evaluated or exported on other data than it was trained on."""
+    import hashlib
+
+    def digest(*arrays: np.ndarray) -> str:
+        h = hashlib.sha256()
+        for a in arrays:
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype.str}{list(a.shape)}".encode())
+            h.update(memoryview(a).cast("B"))
+        return h.hexdigest()
+
+    return {"how": FINGERPRINT_HOW,
+            "train": digest(data.x_train, data.y_train.astype(np.int64)),
+            "test": digest(data.x_test, data.y_test.astype(np.int64))}
+
+
 def to_float(x: np.ndarray) -> np.ndarray:
     """uint8 images -> float32 in [0, 1]."""
     if x.dtype == np.uint8:

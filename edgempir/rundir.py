@@ -119,6 +119,44 @@ def _check_manifest_types(path: Path, manifest: dict) -> None:
         raise RunDirError(f"{show_path(path)}: {e}; retrain the run") from None
 
 
+def data_used(manifest: dict, data, splits: tuple[str, ...], allow_other: bool,
+              echo=lambda s: None) -> dict:
+    """Which data a command (eval, export) used, for its report; refuses data whose
+    fingerprint differs from the run's in one of ``splits`` unless ``allow_other``.
+
+    A run written before fingerprints were recorded is used with a note in the record.
+    """
+    from edgempir.data import data_fingerprint
+    from edgempir.errors import DataError
+
+    now = data_fingerprint(data)
+    record = {"name": data.name, "source": data.source, "fingerprint": now,
+              "checked_splits": list(splits), "allow_other_data": bool(allow_other)}
+    saved = manifest["dataset"].get("fingerprint")
+    if saved is None:
+        record["check"] = ("not checked: the run predates data fingerprints; retrain it to "
+                           "have its data checked")
+        echo(f"note: {record['check']}")
+        return record
+    if not isinstance(saved, dict) or not all(isinstance(saved.get(s), str) for s in splits):
+        raise RunDirError("the run manifest's dataset.fingerprint is not a fingerprint of "
+                          f"the {'/'.join(splits)} split(s); retrain the run")
+    differ = [s for s in splits if saved[s] != now[s]]
+    if not differ:
+        record["check"] = "same data as the run was trained on"
+    elif allow_other:
+        record["check"] = (f"OTHER DATA: the {'/'.join(differ)} split(s) differ from the run's "
+                           "(accepted with --allow-other-data)")
+        echo(f"warning: {record['check']}")
+    else:
+        raise DataError(f"{data.name} at {show_path(data.source)}: the {'/'.join(differ)} "
+                        f"split(s) differ from the data the run was trained on (sha256 "
+                        f"{now[differ[0]][:12]}..., the run's {saved[differ[0]][:12]}...); "
+                        "point --data-dir at the run's data, or pass --allow-other-data to "
+                        "use this data anyway (the report records it)")
+    return record
+
+
 def _inside_run(rel: str) -> bool:
     p = PurePosixPath(rel)
     return bool(rel) and "\\" not in rel and not any(ord(c) < 32 for c in rel) and \
