@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgempir.errors import EdgempirError
+from edgempir.validate import loads_json, read_json
 
 SCHEMA = "edgempir.experiment"
 SCHEMA_VERSION = 1
@@ -171,7 +172,10 @@ def _open_dir(cfg: ExperimentConfig, force: bool, argv: list[str] | None) -> Pat
                                   "experiment.json); refusing to delete it, choose another --out")
         shutil.rmtree(out)
     if state.is_file():
-        saved = json.loads(state.read_text()).get("settings", {})
+        saved = read_json(state, error=ExperimentError,
+                          hint="pass --force to start over, or choose another --out")
+        saved = saved.get("settings") if isinstance(saved, dict) else None
+        saved = saved if isinstance(saved, dict) else {}
         now = json.loads(json.dumps(cfg.settings()))
         if saved != now:
             diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
@@ -209,8 +213,8 @@ def _invocations(out: Path) -> list[dict]:
         return []
     lines = []
     for text in path.read_text().splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            lines.append(json.loads(text))
+        with contextlib.suppress(EdgempirError):
+            lines.append(loads_json(text, str(path)))
     return lines
 
 
@@ -467,8 +471,8 @@ def read_rows(out: Path) -> dict[str, dict]:
     d = rows_dir(out)
     if d.is_dir():
         for path in sorted(d.glob("*.json")):
-            with contextlib.suppress(OSError, json.JSONDecodeError):
-                row = json.loads(path.read_text())
+            with contextlib.suppress(OSError, EdgempirError, KeyError, TypeError):
+                row = read_json(path)  # a damaged row is recomputed
                 rows[row["id"]] = row
     return rows
 
@@ -526,8 +530,8 @@ def read_curves(out: Path) -> dict[str, dict]:
     for model in MODELS:
         path = curve_path(out, model)
         if path.is_file():
-            with contextlib.suppress(OSError, json.JSONDecodeError):
-                curves[model] = json.loads(path.read_text())
+            with contextlib.suppress(OSError, EdgempirError):
+                curves[model] = read_json(path)
     return curves
 
 
