@@ -74,8 +74,8 @@ def paper_vs_adaptive(out, dataset, data_dir, n, seed, epochs, adv_epochs, adv_s
     require_host("experiment paper-vs-adaptive")
     import sys
 
-    from edgempir.fsutil import dumps_json
     from edgempir.experiment import ExperimentConfig, parse_curve_eps, run_experiment, text_table
+    from edgempir.fsutil import dumps_json
 
     cfg = ExperimentConfig(out=out, dataset=dataset, data_dir=data_dir, n=n, seed=seed,
                            epochs=epochs, adv_epochs=adv_epochs, adv_steps=adv_steps,

@@ -730,7 +730,7 @@ def _attacked_ok(ev: Evaluator, craft, xs, ys, desc: str, what: dict) -> np.ndar
     fingerprint = _digest({"run": ev.run_fingerprint, "subset": ev.subset_digest, "n": len(ys),
                            "batch": ev.batch_size, "seed": ev.seed, "what": what})
     path = ev.partial_dir / "checks" / f"{_digest(desc)[:16]}.npz"
-    cached = _load_partial(path, fingerprint)
+    cached = _load_partial(path, fingerprint, tuple(xs.shape))
     if cached is None:
         t0 = time.perf_counter()
         bar = _bar(len(ys), f"{ev.config.protocol} {desc}", ev.progress)
@@ -798,9 +798,9 @@ def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, dat
 
     from edgempir.calib import write_set
     from edgempir.data import load_dataset, to_float
+    from edgempir.errors import EdgempirError
     from edgempir.fsutil import atomic_write_json, atomic_write_text, sha256_file
     from edgempir.report import accuracy_plot, eval_tables
-    from edgempir.errors import EdgempirError
     from edgempir.rundir import load_run
     from edgempir.validate import read_json
 

@@ -22,8 +22,8 @@ from typing import Any
 from edgempir.contract import check_member_table, member_stem
 from edgempir.errors import RunDirError, SpecError
 from edgempir.fsutil import show_path
-from edgempir.validate import read_json
 from edgempir.members import MemberSpec, parse_spec
+from edgempir.validate import read_json
 
 SCHEMA = "edgempir.run"
 SCHEMA_VERSION = 1

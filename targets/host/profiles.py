@@ -11,9 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from edgempir.targets.device.profile import ProfileError, validate
-
 from edgempir.fsutil import show_path
+from edgempir.targets.device.profile import ProfileError, validate
 from edgempir.validate import check_depth, one_line
 
 PROFILE_DEPTH = 8  # [table] key = [list]: three levels; a little room for errors to name

@@ -200,8 +200,7 @@ def _gzip_stream(head: bytes, zeros: int, path: Path) -> None:
     with open(path, "wb") as f:
         f.write(comp.compress(head))
         block = bytes(1 << 20)
-        for _ in range(zeros >> 20):
-            f.write(comp.compress(block))
+        f.writelines(comp.compress(block) for _ in range(zeros >> 20))
         f.write(comp.flush())
 
 
@@ -277,8 +276,8 @@ def test_deep_json_eval_report_is_refused_by_export(tmp_path, depth):
 
 @pytest.mark.parametrize("depth", [20, 5000])
 def test_deep_toml_profile_is_refused(tmp_path, depth):
-    from edgempir.targets.host.profiles import load_profile
     from edgempir.targets.device.profile import ProfileError
+    from edgempir.targets.host.profiles import load_profile
 
     path = tmp_path / "deep.toml"
     path.write_text('name = "deep"\nruntime = "onnxruntime"\n[export]\ninteger_kernels = '
@@ -382,7 +381,7 @@ def test_read_only_out_is_a_one_line_error(tmp_path, monkeypatch):
 
 def test_the_cli_turns_any_os_error_into_one_line(monkeypatch):
     """The last net: an OSError from the environment that no writer caught."""
-    import edgempir.targets.device.bench as bench
+    from edgempir.targets.device import bench
 
     def boom(*a, **k):
         raise OSError(errno.EROFS, "Read-only file system", "/ro/x\ny")
