@@ -18,7 +18,8 @@ from edgempir.contract import INPUT_NAME, LABEL_NAME  # every set is keyed by th
 from edgempir.errors import BundleError
 from edgempir.fsutil import atomic_write_bytes
 
-MAX_ELEMENTS = 1 << 28    # refuse absurd arrays (1 GiB of float32) before allocating them
+MAX_SET_BYTES = 1 << 30   # 1 GiB over all arrays of a set, from the headers, before allocating
+ARRAY_KINDS = "biufU"     # bool, int, uint, float, text; never object (pickle) or void (raw)
 
 
 def write_set(path: str | os.PathLike, x: np.ndarray, y: np.ndarray, **extra: np.ndarray) -> None:
@@ -60,7 +61,8 @@ def read_set(path: str | os.PathLike, input_shape: tuple[int, ...] | None = None
 
 def _load_arrays(path: Path) -> dict[str, np.ndarray]:
     """Every array of the npz at ``path``. Before anything is allocated: the file must be
-    a zip of .npy members only, each header readable, the total size bounded."""
+    a zip of .npy members only, each header readable and of a plain dtype, the total bytes
+    (itemsize x count, from the headers) bounded."""
     try:
         with open(path, "rb") as f:
             magic = f.read(4)
@@ -78,11 +80,16 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
                 if not info.filename.endswith(".npy"):
                     raise BundleError(f"{path}: member {info.filename!r} is not a .npy array; "
                                       "re-export the bundle")
-                shape = _member_shape(path, z, info.filename)
-                total += int(math.prod(shape))
-                if total > MAX_ELEMENTS:
-                    raise BundleError(f"{path}: arrays of shape {shape} and more, too large to "
-                                      "be a calibration set; rebuild the set")
+                shape, dtype = _member_header(path, z, info.filename)
+                if dtype.kind not in ARRAY_KINDS:
+                    raise BundleError(f"{path}: member {info.filename!r} has dtype {dtype.str}; "
+                                      "a set holds numbers and text only; re-export the bundle")
+                total += int(math.prod(shape)) * dtype.itemsize  # Python ints: no wrap-around
+                if total > MAX_SET_BYTES:
+                    raise BundleError(f"{path}: arrays of {total} bytes and more (member "
+                                      f"{info.filename!r}: {dtype.str} {list(shape)}), more "
+                                      f"than the {MAX_SET_BYTES} a set may have; rebuild the "
+                                      "set")
             return {name: z[name] for name in z.files}
     except BundleError:
         raise
@@ -92,21 +99,21 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
                           "bundle") from None
 
 
-def _member_shape(path: Path, z, member: str) -> tuple[int, ...]:
-    """Shape from an npz member's .npy header, read without loading the array."""
+def _member_header(path: Path, z, member: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from an npz member's .npy header, read without loading the array."""
     from numpy.lib import format as npformat
 
     try:
         with z.zip.open(member) as f:
             version = npformat.read_magic(f)
             if version == (1, 0):
-                shape, _, _ = npformat.read_array_header_1_0(f)
+                shape, _, dtype = npformat.read_array_header_1_0(f)
             elif version == (2, 0):
-                shape, _, _ = npformat.read_array_header_2_0(f)
+                shape, _, dtype = npformat.read_array_header_2_0(f)
             else:
                 raise ValueError(f"npy format version {version}")
     except Exception as e:  # noqa: BLE001 - a header we cannot read is a corrupt set
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise BundleError(f"{path}: member {member!r} has no readable .npy header ({first}); "
                           "re-export the bundle") from None
-    return tuple(int(s) for s in shape)
+    return tuple(int(s) for s in shape), np.dtype(dtype)

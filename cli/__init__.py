@@ -21,7 +21,20 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except EdgempirError as e:
-            click.echo(f"Error: {e}", err=True)
+            from edgempir.validate import one_line
+
+            click.echo(f"Error: {one_line(str(e))}", err=True)  # a path's newline stays escaped
+            sys.exit(2)
+        except OSError as e:
+            # the environment, not the input: a read-only or full file system, a folder
+            # removed under us. The writers are atomic, so nothing half-written is left.
+            from edgempir.fsutil import show_path
+            from edgempir.validate import one_line
+
+            where = f" ({show_path(e.filename)})" if e.filename else ""
+            click.echo(f"Error: {one_line(e.strerror or str(e) or type(e).__name__)}{where}; "
+                       "check the path and the file system, then run the command again",
+                       err=True)
             sys.exit(2)
         except ModuleNotFoundError as e:
             # a host-only package missing in a device install: say which extra brings it

@@ -6,7 +6,6 @@ to a JSON file (atomically) and to stdout as a table, or as JSON only with ``--j
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import click
 from edgempir.cli.common import json_option
 
 from edgempir.errors import EdgempirError
+from edgempir.validate import MAX_BATCH, seconds_type, threads_type
 
 
 def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
@@ -22,9 +22,9 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
         sizes = tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
         sizes = ()
-    if not sizes or any(b < 1 for b in sizes):
-        raise click.BadParameter(f"{value!r}: give positive integers separated by commas, "
-                                 "e.g. 1,8,32")
+    if not sizes or any(not 1 <= b <= MAX_BATCH for b in sizes):
+        raise click.BadParameter(f"{value!r}: give integers 1..{MAX_BATCH} separated by "
+                                 "commas, e.g. 1,8,32")
     return sizes
 
 
@@ -51,26 +51,27 @@ Example:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--batch-sizes", default="1,8,32", callback=_batch_sizes,
               help="Batch sizes to time, comma-separated.")
-@click.option("--repeats", default=200, type=click.IntRange(1),
+@click.option("--repeats", default=200, type=click.IntRange(1, 1_000_000),
               help="Timed calls per model and batch size (at most; see --time-cap).")
-@click.option("--warmup", default=10, type=click.IntRange(0),
+@click.option("--warmup", default=10, type=click.IntRange(0, 1_000_000),
               help="Untimed calls per model and batch size before timing.")
-@click.option("--time-cap", default=2.0, type=click.FloatRange(0.01),
+@click.option("--time-cap", default=2.0, type=seconds_type(0.01),
               help="Seconds of timed calls per model and batch size (at most).")
-@click.option("--threads", default=None, type=click.IntRange(1),
+@click.option("--threads", default=None, type=threads_type(),
               help="Runtime threads  [default: the bundle profile's]")
-@click.option("--n", "n", default=None, type=click.IntRange(1),
+@click.option("--n", "n", default=None, type=click.IntRange(1, 1_000_000),
               help="Images per evaluation set  [default: the whole set, as the host did]")
-@click.option("--square-queries", default=300, type=click.IntRange(0),
+@click.option("--square-queries", default=300, type=click.IntRange(0, 1_000_000),
               help="Square attack query budget per image (0 skips the attack).")
-@click.option("--square-n", default=100, type=click.IntRange(0),
+@click.option("--square-n", default=100, type=click.IntRange(0, 1_000_000),
               help="Clean images the Square attack runs on (0 skips the attack).")
-@click.option("--duration", default=0.0, type=click.FloatRange(0),
+@click.option("--duration", default=0.0, type=seconds_type(0),
               help="Soak test length in seconds (0: no soak); reports latency drift and RSS "
                    "growth over time.")
 @click.option("--no-memory", is_flag=True,
               help="Skip the peak-RSS measurement (it starts two child processes).")
-@click.option("--seed", default=0, type=int, help="Seed of the Square attack.")
+@click.option("--seed", default=0, type=click.IntRange(0, 2**32 - 1),
+              help="Seed of the Square attack.")
 @click.option("--out", "out", default=None, type=click.Path(path_type=Path),
               help="JSON report path  [default: BUNDLE-bench.json next to the bundle]")
 @json_option
@@ -86,7 +87,7 @@ def command(bundle: Path, batch_sizes, repeats, warmup, time_cap, threads, n, sq
     """
     from edgempir.targets.device.bench import BenchConfig, format_report, run_bench
 
-    from edgempir.fsutil import atomic_write_text
+    from edgempir.fsutil import atomic_write_text, dumps_json
 
     out = out or default_report_path(bundle)
     _check_writable(out)
@@ -95,7 +96,7 @@ def command(bundle: Path, batch_sizes, repeats, warmup, time_cap, threads, n, sq
                       square_queries=square_queries, square_n=square_n,
                       duration_s=duration, memory=not no_memory, seed=seed)
     report = run_bench(bundle, cfg, progress=None if as_json else _click_progress)
-    text = json.dumps(report, indent=2, allow_nan=False) + "\n"
+    text = dumps_json(report)
     try:
         atomic_write_text(out, text)
     except OSError as e:

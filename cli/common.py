@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import click
 
-seed_option = click.option("--seed", type=int, default=0, help="Random seed.")
+# numpy's generators refuse negative seeds and torch's refuse seeds of 2**64 and more
+seed_option = click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0,
+                           help="Random seed.")
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print only JSON on stdout (no table, no progress).")
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 from edgempir.cli.common import json_option, require_host, seed_option
+from edgempir.validate import batch_type, threads_type
 
 EXAMPLE = """
 \b
@@ -38,22 +39,25 @@ Finished attacks are kept in RUN/eval/partial/: rerun the same command to resume
               help="L-inf radius or comma-separated list (0.1, 8/255, 0.05,0.1,0.2) "
                    "[default: adaptive: MNIST 0.3, Fashion-MNIST 0.1, CIFAR-10 8/255; "
                    "paper: the reference's, MNIST and Fashion-MNIST 0.3, CIFAR-10 0.1].")
-@click.option("--n", "n", type=click.IntRange(min=1), default=None,
+@click.option("--n", "n", type=click.IntRange(1, 1_000_000), default=None,
               help="Test images to attack [default: 300 quick; standard: adaptive 1000, "
                    "paper the whole test set].")
 @seed_option
-@click.option("--batch-size", type=click.IntRange(min=1), default=250,
+@click.option("--batch-size", type=batch_type(), default=250,
               help="Images per attack batch.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               envvar="EDGEMPIR_DATA", show_envvar=True,
               help="Folder with the data set's files [default: the Debian package's folder].")
-@click.option("--threads", type=click.IntRange(min=1), default=1,
+@click.option("--threads", type=threads_type(), default=1,
               help="Torch threads (small attack batches gain little from more; docs/EVAL.md).")
 @click.option("--force", is_flag=True,
               help="Discard finished attacks kept from an earlier (interrupted) eval.")
+@click.option("--allow-other-data", is_flag=True,
+              help="Evaluate on test data other than the run's (its fingerprint differs); "
+                   "the report records it.")
 @json_option
 def command(run_dir, protocol, config_name, attacks, eps, n, seed, batch_size, data_dir, threads,
-            force, as_json):
+            force, allow_other_data, as_json):
     """Clean and adversarial accuracy of every member and of the ensemble (real combiner).
 
     The headline is protocol adaptive: per sample, the worst case over attacks on a
@@ -61,9 +65,9 @@ def command(run_dir, protocol, config_name, attacks, eps, n, seed, batch_size, d
     member, scored with the ensemble's real combiner.
     """
     require_host("eval")
-    import json
     import sys
 
+    from edgempir.fsutil import dumps_json
     from edgempir.report import eval_tables
     from edgempir.robustness import evaluate
 
@@ -73,14 +77,15 @@ def command(run_dir, protocol, config_name, attacks, eps, n, seed, batch_size, d
         result = evaluate(run_dir, protocols=protocols, config=config_name, attacks=names,
                           eps=eps, n=n, seed=seed, batch_size=batch_size, data_dir=data_dir,
                           force=force, progress=not as_json, threads=threads,
+                          allow_other_data=allow_other_data,
                           echo=lambda s: click.echo(s, err=True))
     except KeyboardInterrupt:
         click.echo(f"Interrupted: finished attacks are kept in {run_dir}/eval/partial; rerun "
                    "the same command to resume.", err=True)
         sys.exit(130)
     if as_json:
-        click.echo(json.dumps({"reports": result.reports,
-                               "files": [str(f) for f in result.files]}, indent=2))
+        click.echo(dumps_json({"reports": result.reports,
+                               "files": [str(f) for f in result.files]}), nl=False)
         return
     click.echo(eval_tables(result.reports))
     from edgempir.reject import reject_table

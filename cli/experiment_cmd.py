@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 from edgempir.cli.common import json_option, require_host, seed_option
+from edgempir.validate import Finite, threads_type
 
 EXAMPLE = """
 \b
@@ -32,17 +33,17 @@ def experiment():
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               envvar="EDGEMPIR_DATA", show_envvar=True,
               help="Folder with the data set's files [default: the Debian package's folder].")
-@click.option("--n", "n", type=click.IntRange(min=1), default=2000,
+@click.option("--n", "n", type=click.IntRange(1, 1_000_000), default=2000,
               help="Test images for every table row (same subset for all).")
 @seed_option
-@click.option("--epochs", type=click.IntRange(min=1), default=5,
+@click.option("--epochs", type=click.IntRange(1, 10_000), default=5,
               help="Epochs per member of the default-trained EMPIR (unless --empir-run).")
-@click.option("--adv-epochs", type=click.IntRange(min=1), default=1,
+@click.option("--adv-epochs", type=click.IntRange(1, 10_000), default=1,
               help="PGD-training epochs per adversarial member; the same-compute fp32 model "
                    "gets this times the number of members.")
-@click.option("--adv-steps", type=click.IntRange(min=1), default=3,
+@click.option("--adv-steps", type=click.IntRange(1, 10_000), default=3,
               help="PGD steps per training batch.")
-@click.option("--adv-eps", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--adv-eps", type=Finite(0, 1, lo_open=True, hi_open=True),
               default=None, help="L-inf budget of adversarial training [default: the data "
                                  "set's eval eps, 0.1 for Fashion-MNIST].")
 @click.option("--config", "config_name", type=click.Choice(["quick", "standard"]),
@@ -51,9 +52,9 @@ def experiment():
 @click.option("--curve-eps", default=None,
               help="Radii of the accuracy-vs-eps curve, e.g. 0.05,0.1,0.2 "
                    "[default: 0.5, 1 and 2 x the data set's eps].")
-@click.option("--curve-n", type=click.IntRange(min=1), default=300,
+@click.option("--curve-n", type=click.IntRange(1, 1_000_000), default=300,
               help="Test images for the curve (PGD only).")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=threads_type(), default=None,
               help="Torch threads [default: torch's choice for training, 1 for eval].")
 @click.option("--empir-run", type=click.Path(file_okay=False), default=None,
               help="Reuse this default-trained EMPIR run (copied into --out, not modified) "
@@ -71,10 +72,10 @@ def paper_vs_adaptive(out, dataset, data_dir, n, seed, epochs, adv_epochs, adv_s
     """EMPIR scored by protocol paper and adaptive, next to its members, EMPIR with
     PGD-trained members, and one PGD-trained fp32 model of the same training compute."""
     require_host("experiment paper-vs-adaptive")
-    import json
     import sys
 
     from edgempir.experiment import ExperimentConfig, parse_curve_eps, run_experiment, text_table
+    from edgempir.fsutil import dumps_json
 
     cfg = ExperimentConfig(out=out, dataset=dataset, data_dir=data_dir, n=n, seed=seed,
                            epochs=epochs, adv_epochs=adv_epochs, adv_steps=adv_steps,
@@ -92,7 +93,7 @@ def paper_vs_adaptive(out, dataset, data_dir, n, seed, epochs, adv_epochs, adv_s
                    "rerun the same command to resume.", err=True)
         sys.exit(130)
     if as_json:
-        click.echo(json.dumps(results, indent=2))
+        click.echo(dumps_json(results), nl=False)
         return
     click.echo(text_table(results))
     click.echo("")

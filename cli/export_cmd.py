@@ -6,12 +6,13 @@ bundle's manifest in JSON with ``--json``.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 from edgempir.cli.common import json_option, require_host, seed_option
+
+from edgempir.fsutil import dumps_json
 
 
 @click.command("export", epilog="""\b
@@ -29,15 +30,19 @@ Examples:
               "bundle is complete).")
 @click.option("--data-dir", default=None, help="Folder with the data set the run was trained on "
               "(for the calibration and clean sets).")
-@click.option("--n-calib", default=512, type=click.IntRange(1), help="Calibration images "
+@click.option("--n-calib", default=512, type=click.IntRange(1, 100_000), help="Calibration images "
               "drawn from the training split.")
 @click.option("--reject-policy", type=click.Choice(["majority", "unanimous"]),
               default="majority", show_default=True,
               help="Rule of the ensemble graph's 'accepted' output: majority accepts every "
                    "vote; unanimous only votes all members agree on (docs/BUNDLE.md).")
+@click.option("--allow-other-data", is_flag=True, help="Build the calibration and clean sets "
+              "from data other than the run's (its fingerprint differs); the bundle's "
+              "source_run.data records it.")
 @seed_option
 @json_option
-def command(run, target, out, force, data_dir, n_calib, seed, reject_policy, as_json):
+def command(run, target, out, force, data_dir, n_calib, seed, reject_policy, allow_other_data,
+            as_json):
     """Export an evaluated run as a bundle for one target, validated against PyTorch."""
     require_host("export")
     import warnings
@@ -50,9 +55,10 @@ def command(run, target, out, force, data_dir, n_calib, seed, reject_policy, as_
     manifest = export_bundle(run, target, out, force=force, data_dir=data_dir, n_calib=n_calib,
                              seed=seed, progress=not as_json and sys.stderr.isatty(),
                              reject_policy=reject_policy,
+                             allow_other_data=allow_other_data,
                              echo=lambda s: None)
     if as_json:
-        click.echo(json.dumps(manifest, indent=2))
+        click.echo(dumps_json(manifest), nl=False)
         return
     click.echo(summary(manifest, out))
 

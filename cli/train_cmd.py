@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from edgempir.cli.common import json_option, require_host, seed_option
+from edgempir.validate import Finite, batch_type, threads_type
 
 EXAMPLE = """
 \b
@@ -33,11 +34,11 @@ Examples:
                    "members, networks and recipe (15 epochs MNIST, 6 CIFAR-10, constant lr).")
 @click.option("--combiner", type=click.Choice(["vote", "mean-softmax", "mean-logits"]),
               default="vote", help="How the ensemble combines its members.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None,
+@click.option("--epochs", type=click.IntRange(1, 10_000), default=None,
               help="Epochs per member [default: the preset's: edge 5; paper 15 (MNIST, "
                    "Fashion-MNIST), 6 (CIFAR-10)].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=128)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
+@click.option("--batch-size", type=batch_type(), default=128)
+@click.option("--lr", type=Finite(0, 1, lo_open=True), default=1e-3,
               help="Adam learning rate (edge: cosine decay to 0; paper: constant).")
 @click.option("--augment", type=click.Choice(["none", "hflip"]), default=None,
               help="Training augmentation: random horizontal flips [default: edge: hflip for "
@@ -46,16 +47,16 @@ Examples:
 @click.option("--adv-train", type=click.Choice(["none", "pgd", "trades"]), default="none",
               help="Adversarial training of every member: Madry PGD or TRADES, through the "
                    "straight-through quantizers.")
-@click.option("--adv-eps", type=click.FloatRange(0, 1, min_open=True), default=None,
+@click.option("--adv-eps", type=Finite(0, 1, lo_open=True), default=None,
               help="L-inf budget for --adv-train [default: the data set's eval eps: "
                    "0.3 MNIST, 0.1 Fashion-MNIST, 8/255 CIFAR-10].")
-@click.option("--adv-steps", type=click.IntRange(min=1), default=10, help="PGD steps per batch.")
-@click.option("--adv-step-size", type=click.FloatRange(0, 1, min_open=True), default=None,
+@click.option("--adv-steps", type=click.IntRange(1, 10_000), default=10, help="PGD steps per batch.")
+@click.option("--adv-step-size", type=Finite(0, 1, lo_open=True), default=None,
               help="PGD step size [default: 2.5 * eps / steps].")
-@click.option("--trades-beta", type=click.FloatRange(min=0), default=6.0,
+@click.option("--trades-beta", type=Finite(0, 1000), default=6.0,
               help="TRADES' robustness weight.")
 @seed_option
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=threads_type(), default=None,
               help="Torch threads [default: torch's choice].")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Run directory to write.")
@@ -67,9 +68,8 @@ def train(dataset, data_dir, arch, members, bits, preset_name, combiner, epochs,
           resume, force, as_json):
     """Train an EMPIR ensemble: one full-precision and low-bit members, one command."""
     require_host("train")
-    import json
-
     from edgempir.data import DEFAULT_AUGMENT
+    from edgempir.fsutil import dumps_json
     from edgempir.members import DEFAULT_PRESET, PRESET_QUANTIZER, preset_recipe, resolve_members
     from edgempir.models import default_arch
     from edgempir.report import training_table
@@ -94,7 +94,7 @@ def train(dataset, data_dir, arch, members, bits, preset_name, combiner, epochs,
     manifest = run_train(cfg, resume=resume, force=force, progress=not as_json,
                          echo=lambda s: click.echo(s, err=True))
     if as_json:
-        click.echo(json.dumps({"run_dir": out, "manifest": manifest}, indent=2))
+        click.echo(dumps_json({"run_dir": out, "manifest": manifest}), nl=False)
     else:
         click.echo(training_table(manifest))
         click.echo(f"run directory: {out}")

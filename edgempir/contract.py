@@ -56,9 +56,9 @@ def check_member_table(members: list[dict], reference: int) -> list[MemberSpec]:
         spec = parse_spec(str(m.get("spec")))
         want = (spec.weight_bits or FLOAT_BITS, spec.act_bits or FLOAT_BITS)
         got = (m.get("weight_bits"), m.get("act_bits"))
-        if got != want:
+        if got != want or not all(type(v) is int for v in got):  # "2" or true is no bit width
             raise SpecError(f"members[{i}] is {spec} but says weight_bits/act_bits "
-                            f"{got[0]}/{got[1]} (a {spec} member has {want[0]}/{want[1]})")
+                            f"{got[0]!r}/{got[1]!r} (a {spec} member has {want[0]}/{want[1]})")
         specs.append(spec)
     if specs and reference != reference_index(specs):
         raise SpecError(f"reference_member is {reference}, but the vote rule picks member "

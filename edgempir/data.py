@@ -12,6 +12,7 @@ read too, and are preferred when both are present.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import gzip
 import io
 import math
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edgempir.errors import DataError
+from edgempir.fsutil import show_path
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10", "synthetic")
 DEFAULT_DATASET = "fashion-mnist"
@@ -82,6 +84,28 @@ class Dataset:
         return len(self.class_names)
 
 
+FINGERPRINT_HOW = ("sha256 over dtype, shape and bytes of the images (uint8 [N, C, H, W]) "
+                   "then the labels (int64 [N]) of the split, as loaded")
+
+
+def data_fingerprint(data: Dataset) -> dict[str, str]:
+    """sha256 of each split as loaded (raw or gzip files give the same), so that a run can
+    tell that it is being evaluated or exported on other data than it was trained on."""
+    import hashlib
+
+    def digest(*arrays: np.ndarray) -> str:
+        h = hashlib.sha256()
+        for a in arrays:
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype.str}{list(a.shape)}".encode())
+            h.update(memoryview(a).cast("B"))
+        return h.hexdigest()
+
+    return {"how": FINGERPRINT_HOW,
+            "train": digest(data.x_train, data.y_train.astype(np.int64)),
+            "test": digest(data.x_test, data.y_test.astype(np.int64))}
+
+
 def to_float(x: np.ndarray) -> np.ndarray:
     """uint8 images -> float32 in [0, 1]."""
     if x.dtype == np.uint8:
@@ -93,63 +117,102 @@ def to_float(x: np.ndarray) -> np.ndarray:
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-MAX_IDX_BYTES = 1 << 32  # 4 GiB: far above any IDX data set (MNIST's train images: 47 MB)
+MAX_IDX_BYTES = 1 << 30  # 1 GiB per file: MNIST's train images are 47 MB, EMNIST's 0.55 GB
+# A gzip'ed IDX file may promise at most this many times its own size (plus GZIP_SLACK):
+# MNIST compresses ~5:1, Fashion-MNIST ~2:1; a 0.76 MB file promising 10**6 images is a
+# bomb, refused before a byte is inflated.
+MAX_GZIP_RATIO = 100
+GZIP_SLACK = 1 << 20
 
 
 def _idx_header(data: bytes, path: Path, how_to_get: str) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype from an IDX header; a DataError if it is not one or is absurd."""
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise DataError(f"{path}: not an IDX file (bad magic number); {how_to_get}")
+        raise DataError(f"{show_path(path)}: not an IDX file (bad magic number); {how_to_get}")
     ndim = data[3]
     if ndim == 0 or ndim > 4 or len(data) < 4 + 4 * ndim:
-        raise DataError(f"{path}: IDX header is truncated or has {ndim} dimensions; {how_to_get}")
+        raise DataError(f"{show_path(path)}: IDX header is truncated or has {ndim} dimensions; "
+                        f"{how_to_get}")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     if 0 in shape:
         # an empty set is no data set, and numpy refuses shapes like (0, 2**29, 2**29)
-        raise DataError(f"{path}: IDX header claims shape {shape}, which holds no images "
-                        f"(corrupt file); {how_to_get}")
+        raise DataError(f"{show_path(path)}: IDX header claims shape {shape}, which holds no "
+                        f"images (corrupt file); {how_to_get}")
     # Python ints: numpy's int64 product wraps around for dims like 65536**4
     if math.prod(shape) * dtype.itemsize > MAX_IDX_BYTES:
-        raise DataError(f"{path}: IDX header claims shape {shape}, more than "
+        raise DataError(f"{show_path(path)}: IDX header claims shape {shape}, more than "
                         f"{MAX_IDX_BYTES >> 30} GiB (corrupt or hostile file); {how_to_get}")
     return shape, dtype
 
 
-def _read_idx_data(path: Path, how_to_get: str) -> bytes:
-    """The file's bytes, gunzipped if needed. A gzip is decompressed only as far as its
-    header promises (plus one byte to see that it ends there): a small .gz cannot make
-    us allocate gigabytes."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot be read ({e.strerror or e}); {how_to_get}") from None
-    if raw[:2] != b"\x1f\x8b":
-        return raw
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
-            head = f.read(4)
-            if len(head) == 4 and 0 < head[3] <= 4:
-                head += f.read(4 * head[3])
-            shape, dtype = _idx_header(head, path, how_to_get)
-            # reading past the end also checks the gzip trailer (CRC, length)
-            return head + f.read(math.prod(shape) * dtype.itemsize + 1)
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path}: corrupt or truncated gzip ({e}); {how_to_get}") from None
+def _read_header(stream) -> bytes:
+    head = stream.read(4)
+    if len(head) == 4 and 0 < head[3] <= 4:
+        head += stream.read(4 * head[3])
+    return head
+
+
+def _read_body(stream, size: int) -> tuple[np.ndarray, int]:
+    """``size`` bytes into one preallocated buffer (no copies); returns it and the count read."""
+    out = np.empty(size, dtype=np.uint8)
+    view, got = memoryview(out), 0
+    while got < size:
+        n = stream.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return out, got
 
 
 def read_idx(path: str | os.PathLike, how_to_get: str = "re-download the file") -> np.ndarray:
-    """Read one IDX file (raw or gzip) into a numpy array, checking magic and sizes."""
+    """Read one IDX file (raw or gzip) into a numpy array, checking magic and sizes.
+
+    Bytes are capped before anything is allocated: the header is read first (magic, then
+    shape); a raw file's size must match the header exactly; a gzip may promise at most
+    MAX_GZIP_RATIO times its own size and is inflated, as a stream, into one buffer of the
+    promised size, and must end exactly there (trailer CRC and length checked).
+    """
     path = Path(path)
-    data = _read_idx_data(path, how_to_get)
-    shape, dtype = _idx_header(data, path, how_to_get)
-    expected = math.prod(shape) * dtype.itemsize
-    body = data[4 + 4 * len(shape):]
-    if len(body) != expected:
-        raise DataError(f"{path}: IDX header says shape {shape} ({expected} bytes) but the file "
-                        f"holds {len(body)} bytes (truncated or corrupt); {how_to_get}")
-    # a writable copy: torch refuses to wrap read-only buffers without a warning
-    return np.frombuffer(body, dtype=dtype).reshape(shape).copy()
+    gz = False
+    try:
+        with open(path, "rb") as f:
+            file_size = os.fstat(f.fileno()).st_size
+            gz = f.read(2) == b"\x1f\x8b"
+            f.seek(0)
+            with (gzip.GzipFile(fileobj=f) if gz else contextlib.nullcontext(f)) as stream:
+                head = _read_header(stream)
+                shape, dtype = _idx_header(head, path, how_to_get)
+                expected = math.prod(shape) * dtype.itemsize
+                _check_promise(path, shape, expected, len(head), file_size, gz, how_to_get)
+                body, got = _read_body(stream, expected)
+                extra = bool(stream.read(1))  # past the end: also checks the gzip trailer
+    except DataError:
+        raise
+    except (OSError, EOFError, zlib.error) as e:
+        what = "corrupt or truncated gzip" if gz else "cannot be read"
+        reason = getattr(e, "strerror", None) or e
+        raise DataError(f"{show_path(path)}: {what} ({reason}); {how_to_get}") from None
+    if got != expected or extra:
+        holds = f"{got} bytes" if not extra else f"more than {expected} bytes"
+        raise DataError(f"{show_path(path)}: IDX header says shape {shape} ({expected} bytes) "
+                        f"but the file holds {holds} (truncated or corrupt); {how_to_get}")
+    # one writable buffer: torch refuses to wrap read-only ones without a warning
+    return body.view(dtype).reshape(shape)
+
+
+def _check_promise(path: Path, shape, expected: int, head: int, file_size: int, gz: bool,
+                   how_to_get: str) -> None:
+    """The header's byte count against the file's size, before the body is allocated."""
+    if not gz and file_size != head + expected:
+        raise DataError(f"{show_path(path)}: IDX header says shape {shape} ({expected} bytes) "
+                        f"but the file holds {max(file_size - head, 0)} bytes (truncated or "
+                        f"corrupt); {how_to_get}")
+    if gz and head + expected > file_size * MAX_GZIP_RATIO + GZIP_SLACK:
+        raise DataError(f"{show_path(path)}: IDX header claims shape {shape} ({expected} "
+                        f"bytes) from a gzip of {file_size} bytes, more than "
+                        f"{MAX_GZIP_RATIO}x its size: truncated or corrupt (or a gzip bomb); "
+                        f"{how_to_get}")
 
 
 def _find(directory: Path, stem: str) -> Path | None:
@@ -204,8 +267,21 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}") from None
 
 
+def _check_cifar_size(path: Path) -> None:
+    """A CIFAR-10 batch is 30 MB; refuse a huge file from its size, before reading it."""
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise DataError(f"{show_path(path)}: cannot be read ({e.strerror or e}); "
+                        f"{HOW_TO_GET['cifar10']}") from None
+    if size > MAX_IDX_BYTES:
+        raise DataError(f"{show_path(path)}: {size} bytes, more than the {MAX_IDX_BYTES} a "
+                        f"CIFAR-10 batch may have; {HOW_TO_GET['cifar10']}")
+
+
 def _read_cifar_python_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     how = HOW_TO_GET["cifar10"]
+    _check_cifar_size(path)
     try:
         batch = _ArrayOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
     except Exception as e:  # any malformed pickle is a corrupt file
@@ -228,6 +304,7 @@ def _read_cifar_python_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_cifar_binary_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    _check_cifar_size(path)
     raw = np.fromfile(path, dtype=np.uint8)
     if raw.size == 0 or raw.size % 3073:
         raise DataError(f"{path}: {raw.size} bytes is not a whole number of 3073-byte CIFAR-10 "

@@ -34,6 +34,10 @@ class WriteError(EdgempirError, OSError):
     """
 
 
+class TrainingError(EdgempirError):
+    """A training that cannot go on (a non-finite loss: the learning rate is too high)."""
+
+
 class InputError(EdgempirError, ValueError):
     """An input array handed to a deployed ensemble that is not what its bundle takes."""
 

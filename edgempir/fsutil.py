@@ -23,6 +23,15 @@ from edgempir.errors import EdgempirError, WriteError
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 
 
+def show_path(path: str | os.PathLike) -> str:
+    """``path`` for a one-line message: as is when printable, else quoted like repr(), so
+    that a newline inside a user's path cannot split the message."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    return text if text.isprintable() else repr(text)
+
+
 def write_error(path: str | os.PathLike, e: OSError) -> WriteError:
     """A one-line WriteError for ``e``, raised while writing ``path`` (old version kept)."""
     reason = e.strerror or str(e) or type(e).__name__
@@ -30,7 +39,7 @@ def write_error(path: str | os.PathLike, e: OSError) -> WriteError:
         hint = "free some disk space or write elsewhere, then run the command again"
     else:
         hint = "check that the folder is writable, then run the command again"
-    err = WriteError(f"cannot write {path} ({reason}); {hint}; the previous version, if "
+    err = WriteError(f"cannot write {show_path(path)} ({reason}); {hint}; the previous version, if "
                      "any, is unchanged")
     err.errno = e.errno
     return err
@@ -82,8 +91,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def dumps_json(obj: Any) -> str:
+    """The one way edgempir writes JSON: strict (NaN and Infinity are not JSON, and would
+    make the file unreadable to every strict reader), indented."""
+    try:
+        return json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    except ValueError as e:
+        raise EdgempirError(f"refusing to write a non-finite number as JSON ({e}); nothing "
+                            "was written") from None
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Write ``obj`` as strict JSON (see :func:`dumps_json`), atomically."""
+    atomic_write_text(path, dumps_json(obj))
 
 
 @contextlib.contextmanager
@@ -207,14 +227,18 @@ def atomic_dir(path: str | os.PathLike, *, replace: bool = False) -> Iterator[Pa
         _fsync_tree(tmp)
         if path.exists():
             if not replace:
-                raise FileExistsError(path)
+                raise FileExistsError(errno.EEXIST, "exists", str(path))
             swap_in(tmp, path)
         else:
-            os.replace(tmp, path)
+            os.replace(tmp, path)  # ENOTEMPTY/EEXIST if another process put a tree there
         fsync_dir(path.parent)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError) and not isinstance(e, (EdgempirError, FileExistsError)):
+        if isinstance(e, OSError) and e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise WriteError(f"{show_path(path)} was created by another command while this one "
+                             "ran; nothing of this run was written there: choose another "
+                             "output, or pass --force to replace it") from None
+        if isinstance(e, OSError) and not isinstance(e, EdgempirError):
             raise write_error(path, e) from e
         raise
 

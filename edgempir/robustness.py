@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -413,7 +414,7 @@ class Evaluator:
                                "labels": job.labels, "judge": p.judge, "mask": hashlib.sha256(
                                    mask.tobytes()).hexdigest(), "batch": self.batch_size})
         path = self.partial_dir / _eps_tag(eps) / f"{job.key}.npz"
-        cached = _load_partial(path, fingerprint)
+        cached = _load_partial(path, fingerprint, (int(mask.sum()),) + tuple(self.x.shape[1:]))
         if cached is not None:
             x_adv_rows, seconds = cached
             if self.progress:
@@ -436,7 +437,8 @@ class Evaluator:
                 # (PGD-100 x5 on 1000 images) loses one batch, not the attack
                 chunk = path.with_name(f"{path.stem}.batch-{s}.npz")
                 chunks.append(chunk)
-                cached_chunk = _load_partial(chunk, fingerprint)
+                cached_chunk = _load_partial(chunk, fingerprint, (len(rows[s:s + step]),)
+                                             + tuple(self.x.shape[1:]))
                 if cached_chunk is None:
                     t0 = time.perf_counter()
                     idx = torch.from_numpy(rows[s:s + step])
@@ -665,14 +667,20 @@ class _Chooser:
 
 
 # ------------------------------------------------------------------ partial results
-def _load_partial(path: Path, fingerprint: str):
+def _load_partial(path: Path, fingerprint: str, shape: tuple[int, ...]):
+    """A finished attack kept by an earlier eval, or None (recompute it): also when the
+    file's fingerprint matches but its array has the wrong shape or values outside [0, 1]."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            if str(z["fingerprint"]) != fingerprint:
+            if str(z["fingerprint"]) != fingerprint or z["x_adv"].shape != shape:
                 return None
-            return z["x_adv"].astype(np.float32), float(z["seconds"])
-    except (OSError, KeyError, ValueError, EOFError):
+            x_adv, seconds = z["x_adv"].astype(np.float32), float(z["seconds"])
+    except (OSError, KeyError, ValueError, EOFError, zlib.error):
         return None
+    if not (np.isfinite(x_adv).all() and x_adv.min(initial=0) >= 0 and x_adv.max(initial=1) <= 1
+            and np.isfinite(seconds)):
+        return None
+    return x_adv, seconds
 
 
 def _save_partial(path: Path, fingerprint: str, x_adv: np.ndarray, seconds: float) -> None:
@@ -823,7 +831,7 @@ def _crafted(ev: Evaluator, craft, xs, ys, desc: str, what: dict) -> np.ndarray:
     fingerprint = _digest({"run": ev.run_fingerprint, "subset": ev.subset_digest, "n": len(ys),
                            "batch": ev.batch_size, "seed": ev.seed, "what": what})
     path = ev.partial_dir / "checks" / f"{_digest(desc)[:16]}.npz"
-    cached = _load_partial(path, fingerprint)
+    cached = _load_partial(path, fingerprint, tuple(xs.shape))
     if cached is None:
         t0 = time.perf_counter()
         bar = _bar(len(ys), f"{ev.config.protocol} {desc}", ev.progress)
@@ -897,12 +905,15 @@ def evaluate(run_dir: str | os.PathLike, protocols: list[str] | tuple[str, ...] 
              eps: str | list[float] | None = None, n: int | None = None, seed: int = 0,
              batch_size: int = 250, data_dir: str | None = None, force: bool = False,
              progress: bool = True, echo: Callable[[str], None] = lambda s: None,
-             overrides: dict[str, dict] | None = None, threads: int | None = 1
-             ) -> EvalResult:
+             overrides: dict[str, dict] | None = None, threads: int | None = 1,
+             allow_other_data: bool = False) -> EvalResult:
     """Evaluate a run directory; write reports, adversarial sets and the plot under eval/.
 
     ``overrides`` (Python API only, e.g. ``{"pgd": {"steps": 5}}``) changes attack
     parameters; the report records them and its ``config_label`` says so.
+
+    ``allow_other_data``: evaluate on test data whose fingerprint differs from the one the
+    run recorded (refused otherwise); the report's ``data`` says which data was used.
 
     ``threads``: torch intra-op threads (default 1). Attack batches are small and Brevitas
     adds Python overhead per layer, so a second thread gains little on an idle 2-core
@@ -915,22 +926,24 @@ def evaluate(run_dir: str | os.PathLike, protocols: list[str] | tuple[str, ...] 
         torch.set_num_threads(int(threads))
     try:
         return _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size,
-                         data_dir, force, progress, echo, overrides)
+                         data_dir, force, progress, echo, overrides, allow_other_data)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, data_dir, force,
-              progress, echo, overrides) -> EvalResult:
+              progress, echo, overrides, allow_other_data=False) -> EvalResult:
     import torch
 
     from edgempir.calib import write_set
     from edgempir.data import load_dataset, to_float
+    from edgempir.errors import EdgempirError
     from edgempir.fsutil import atomic_write_json, atomic_write_text, sha256_file
     from edgempir.model_card import model_card
     from edgempir.reject import reject_table, risk_coverage_plot
     from edgempir.report import accuracy_plot, eval_tables
     from edgempir.rundir import load_run, write_model_card
+    from edgempir.validate import read_json
 
     run = Path(run_dir)
     # validate everything cheap before loading anything heavy
@@ -954,6 +967,7 @@ def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, dat
         raise DataError(f"{dataset} at {ds.source} has images {list(ds.input_shape)} but the "
                         f"run was trained on {manifest['dataset']['input_shape']}; point "
                         "--data-dir at the data the run was trained on")
+    data_record = _data_used(manifest, ds, allow_other_data, echo)
     run_fingerprint = _digest({"manifest": sha256_file(run / "manifest.json"),
                                "members": [sha256_file(run / m["file"])
                                            for m in manifest["members"]]})
@@ -1003,6 +1017,7 @@ def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, dat
             "overrides": overrides or {},
             "run": {"path": str(run), "dataset": dataset, "arch": manifest["arch"],
                     "fingerprint": run_fingerprint},
+            "data": data_record,
             "norm": "Linf", "eps": eps_list, "n_examples": len(indices), "seed": seed,
             "subset": {"split": "test", "n_test": len(ds.y_test),
                        "indices": [int(i) for i in indices],
@@ -1042,8 +1057,8 @@ def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, dat
             other = eval_dir / f"{proto}-{config}.json"
             if other.is_file():
                 try:
-                    all_reports[proto] = json.loads(other.read_text())
-                except (OSError, json.JSONDecodeError):
+                    all_reports[proto] = read_json(other)
+                except (OSError, EdgempirError):  # damaged: this table goes without it
                     pass
     table = eval_tables(all_reports, manifest)
     table += "".join(f"\n\n{reject_table(r)}" for r in all_reports.values() if "reject" in r)
@@ -1055,19 +1070,13 @@ def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, dat
     return EvalResult(reports=reports, files=files)
 
 
-def _slow_path_measurement(ens, x, eps_list, cfg: Config, seed: int, batch_size: int,
-                           echo: Callable[[str], None]) -> dict | None:
-    """Issue 18: the early-exit vote's slow-path share under attack (adaptive protocol
-    only; edgempir/attacks/disagree.py)."""
-    from edgempir.attacks.disagree import disagreement_report
+    from edgempir.rundir import load_run, write_model_card
+def _data_used(manifest: dict, ds, allow_other: bool, echo) -> dict:
+    """The test data's record for the report; other data than the run's is refused unless
+    allowed (rundir.data_used: the check shared with export)."""
+    from edgempir.rundir import data_used
 
-    if cfg.protocol != "adaptive" or not eps_list:
-        return None
-    out = disagreement_report(ens, x, eps_list[0], cfg.name, cfg.protocol, seed, batch_size)
-    if out is not None:
-        echo(f"{out['description']}: {100 * out['clean_slow_path']:.1f}% clean, "
-             f"{100 * out['attacked_slow_path']:.1f}% under attack")
-    return out
+    return data_used(manifest, ds, ("test",), allow_other, echo)
 
 
 def _run_label(cfg: Config, plan, n: int, overrides, n_test: int) -> str:

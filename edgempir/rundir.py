@@ -15,14 +15,15 @@ member is trained, so a kill leaves either the complete run or a partial one tha
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from edgempir.contract import member_stem
-from edgempir.errors import RunDirError
+from edgempir.contract import check_member_table, member_stem
+from edgempir.errors import RunDirError, SpecError
+from edgempir.fsutil import show_path
 from edgempir.members import MemberSpec, parse_spec
+from edgempir.validate import read_json
 
 SCHEMA = "edgempir.run"
 SCHEMA_VERSION = 1
@@ -54,20 +55,12 @@ def read_manifest(run: str | os.PathLike) -> dict[str, Any]:
         raise RunDirError(f"run directory {run} does not exist{hint}; train one with "
                           "'edgempir train --out DIR'")
     path = run / MANIFEST
-    try:
-        if path.stat().st_size > MAX_MANIFEST_BYTES:
-            raise RunDirError(f"{path} is {path.stat().st_size} bytes, too large to be a run "
-                              "manifest; retrain the run")
-        manifest = json.loads(path.read_text())
+    try:  # bytes capped before reading, depth bounded, NaN refused (edgempir.validate)
+        manifest = read_json(path, error=RunDirError, hint="retrain the run",
+                             max_bytes=MAX_MANIFEST_BYTES)
     except FileNotFoundError:
-        raise RunDirError(f"{run} is not a run directory ({MANIFEST} missing); train one with "
-                          "'edgempir train --out DIR'") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        # RecursionError: '[[[[...' nested deeper than the parser's stack
-        reason = str(e) if not isinstance(e, RecursionError) else "nested too deeply"
-        raise RunDirError(f"{path} is not valid JSON ({reason}); retrain the run") from None
-    except OSError as e:
-        raise RunDirError(f"{path} cannot be read ({e.strerror or e})") from None
+        raise RunDirError(f"{show_path(run)} is not a run directory ({MANIFEST} missing); "
+                          "train one with 'edgempir train --out DIR'") from None
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
         raise RunDirError(f"{path} is not an edgempir run manifest")
     version = manifest.get("schema_version")
@@ -124,6 +117,48 @@ def _check_manifest_types(path: Path, manifest: dict) -> None:
     ref = manifest.get("reference_member", 0)
     if not is_int(ref) or not 0 <= ref < len(members):
         raise bad("reference_member", "a member index")
+    try:  # bit widths are integers that match the spec ("2" is not 2)
+        check_member_table(members, ref)
+    except SpecError as e:
+        raise RunDirError(f"{show_path(path)}: {e}; retrain the run") from None
+
+
+def data_used(manifest: dict, data, splits: tuple[str, ...], allow_other: bool,
+              echo=lambda s: None) -> dict:
+    """Which data a command (eval, export) used, for its report; refuses data whose
+    fingerprint differs from the run's in one of ``splits`` unless ``allow_other``.
+
+    A run written before fingerprints were recorded is used with a note in the record.
+    """
+    from edgempir.data import data_fingerprint
+    from edgempir.errors import DataError
+
+    now = data_fingerprint(data)
+    record = {"name": data.name, "source": data.source, "fingerprint": now,
+              "checked_splits": list(splits), "allow_other_data": bool(allow_other)}
+    saved = manifest["dataset"].get("fingerprint")
+    if saved is None:
+        record["check"] = ("not checked: the run predates data fingerprints; retrain it to "
+                           "have its data checked")
+        echo(f"note: {record['check']}")
+        return record
+    if not isinstance(saved, dict) or not all(isinstance(saved.get(s), str) for s in splits):
+        raise RunDirError("the run manifest's dataset.fingerprint is not a fingerprint of "
+                          f"the {'/'.join(splits)} split(s); retrain the run")
+    differ = [s for s in splits if saved[s] != now[s]]
+    if not differ:
+        record["check"] = "same data as the run was trained on"
+    elif allow_other:
+        record["check"] = (f"OTHER DATA: the {'/'.join(differ)} split(s) differ from the run's "
+                           "(accepted with --allow-other-data)")
+        echo(f"warning: {record['check']}")
+    else:
+        raise DataError(f"{data.name} at {show_path(data.source)}: the {'/'.join(differ)} "
+                        f"split(s) differ from the data the run was trained on (sha256 "
+                        f"{now[differ[0]][:12]}..., the run's {saved[differ[0]][:12]}...); "
+                        "point --data-dir at the run's data, or pass --allow-other-data to "
+                        "use this data anyway (the report records it)")
+    return record
 
 
 def _inside_run(rel: str) -> bool:

@@ -23,8 +23,9 @@ from typing import Callable
 import numpy as np
 
 from edgempir.data import DEFAULT_EPS
-from edgempir.errors import RunDirError
-from edgempir.fsutil import atomic_write_json, fsync_dir, swap_in
+from edgempir.errors import RunDirError, TrainingError
+from edgempir.fsutil import atomic_write_json, fsync_dir, show_path, swap_in, write_error
+from edgempir.validate import loads_json, read_json
 from edgempir.contract import reference_index
 from edgempir.members import MemberSpec
 from edgempir import rundir
@@ -140,17 +141,19 @@ def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[
     optim_state = None
     if ckpt.is_file():
         tensors, meta = rundir.load_weights(ckpt)
-        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
-                               if k.startswith("model.")}, strict=True)
+        history = _load_saved(ckpt, model, {k[len("model."):]: v for k, v in tensors.items()
+                                            if k.startswith("model.")}, meta)
         optim_state = {k: v for k, v in tensors.items() if k.startswith("optim.")}
-        history = json.loads(meta["history"])
-        start_epoch = int(meta["epoch"])
+        start_epoch = _saved_epoch(ckpt, meta, cfg.epochs)
         log(f"member {m.index} ({m.spec}): resuming after epoch {start_epoch}")
     # The optimizer is made only now: Brevitas replaces its scale parameters when a state
     # dict is loaded, and an optimizer made before would keep updating the old ones.
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     if optim_state is not None:
-        _load_optimizer_state(opt, optim_state)
+        try:
+            _load_optimizer_state(opt, optim_state)
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise _unusable(ckpt, e) from None
 
     eps = cfg.adv_eps if cfg.adv_eps is not None else DEFAULT_EPS[cfg.dataset]
     step_size = cfg.adv_step_size or default_step_size(eps, cfg.adv_steps)
@@ -183,6 +186,11 @@ def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[
             loss, out, out_adv = training_step_loss(model, xb, yb, cfg.adv_train, eps,
                                                     cfg.adv_steps, step_size, cfg.trades_beta,
                                                     label_smoothing=cfg.label_smoothing)
+            if not math.isfinite(loss.item()):
+                raise TrainingError(
+                    f"member {m.index} ({m.spec}) diverged: its training loss became "
+                    f"{loss.item()} at epoch {epoch + 1}, step {step + 1} (learning rate "
+                    f"{opt.param_groups[0]['lr']:.3g}); rerun with a smaller --lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -215,6 +223,33 @@ def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[
     return model.eval(), history
 
 
+def _unusable(ckpt: Path, e: BaseException) -> RunDirError:
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return RunDirError(f"{show_path(ckpt)} does not fit this run ({first}); delete it to "
+                       "retrain that member, or rerun with --force to start over")
+
+
+def _load_saved(path: Path, model, state: dict, meta: dict) -> list[dict]:
+    """Load weights saved by an earlier (killed) train of this run into ``model``; return
+    the history saved with them. A file that does not fit is a one-line RunDirError."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError, ValueError) as e:  # wrong shapes or names
+        raise _unusable(path, e) from None
+    history = loads_json(meta.get("history", "null"), f"{show_path(path)} metadata",
+                         error=RunDirError, hint="delete the file or rerun with --force")
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise _unusable(path, ValueError("its history is not a list of epochs"))
+    return history
+
+
+def _saved_epoch(path: Path, meta: dict, epochs: int) -> int:
+    epoch = str(meta.get("epoch", ""))
+    if not epoch.isdigit() or not 1 <= int(epoch) <= epochs:
+        raise _unusable(path, ValueError(f"epoch {epoch[:20]!r} is not 1..{epochs}"))
+    return int(epoch)
+
+
 def _check_out(cfg: TrainConfig, resume: bool, force: bool) -> Path:
     out = Path(cfg.out)
     work = rundir.partial_dir(out)
@@ -229,7 +264,11 @@ def _check_out(cfg: TrainConfig, resume: bool, force: bool) -> Path:
             raise RunDirError(f"an unfinished run is at {work}; pass --resume to continue it or "
                               "--force to start over")
         elif (work / "config.json").is_file():
-            saved = json.loads((work / "config.json").read_text())
+            saved = read_json(work / "config.json", error=RunDirError,
+                              hint="rerun with --force to start over")
+            if not isinstance(saved, dict):
+                raise RunDirError(f"{show_path(work / 'config.json')} is not a run's settings; "
+                                  "rerun with --force to start over")
             if saved != cfg.to_json():
                 diff = sorted(k for k in saved if saved.get(k) != cfg.to_json().get(k))
                 raise RunDirError(f"--resume: {work} was started with other settings "
@@ -260,7 +299,6 @@ def _train(cfg: TrainConfig, *, resume: bool, force: bool, progress: bool,
     import torch
 
     from edgempir.data import load_dataset
-    from edgempir.ensemble import combine
 
     work = _check_out(cfg, resume, force)
     if work == Path(cfg.out):
@@ -271,7 +309,29 @@ def _train(cfg: TrainConfig, *, resume: bool, force: bool, progress: bool,
         rundir.build_model_for(cfg.arch, spec, data, cfg.quantizer)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    work.mkdir(parents=True, exist_ok=True)
+    created = not work.exists()
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a read-only or full file system: nothing was written
+        raise write_error(work, e) from None
+    try:
+        return _train_members(cfg, work, data, progress, echo)
+    except TrainingError as e:
+        if created:  # nothing worth resuming: leave no .partial to block the rerun
+            shutil.rmtree(work, ignore_errors=True)
+            raise TrainingError(f"{e}; nothing was kept") from None
+        raise TrainingError(f"{e}; the epochs finished before are kept in "
+                            f"{show_path(work)} (--resume continues them with the old "
+                            "settings, --force starts over)") from None
+
+
+def _train_members(cfg: TrainConfig, work: Path, data, progress: bool,
+                   echo: Callable[[str], None]) -> dict:
+    import torch
+
+    from edgempir.data import data_fingerprint
+    from edgempir.ensemble import combine
+
     if not (work / "config.json").is_file():
         atomic_write_json(work / "config.json", cfg.to_json())
     log_path = work / "train.log"
@@ -294,8 +354,7 @@ def _train(cfg: TrainConfig, *, resume: bool, force: bool, progress: bool,
         if final.is_file():
             model = rundir.build_model_for(cfg.arch, spec, data, cfg.quantizer)
             state, meta = rundir.load_weights(final)
-            model.load_state_dict(state, strict=True)
-            history = json.loads(meta["history"])
+            history = _load_saved(final, model, state, meta)
             model.eval()
         else:
             model, history = train_member(cfg, data, work, m, log, progress)
@@ -321,6 +380,7 @@ def _train(cfg: TrainConfig, *, resume: bool, force: bool, progress: bool,
         "schema": rundir.SCHEMA, "schema_version": rundir.SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "dataset": {"name": data.name, "source": data.source,
+                    "fingerprint": data_fingerprint(data),
                     "input_shape": list(data.input_shape), "input_range": [0.0, 1.0],
                     "num_classes": data.num_classes, "class_names": list(data.class_names),
                     "n_train": int(len(data.x_train)), "n_test": int(len(data.x_test))},

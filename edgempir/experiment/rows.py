@@ -124,7 +124,8 @@ def _attack_note(a: dict) -> str:
 
 
 def read_rows(out: Path) -> dict[str, dict]:
-    return {row["id"]: row for row in read_json_files(sorted(rows_dir(out).glob("*.json")))}
+    return {row["id"]: row for row in read_json_files(sorted(rows_dir(out).glob("*.json")))
+            if isinstance(row, dict) and "id" in row}  # a damaged row is recomputed
 
 
 def row_label(row: dict) -> str:

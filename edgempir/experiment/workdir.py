@@ -11,6 +11,8 @@ from pathlib import Path
 
 from edgempir.experiment.config import SCHEMA, SCHEMA_VERSION, ExperimentConfig, ExperimentError
 from edgempir.experiment.layout import invocations_path, lock_path, locks_dir, state_path
+from edgempir.errors import EdgempirError
+from edgempir.validate import loads_json, read_json
 
 
 def now() -> str:
@@ -27,7 +29,10 @@ def open_dir(cfg: ExperimentConfig, force: bool, argv: list[str] | None) -> Path
                                   "experiment.json); refusing to delete it, choose another --out")
         shutil.rmtree(out)
     if state.is_file():
-        saved = json.loads(state.read_text()).get("settings", {})
+        saved = read_json(state, error=ExperimentError,
+                          hint="pass --force to start over, or choose another --out")
+        saved = saved.get("settings") if isinstance(saved, dict) else None
+        saved = saved if isinstance(saved, dict) else {}
         current = json.loads(json.dumps(cfg.settings()))
         if saved != current:
             diff = sorted(k for k in set(saved) | set(current)
@@ -66,8 +71,8 @@ def invocations(out: Path) -> list[dict]:
         return []
     lines = []
     for text in path.read_text().splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            lines.append(json.loads(text))
+        with contextlib.suppress(EdgempirError):
+            lines.append(loads_json(text, str(path)))
     return lines
 
 
@@ -129,6 +134,6 @@ def read_json_files(paths) -> list[dict]:
     found = []
     for path in paths:
         if path.is_file():
-            with contextlib.suppress(OSError, json.JSONDecodeError):
-                found.append(json.loads(path.read_text()))
+            with contextlib.suppress(OSError, EdgempirError):  # capped, depth-bounded reader
+                found.append(read_json(path))
     return found

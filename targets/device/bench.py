@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -419,6 +420,7 @@ def run_bench(bundle_path: str | os.PathLike, cfg: BenchConfig,
     from edgempir.calib import INPUT_NAME, LABEL_NAME
     from edgempir.targets.device.bundle import verify_bundle
     from edgempir.targets.device.runtime import open_model
+    from edgempir.validate import check_batch_memory
 
     progress = progress or no_progress
     t_start = time.perf_counter()
@@ -430,6 +432,10 @@ def run_bench(bundle_path: str | os.PathLike, cfg: BenchConfig,
 
     t0 = time.perf_counter()
     bundle = verify_bundle(bundle_path)
+    # the largest batch is allocated (and the runtime's activations with it): refuse one
+    # that cannot fit before reading the sets
+    check_batch_memory(max(cfg.batch_sizes), 4 * math.prod(bundle.input_shape),
+                       "--batch-sizes: a batch of")
     check_runtime_present(bundle)
     eval_sets = read_eval_sets(bundle)
     clean = eval_sets["clean"]

@@ -18,7 +18,6 @@ the bundle and the sha256 of every listed file *before* anything is loaded.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -28,9 +27,10 @@ from typing import Any
 from edgempir.contract import VOTE_MODES, check_member_table, member_stem
 from edgempir.errors import BundleError, SpecError
 from edgempir.members import MemberSpec
-from edgempir.fsutil import sha256_file
+from edgempir.fsutil import sha256_file, show_path
 from edgempir.targets.device import packing
 from edgempir.targets.device.profile import SCHEMA as PROFILE_SCHEMA  # no TOML read on the device
+from edgempir.validate import read_json
 
 BUNDLE_SCHEMA = "edgempir.bundle"
 SCHEMA_VERSION = 1
@@ -42,6 +42,8 @@ RUNTIMES = ("onnxruntime", "tensorrt")
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few kB; refuse to parse absurd files
 MAX_INPUT_ELEMENTS = 1 << 24   # C*H*W of one image: bench allocates batches of them
 MAX_TENSOR_ELEMENTS = 1 << 28  # one ONNX initializer (1 GiB of float32)
+MAX_ONNX_BYTES = 256 << 20     # one ONNX file: EMPIR's graphs are a few MB; checked by stat
+REEXPORT = "re-export it with 'edgempir export'"
 MAX_BITS = 32
 
 # Every key a manifest may have at the top level, per member and in ``input``
@@ -113,7 +115,7 @@ def _fail(path: Path, msg: str) -> BundleError:
     # manifest keys and names end up in the message: escape control characters, so that a
     # key like "\n" cannot break the one-line error
     msg = _CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], msg)
-    return BundleError(f"bundle {path}: {msg}; re-export it with 'edgempir export'")
+    return BundleError(f"bundle {show_path(path)}: {msg}; {REEXPORT}")
 
 
 def _need(d: dict, key: str, types, where: str, path: Path):
@@ -211,20 +213,12 @@ def read_manifest(path: str | os.PathLike) -> dict:
         raise BundleError(f"bundle {path} does not exist or is not a directory; export one with "
                           "'edgempir export RUN --target TARGET --out DIR'")
     mpath = path / MANIFEST
-    try:
-        size = mpath.stat().st_size
-        if size > MAX_MANIFEST_BYTES:
-            raise _fail(path, f"{MANIFEST} is {size} bytes, too large to be a manifest")
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    try:  # bytes capped before reading, depth bounded, NaN refused (edgempir.validate)
+        manifest = read_json(mpath, error=BundleError, hint=REEXPORT,
+                             max_bytes=MAX_MANIFEST_BYTES)
     except FileNotFoundError:
-        raise BundleError(f"{path} is not a bundle ({MANIFEST} missing); export one with "
-                          "'edgempir export RUN --target TARGET --out DIR'") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise _fail(path, f"{MANIFEST} is not valid JSON ({e})") from None
-    except RecursionError:  # '[[[[...' nested deeper than the parser's stack
-        raise _fail(path, f"{MANIFEST} is not valid JSON (nested too deeply)") from None
-    except OSError as e:  # e.g. manifest.json is a directory
-        raise _fail(path, f"{MANIFEST} cannot be read ({e.strerror or e})") from None
+        raise BundleError(f"{show_path(path)} is not a bundle ({MANIFEST} missing); export one "
+                          "with 'edgempir export RUN --target TARGET --out DIR'") from None
     if not isinstance(manifest, dict) or manifest.get("schema") != BUNDLE_SCHEMA:
         raise BundleError(f"{mpath} is not an edgempir bundle manifest (schema "
                           f"{manifest.get('schema') if isinstance(manifest, dict) else None!r}, "
@@ -249,8 +243,10 @@ def verify_files(path: Path, manifest: dict) -> dict[str, Path]:
         if rel == MANIFEST or PurePosixPath(rel).parts[0] == ENGINES_DIR:
             raise _fail(path, f"{rel} must not be in the file list")
         if not full.is_file():
-            raise BundleError(f"bundle {path}: {rel} is missing; copy the whole bundle directory "
-                              "or re-export it")
+            raise BundleError(f"bundle {show_path(path)}: {rel} is missing; copy the whole "
+                              "bundle directory or re-export it")
+        if rel.endswith(".onnx"):
+            check_onnx_size(path, rel, full)
         actual = sha256_file(full)
         if actual != digest:
             raise BundleError(f"bundle {path}: {rel} does not match its sha256 in the manifest "
@@ -574,11 +570,22 @@ class _GraphCheck:
                             "in the manifest")
 
 
+def check_onnx_size(bundle: Path, rel: str, full: Path) -> None:
+    """Refuse an ONNX file larger than MAX_ONNX_BYTES, from its size on disk, before it is
+    hashed or read: a matching sha256 says the file is the one listed, not that it is small
+    (an unknown protobuf field can carry gigabytes)."""
+    size = full.stat().st_size
+    if size > MAX_ONNX_BYTES:
+        raise _fail(bundle, f"{rel} is {size} bytes, more than the {MAX_ONNX_BYTES} an ONNX "
+                            "file of a bundle may have")
+
+
 def check_onnx_file(bundle: Path, rel: str, listed: dict[str, Path]) -> None:
     """Refuse an ONNX file of the bundle with custom domains or functions, ops off the
     allow-list, subgraphs, absurd tensors, or external data that is not a hashed file of
     the bundle: before ONNX Runtime or TensorRT parses it."""
     try:
+        check_onnx_size(bundle, rel, listed[rel])
         data = memoryview(listed[rel].read_bytes())
     except OSError as e:
         raise _fail(bundle, f"{rel} cannot be read ({e.strerror or e})") from None

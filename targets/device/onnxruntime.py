@@ -203,7 +203,8 @@ def make_session(model_path: str | os.PathLike, ort_profile: dict | None = None,
     if missing:
         raise BundleError(f"ONNX Runtime here lacks execution provider(s) {', '.join(missing)} "
                           f"(available: {', '.join(available)}); install an onnxruntime build "
-                          "with them or pass --providers")
+                          "with them, or export the bundle again for a target profile whose "
+                          "[onnxruntime] providers this machine has")
     externals = load_external_initializers(model_path, external_initializers)
     n_packed = len(externals)
     keep = None

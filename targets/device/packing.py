@@ -30,12 +30,14 @@ and has no way to take initializers from the side, so jetson bundles keep int8).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+
+from edgempir.errors import EdgempirError
+from edgempir.validate import read_json
 
 PACKED_FORMAT = "packed-int2-int4"
 INT8_FORMAT = "int8"
@@ -212,9 +214,9 @@ def find_bundle_storage(model_path: str | os.PathLike) -> tuple[Path, dict, str]
         m = root / "manifest.json"
         if not m.is_file():
             continue
-        try:
-            manifest = json.loads(m.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        try:  # bounded like every manifest read (edgempir/validate.py)
+            manifest = read_json(m)
+        except (OSError, EdgempirError):
             return None
         if not isinstance(manifest, dict) or manifest.get("schema") != "edgempir.bundle":
             continue

@@ -15,12 +15,14 @@ from typing import Any
 
 from edgempir.contract import VOTE_FULL, VOTE_MODES
 from edgempir.errors import EdgempirError
+from edgempir.validate import MAX_BATCH, MAX_THREADS
 
 RUNTIMES = ("onnxruntime", "tensorrt")
 KNOWN_PASSES = ("tensorrt-qdq",)
 KNOWN_RULES = ("tensorrt",)
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 KNOWN_PROVIDERS_HINT = "CPUExecutionProvider, XnnpackExecutionProvider, ..."
+MAX_WORKSPACE_MIB = 1 << 16    # 64 GiB of TensorRT builder workspace
 
 
 class ProfileError(EdgempirError):
@@ -63,16 +65,20 @@ SCHEMA: dict[str | None, dict[str, tuple]] = {
                       ["CPUExecutionProvider"]),
         "graph_optimization_level": (lambda v: v in OPT_LEVELS, f"one of {', '.join(OPT_LEVELS)}",
                                      "all"),
-        "intra_op_threads": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: default)", 0),
-        "inter_op_threads": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: default)", 0),
+        "intra_op_threads": (lambda v: _int(v) and 0 <= v <= MAX_THREADS,
+                             f"an integer 0..{MAX_THREADS} (0: default)", 0),
+        "inter_op_threads": (lambda v: _int(v) and 0 <= v <= MAX_THREADS,
+                             f"an integer 0..{MAX_THREADS} (0: default)", 0),
     },
     "tensorrt": {
         "versions": (lambda v: isinstance(v, list) and all(_int(x) and x in (10, 11) for x in v)
                      and len(v) > 0, "a list of TensorRT major versions from 10, 11", [10, 11]),
-        "min_batch": (lambda v: _int(v) and v >= 1, "an integer >= 1", 1),
-        "opt_batch": (lambda v: _int(v) and v >= 1, "an integer >= 1", 1),
-        "max_batch": (lambda v: _int(v) and v >= 1, "an integer >= 1", 64),
-        "workspace_mib": (lambda v: _int(v) and v >= 16, "an integer >= 16 (MiB)", 1024),
+        "min_batch": (lambda v: _int(v) and 1 <= v <= MAX_BATCH, f"an integer 1..{MAX_BATCH}", 1),
+        "opt_batch": (lambda v: _int(v) and 1 <= v <= MAX_BATCH, f"an integer 1..{MAX_BATCH}", 1),
+        "max_batch": (lambda v: _int(v) and 1 <= v <= MAX_BATCH, f"an integer 1..{MAX_BATCH}",
+                      64),
+        "workspace_mib": (lambda v: _int(v) and 16 <= v <= MAX_WORKSPACE_MIB,
+                          f"an integer 16..{MAX_WORKSPACE_MIB} (MiB)", 1024),
         "builder_optimization_level": (lambda v: _int(v) and 0 <= v <= 5, "an integer 0..5", 3),
         "tf32": (lambda v: isinstance(v, bool), "true or false", False),
     },

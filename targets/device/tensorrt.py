@@ -36,8 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from edgempir.contract import CLASS_IDS, MEMBER_LOGITS
-from edgempir.errors import BundleError
+from edgempir.errors import BundleError, EdgempirError
 from edgempir.fsutil import atomic_write_bytes, atomic_write_json, sha256_file
+from edgempir.validate import read_json
 
 ENGINES_INDEX = "engines.json"
 
@@ -189,10 +190,10 @@ def engine_cache_dir(bundle, env: dict | None = None) -> Path:
 
 def _read_index(engines: Path) -> dict:
     try:
-        data = json.loads((engines / ENGINES_INDEX).read_text())
+        data = read_json(engines / ENGINES_INDEX)
         return data if isinstance(data, dict) and isinstance(data.get("engines"), dict) else \
             {"engines": {}}
-    except (OSError, ValueError):
+    except (OSError, EdgempirError):
         return {"engines": {}}
 
 

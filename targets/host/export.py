@@ -20,7 +20,6 @@ failure or a kill leaves nothing half-written):
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -33,6 +32,8 @@ from edgempir.targets.host.onnx_export import ExportError
 
 from edgempir import contract as C
 from edgempir.errors import EdgempirError, RunDirError
+from edgempir.fsutil import show_path
+from edgempir.validate import read_json
 from edgempir import provenance
 
 PROTOCOL = "adaptive"
@@ -54,11 +55,11 @@ def find_eval(run: Path, adv: dict) -> dict:
     for path in candidates:
         if not path.is_file():
             continue
-        try:
-            report = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise RunDirError(f"{path} is not readable JSON ({e}); rerun 'edgempir eval "
-                              f"{run}'") from None
+        try:  # bytes capped, depth bounded, NaN refused
+            report = read_json(path, error=RunDirError, hint=f"rerun 'edgempir eval {run}'")
+        except OSError as e:
+            raise RunDirError(f"{show_path(path)} cannot be read ({e.strerror or e}); rerun "
+                              f"'edgempir eval {run}'") from None
         if not isinstance(report, dict) or report.get("schema") != "edgempir.eval":
             raise RunDirError(f"{path} is not an edgempir eval report; rerun 'edgempir eval'")
         if report.get("protocol") != PROTOCOL:
@@ -81,10 +82,10 @@ def find_eval(run: Path, adv: dict) -> dict:
 
 def check_out(out: Path, force: bool) -> None:
     if out.exists() and not force:
-        raise EdgempirError(f"output directory {out} already exists; pass --force to replace "
+        raise EdgempirError(f"output directory {show_path(out)} already exists; pass --force to replace "
                             "it or choose another --out")
     if out.exists() and not out.is_dir():
-        raise EdgempirError(f"{out} exists and is not a directory; choose another --out")
+        raise EdgempirError(f"{show_path(out)} exists and is not a directory; choose another --out")
 
 
 # ------------------------------------------------------------------ weight bytes
@@ -194,7 +195,7 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
                   seed: int = 0, progress: bool = True,
                   echo: Callable[[str], None] = lambda s: None,
                   perturb: Callable | None = None, weight_storage: str | None = None,
-                  reject_policy: str = "majority") -> dict:
+                  reject_policy: str = "majority", allow_other_data: bool = False) -> dict:
     """Export RUN for TARGET into OUT; returns the bundle's manifest.
 
     ``perturb`` (tests only) is applied to the PyTorch members after export and before
@@ -204,6 +205,8 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
     choice, for TensorRT targets).
     ``reject_policy``: the rule of the ensemble graph's ``accepted`` output (``majority``:
     every vote accepted; ``unanimous``: only when every member agrees; docs/BUNDLE.md).
+    ``allow_other_data``: build the sets from data whose fingerprint differs from the run's
+    (refused otherwise); ``source_run.data`` records which data was used.
     """
     import onnx
     from edgempir.calib.build import build_sets, read_adversarial
@@ -241,6 +244,7 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
         raise RunDirError(f"data set {ds['name']} from {data.source} has shape "
                           f"{data.input_shape} / {data.num_classes} classes, the run was "
                           f"trained on {list(input_shape)} / {ds['num_classes']}")
+    data_record = rundir.data_used(manifest, data, ("train", "test"), allow_other_data)
     opset = profile["export"]["opset"]
     passes = profile["export"]["passes"]
     rules = profile["export"]["graph_rules"]
@@ -340,7 +344,7 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
             "eval_info": eval_info, "validation": validation,
             "source_run": {"path": str(run.resolve()), "name": run.resolve().name,
                            "manifest_sha256": sha256_file(run / "manifest.json"),
-                           "seed": manifest.get("seed")},
+                           "seed": manifest.get("seed"), "data": data_record},
             "versions": _versions(),
             "export_seconds": None,
         }

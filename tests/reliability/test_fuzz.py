@@ -340,3 +340,111 @@ def test_fuzz_profile(scratch, text):
         return
     assert profile["runtime"] in ("onnxruntime", "tensorrt")
     assert isinstance(profile["export"]["opset"], int)
+
+
+# ----------------------------------------------------------------- issue 15: numbers, nesting,
+# oversized headers
+@fuzz(150)
+@given(value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(),
+                       st.sampled_from(["nan", "-nan", "inf", "-inf", "Infinity", "1e999",
+                                        "0x1p3", "1_0", " 0.5 ", "", "NaN"]),
+                       st.text(max_size=8)))
+def test_fuzz_finite_option_type(value):
+    """Every number an option takes is finite and inside its range, or a usage error."""
+    import click
+
+    from edgempir.validate import Finite
+
+    for kind in (Finite(0, 1, lo_open=True), Finite(0, 1e6), Finite(None, None)):
+        try:
+            v = kind.convert(value, None, None)
+        except click.BadParameter as e:
+            assert "\n" not in str(e)
+            continue
+        assert math.isfinite(v)
+        assert kind.lo is None or v >= kind.lo and not (kind.lo_open and v == kind.lo)
+        assert kind.hi is None or v <= kind.hi
+
+
+@st.composite
+def nested_json_text(draw) -> str:
+    """JSON text nested 0..400 deep (lists and objects), with leaves that may be NaN,
+    Infinity or overflowing floats, and sometimes cut short."""
+    depth = draw(st.integers(0, 400))
+    leaf = draw(st.sampled_from(["1", "0.5", "NaN", "Infinity", "-Infinity", "1e999", '"s"',
+                                 "null", "[]", "{}"]))
+    opens = draw(st.lists(st.booleans(), min_size=depth, max_size=depth))
+    text = leaf
+    for is_dict in reversed(opens):
+        text = '{"k": ' + text + "}" if is_dict else "[" + text + "]"
+    if draw(st.booleans()):
+        text = text[:draw(st.integers(0, len(text)))]
+    return text
+
+
+@fuzz(100)
+@given(text=nested_json_text())
+@example(text="[" * 100_000)
+@example(text='{"a": ' * 70 + "1" + "}" * 70)
+def test_fuzz_json_reader_depth_and_numbers(text):
+    from edgempir.validate import MAX_JSON_DEPTH, check_depth, loads_json
+
+    try:
+        obj = loads_json(text, "fuzz.json")
+    except EdgempirError as e:
+        assert "\n" not in str(e)
+        return
+    check_depth(obj, "parsed", max_depth=MAX_JSON_DEPTH)  # never deeper than the bound
+    assert "NaN" not in json.dumps(obj) and "Infinity" not in json.dumps(obj)
+
+
+_HUGE_DESCRS = ["<f4", "<f8", "|u1", "<i8", "|V1048576", "|O", "<U1000000", "|S9", "<c16",
+                [("a", "<f4")]]
+
+
+@fuzz(80)
+@given(descr=st.sampled_from(_HUGE_DESCRS),
+       shape=st.lists(st.one_of(st.integers(0, 4), st.integers(0, 2 ** 40)), max_size=4),
+       body=st.integers(0, 64))
+def test_fuzz_npz_oversized_headers(scratch, descr, shape, body):
+    """Headers that promise up to petabytes, or dtypes no set has: refused from the header
+    (a BundleError), never allocated."""
+    from numpy.lib import format as npformat
+
+    from edgempir.calib import read_set
+
+    header = io.BytesIO()
+    npformat.write_array_header_1_0(header, {"descr": descr, "fortran_order": False,
+                                             "shape": tuple(shape)})
+    path = scratch / "oversized.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("input.npy", header.getvalue() + bytes(body))
+        z.writestr("label.npy", header.getvalue())
+    try:
+        read_set(path)
+    except BundleError as e:
+        assert "\n" not in str(e)
+        return
+    raise AssertionError("a set from these headers cannot be valid")
+
+
+@fuzz(80)
+@given(dims=st.lists(st.integers(1, 2 ** 31), min_size=1, max_size=4),
+       zeros=st.integers(0, 1 << 16), gz=st.booleans())
+def test_fuzz_idx_oversized_headers(scratch, dims, zeros, gz):
+    """An IDX header promising anything up to the caps over a small body, raw or gzip'ed:
+    refused before the promised bytes are allocated."""
+    import gzip
+
+    from edgempir.data import read_idx
+
+    data = bytes([0, 0, 0x08, len(dims)]) + b"".join(struct.pack(">I", d) for d in dims) + \
+        bytes(zeros)
+    path = scratch / "oversized-idx"
+    path.write_bytes(gzip.compress(data, compresslevel=1) if gz else data)
+    try:
+        arr = read_idx(path)
+    except DataError as e:
+        assert "\n" not in str(e)
+        return
+    assert arr.size == math.prod(dims) == zeros

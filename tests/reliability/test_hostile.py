@@ -106,11 +106,11 @@ def test_npz_with_pickled_objects_is_refused_and_never_unpickled(bundle_copy, cl
     labels = np.array([Payload(marker), 1], dtype=object)
     path = bundle_copy / "calib" / "clean.npz"
     np.savez(path, input=x, label=labels)
-    refused(lambda: read_set(path), BundleError, "not a readable npz set")
+    refused(lambda: read_set(path), BundleError, "dtype |O")
     H.resign(bundle_copy)  # self-consistent: only the reader stands in the way
     H.one_line_error(cli("bench", str(bundle_copy), "--no-memory", "--square-n", "0",
                          "--batch-sizes", "1", "--repeats", "1", check=False),
-                     "not a readable npz set")
+                     "dtype |O")
     assert not marker.exists(), "the pickle payload ran"
 
 
@@ -418,7 +418,7 @@ def test_deeply_nested_run_manifest_is_refused(tmp_path):
     from edgempir.rundir import read_manifest
 
     (tmp_path / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
-    refused(lambda: read_manifest(tmp_path), RunDirError, "nested too deeply")
+    refused(lambda: read_manifest(tmp_path), RunDirError, "nests deeper")
 
 
 # ----------------------------------------------------------------- IDX, CIFAR, npz
@@ -444,7 +444,7 @@ def test_idx_dimensions_that_overflow_int64_are_refused(tmp_path):
     and reshape raised a ValueError (a traceback). Python ints now."""
     path = tmp_path / "images"
     path.write_bytes(bytes([0, 0, 0x08, 4]) + struct.pack(">4I", *[65536] * 4))
-    refused(lambda: read_idx(path), DataError, "more than 4 GiB")
+    refused(lambda: read_idx(path), DataError, "more than 1 GiB")
 
 
 def test_idx_gzip_bomb_is_refused_without_inflating_it(tmp_path):
@@ -525,7 +525,7 @@ def test_npz_with_an_absurd_header_is_refused_before_allocating(tmp_path):
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("input.npy", header.getvalue() + b"\0" * 16)
         z.writestr("label.npy", header.getvalue())
-    refused(lambda: read_set(path), BundleError, "too large")
+    refused(lambda: read_set(path), BundleError, "more than the")
 
 
 def test_garbage_npz_through_bench_is_one_line(bundle_copy, cli):
