@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from edgempir.contract import INPUT_NAME, MEMBER_OUTPUT
 
+from edgempir.contract import INPUT_NAME, MEMBER_OUTPUT
 from edgempir.errors import EdgempirError
 
 INTEGER_OPS = ("QLinearConv", "QGemm", "MatMulInteger", "QLinearMatMul", "ConvInteger")
@@ -45,7 +45,14 @@ def export_member(model, path: str | os.PathLike, input_shape, opset: int = 13):
               "keep_initializers_as_inputs": False, "do_constant_folding": True}
     with torch.no_grad():
         if is_quant:
-            export_onnx_qcdq(model, dynamo=False, **kwargs)
+            try:
+                export_onnx_qcdq(model, dynamo=False, **kwargs)
+            except AssertionError as e:  # Brevitas' QCDQ handlers assert bit_width > 1
+                if "Binary quant" not in str(e):
+                    raise
+                raise ExportError(f"{path}: Brevitas' ONNX export does not support 1-bit "
+                                  "(binary) quantizers; train the member with 2 bits or "
+                                  "more") from None
         else:
             # plain torch layers: the same TorchScript exporter, without Brevitas handlers
             kwargs.pop("export_path")
@@ -211,6 +218,7 @@ def optimized_graph(onnx_path: str | os.PathLike, ort_profile: dict | None = Non
     them when the file is inside a bundle with packed storage.
     """
     import onnx
+
     from edgempir.targets.device.onnxruntime import write_optimized_graph
 
     with tempfile.TemporaryDirectory() as tmp:

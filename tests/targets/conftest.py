@@ -63,6 +63,22 @@ def small_members(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
+def u8s8_saturates() -> bool:
+    """ONNX Runtime's x86 integer kernels without VNNI multiply u8 x s8 pairs into int16
+    with saturation (VPMADDUBSW; ORT's quantization docs): 8-bit weights and activations
+    overflow it (measured: 11-21% logit error, 86-98% top-1 agreement on AMD EPYC AVX2);
+    7 bits and below stay within int16."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        return "vnni" not in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
+
+
+@pytest.fixture(scope="session")
 def probe_inputs() -> np.ndarray:
     """Inputs for comparing runtimes: half on the 8-bit grid (camera images), half off it."""
     rng = np.random.default_rng(0)

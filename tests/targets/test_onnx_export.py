@@ -7,6 +7,7 @@ import pytest
 import torch
 
 BITS = tuple(range(2, 9))  # every bit width the issue names
+from edgempir.targets.device.onnxruntime import make_session
 from edgempir.targets.host.onnx_export import (
     INTEGER_OPS,
     ExportError,
@@ -15,7 +16,6 @@ from edgempir.targets.host.onnx_export import (
     kernel_counts,
     optimized_graph,
 )
-from edgempir.targets.device.onnxruntime import make_session
 
 
 @pytest.mark.parametrize("bits", BITS)
@@ -33,15 +33,30 @@ def test_quantized_member_runs_integer_kernels(small_members, bits):
     check_integer_kernels(kernel_counts(path), layers, INTEGER_OPS, f"w{bits}a{bits}")
 
 
+# Measured (AMD EPYC AVX2, torch 2.13, onnxruntime 1.32, 3 member seeds x 2 probe sets,
+# 1 and 2 ORT threads identical): max |ORT - PyTorch| / max |PyTorch| was <= 4.0e-7 at 2-4
+# bits (only the final float dequantize rounds differently: the integer arithmetic is
+# exact), <= 1.42e-2 at 5-7 bits (a one-step requantization rounding difference at a few
+# activations) with 100% top-1 agreement; at 8 bits 11-19% with 86-98% agreement, which is
+# the u8s8 saturation of conftest.u8s8_saturates (unoptimized, float Conv: within 0.12%).
+LOGIT_TOLERANCE = {2: 1e-6, 3: 1e-6, 4: 1e-6, 5: 0.03, 6: 0.03, 7: 0.03, 8: 0.03}
+MIN_AGREEMENT = 0.995  # export's own floor: with 64 probes, every decision must agree
+
+
 @pytest.mark.parametrize("bits", BITS)
-def test_export_computes_what_pytorch_computes(small_members, probe_inputs, bits):
+def test_export_computes_what_pytorch_computes(small_members, probe_inputs, bits,
+                                               u8s8_saturates):
     model, path = small_members[bits]
     with torch.no_grad():
         ref = model(torch.from_numpy(probe_inputs)).numpy()
     out = make_session(path).run(None, {"input": probe_inputs})[0]
-    scale = np.abs(ref).max()
-    assert np.abs(out - ref).max() <= 0.05 * scale
-    assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.95
+    error = np.abs(out - ref).max() / np.abs(ref).max()
+    agreement = (out.argmax(1) == ref.argmax(1)).mean()
+    if bits == 8 and u8s8_saturates and error > LOGIT_TOLERANCE[bits]:
+        pytest.xfail(f"ORT's x86 u8s8 kernels without VNNI saturate at 8 bits: logit error "
+                     f"{100 * error:.1f}%, top-1 agreement {100 * agreement:.1f}%")
+    assert error <= LOGIT_TOLERANCE[bits], f"w{bits}a{bits}: {error:.3g} of the logit scale"
+    assert agreement >= MIN_AGREEMENT
 
 
 def test_float_conv_in_quantized_member_is_refused():

@@ -7,19 +7,20 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 BITS = tuple(range(2, 9))  # every bit width the issue names
-from edgempir.targets.host.onnx_export import ExportError
 from edgempir.targets.device.onnxruntime import make_session
+from edgempir.targets.host.onnx_export import ExportError
 from edgempir.targets.host.tensorrt_rules import check_rules, enforce_rules, tensorrt_qdq_pass
 
 
-def run(model, x):
+def run(model, x, optimization: str = "all"):
     """Outputs of ``model`` under ONNX Runtime (saved to a temporary file first)."""
     import tempfile
     from pathlib import Path
 
     path = Path(tempfile.mkdtemp()) / "model.onnx"
     onnx.save(model, path)
-    return make_session(path).run(None, {"input": x})[0]
+    profile = {"graph_optimization_level": optimization}
+    return make_session(path, profile).run(None, {"input": x})[0]
 
 
 def _model(nodes, inits, in_shape, out_shape, out_type=TensorProto.FLOAT):
@@ -101,7 +102,7 @@ def test_int32_bias_dequantize_is_flagged_then_folded():
 
 
 @pytest.mark.parametrize("bits", BITS)
-def test_pass_on_real_members(small_members, probe_inputs, bits):
+def test_pass_on_real_members(small_members, probe_inputs, bits, u8s8_saturates):
     _, path = small_members[bits]
     model = onnx.load(path)
     with pytest.raises(ExportError) as e:  # Brevitas' graph breaks the rules, named node
@@ -114,11 +115,18 @@ def test_pass_on_real_members(small_members, probe_inputs, bits):
         if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2:
             assert types[n.input[2]] == TensorProto.INT8
     assert rep.retyped_int8 == (3 if bits < 8 else 0)
-    a, b = run(model, probe_inputs), run(fixed, probe_inputs)
-    # same decisions; logits equal up to float rounding of the 8-bit shift's bias
-    np.testing.assert_array_equal(a.argmax(1), b.argmax(1))
-    assert np.abs(a - b).max() <= 1e-3 * max(1.0, np.abs(a).max()) or \
-        (np.abs(a - b) > 1e-5).any(axis=1).mean() <= 0.05
+    # Measured (AMD EPYC AVX2, onnxruntime 1.32, 3 member seeds x 2 probe sets), max |fixed -
+    # original| / max |original|: exactly 0 at 2-4 bits; up to 1.4e-2 at 5-8 bits, where the
+    # uint8 -> int8 shift moves a few round-half-to-even ties by one step; decisions equal.
+    # Judged on both ORT paths: unoptimized (the graph's own QDQ semantics) and optimized
+    # (integer kernels), except optimized at 8 bits where ORT's u8s8 kernels saturate
+    # (conftest.u8s8_saturates) and the two graphs take different kernels.
+    tolerance = 0.0 if bits <= 4 else 0.03
+    levels = ["disable"] + ([] if bits == 8 and u8s8_saturates else ["all"])
+    for level in levels:
+        a, b = run(model, probe_inputs, level), run(fixed, probe_inputs, level)
+        np.testing.assert_array_equal(a.argmax(1), b.argmax(1))
+        assert np.abs(a - b).max() <= tolerance * np.abs(a).max(), (level, bits)
 
 
 def test_early_exit_graph_of_passed_members_meets_the_rules(small_members, probe_inputs):

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Mutation testing (cosmic-ray, in the dev extra) of the modules where a silent bug would
+# falsify a published number. One module at a time, each with the fast test selection that
+# pins it (scripts/mutation/<name>.toml); see docs/TESTING.md for the figures and survivors.
+#   bash scripts/mutation.sh vote            # edgempir/vote.py
+#   bash scripts/mutation.sh npz graph       # several, one after the other
+#   bash scripts/mutation.sh all             # every configured module (long: hours on 2 cores)
+# cosmic-ray mutates the file in place and restores it after each mutant; this script refuses
+# a module with uncommitted changes and restores it from git on exit, even after a kill.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+BIN=.venv/bin
+if ! [ -x "$BIN/cosmic-ray" ]; then
+  echo "mutation.sh: cosmic-ray is not installed; run: $PY -m pip install -e '.[dev]'" >&2
+  exit 2
+fi
+names=("$@")
+[ "${#names[@]}" -gt 0 ] || { echo "usage: mutation.sh NAME... | all (names: $(ls scripts/mutation | sed 's/\.toml//' | tr '\n' ' '))" >&2; exit 2; }
+[ "${names[0]}" = all ] && mapfile -t names < <(ls scripts/mutation | sed 's/\.toml$//')
+out=.mutation
+mkdir -p "$out"
+for name in "${names[@]}"; do
+  cfg=scripts/mutation/$name.toml
+  [ -f "$cfg" ] || { echo "mutation.sh: no $cfg" >&2; exit 2; }
+  module=$(sed -n 's/^module-path = "\(.*\)"/\1/p' "$cfg")
+  if ! git diff --quiet HEAD -- "$module"; then
+    echo "mutation.sh: $module has uncommitted changes; commit or stash them first" >&2
+    exit 2
+  fi
+  trap 'git checkout -q HEAD -- "$module"' EXIT INT TERM
+  rm -f "$out/$name.sqlite"
+  PATH="$PWD/$BIN:$PATH" OMP_NUM_THREADS=1 "$BIN/cosmic-ray" init "$cfg" "$out/$name.sqlite"
+  PATH="$PWD/$BIN:$PATH" OMP_NUM_THREADS=1 "$BIN/cosmic-ray" exec "$cfg" "$out/$name.sqlite"
+  git checkout -q HEAD -- "$module"
+  trap - EXIT INT TERM
+  echo "== $name ($module)"
+  "$BIN/cr-report" --show-pending "$out/$name.sqlite" | tail -n 3
+  # survivors: job id, line and the mutation, for docs/TESTING.md's table
+  "$BIN/cr-report" "$out/$name.sqlite" | grep -B1 -A12 "test outcome: TestOutcome.SURVIVED" \
+    | grep -E "^\[job-id\]|^--- mutation diff|^[-+][^-+]" || true
+done
