@@ -66,6 +66,7 @@ def test_perf_quick_runs_every_section(evaluated_run, tmp_path):
 
     q = r["qat"]
     assert q["low_bit_spec"] == "w2a4" and q["batch_size"] == 128 and q["torch_threads"] >= 1
+    _check_qat(q)
     p = r["pgd"]
     assert p["n"] == 8 and p["steps"] == 2 and p["step_size"] == 0.25 * p["eps"]
     assert set(p["image_steps_per_s"]) == {"edgempir", "torchattacks"}
@@ -92,3 +93,24 @@ def test_perf_refuses_a_directory_that_is_not_an_evaluated_run(tmp_path):
     proc = subprocess.run([sys.executable, str(PERF), "--run", str(run)],
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2 and "has not been evaluated" in proc.stderr
+
+
+def _check_qat(q: dict) -> None:
+    """Fused kernels and Brevitas' own path measured side by side (issue 19)."""
+    assert q["ratio"] == q["low_bit_ms"] / q["fp32_ms"]
+    assert q["ratio_brevitas_path"] == q["brevitas_path_ms"] / q["fp32_ms"]
+    assert q["speedup_vs_brevitas_path"] == q["brevitas_path_ms"] / q["low_bit_ms"]
+
+
+def test_perf_only_qat_needs_a_trained_run_only(synthetic_run, tmp_path):
+    proc = subprocess.run([sys.executable, str(PERF), "--run", str(synthetic_run), "--quick",
+                           "--only-qat", "--threads", "1"], capture_output=True, text=True,
+                          timeout=600, check=False, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table, _, printed = proc.stdout.partition("\n{")
+    r = json.loads("{" + printed)
+    assert set(r["summary"]) == {"qat_step"} and "latency" not in r
+    assert r["summary"]["qat_step"]["target"] == "<= 1.4"
+    _check_qat(r["qat"])
+    for needle in ("QAT step w2a4 vs fp32, batch 128", "(Brevitas path, before issue 19)"):
+        assert needle in table, needle
