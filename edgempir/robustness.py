@@ -1070,7 +1070,21 @@ def _evaluate(run_dir, protocols, config, attacks, eps, n, seed, batch_size, dat
     return EvalResult(reports=reports, files=files)
 
 
-    from edgempir.rundir import load_run, write_model_card
+def _slow_path_measurement(ens, x, eps_list, cfg: Config, seed: int, batch_size: int,
+                           echo: Callable[[str], None]) -> dict | None:
+    """Issue 18: the early-exit vote's slow-path share under attack (adaptive protocol
+    only; edgempir/attacks/disagree.py)."""
+    from edgempir.attacks.disagree import disagreement_report
+
+    if cfg.protocol != "adaptive" or not eps_list:
+        return None
+    out = disagreement_report(ens, x, eps_list[0], cfg.name, cfg.protocol, seed, batch_size)
+    if out is not None:
+        echo(f"{out['description']}: {100 * out['clean_slow_path']:.1f}% clean, "
+             f"{100 * out['attacked_slow_path']:.1f}% under attack")
+    return out
+
+
 def _data_used(manifest: dict, ds, allow_other: bool, echo) -> dict:
     """The test data's record for the report; other data than the run's is refused unless
     allowed (rundir.data_used: the check shared with export)."""
