@@ -10,4 +10,4 @@ trap 'rm -rf "$tmp"' EXIT
   -w "$tmp" . >/dev/null
 rm -rf build
 .venv/bin/python -m zipfile -e "$tmp"/edgempir-*.whl "$tmp/tree"
-cd "$tmp/tree" && "$OLDPWD/.venv/bin/lint-imports" --config "$OLDPWD/pyproject.toml"
+cd "$tmp/tree" && "$OLDPWD/.venv/bin/lint-imports" "$OLDPWD/pyproject.toml"

@@ -124,7 +124,7 @@ def test_import_contracts_hold_on_the_wheel(wheel, tmp_path):
     zipfile.ZipFile(wheel).extractall(tmp_path)
     # cwd = the wheel's layout (edgempir/targets/... in one tree): import-linter puts the
     # working directory first on sys.path, so it analyses what the wheel installs
-    proc = subprocess.run([str(lint), "--config", str(REPO / "pyproject.toml")],
+    proc = subprocess.run([str(lint), str(REPO / "pyproject.toml")],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env=_clean_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
