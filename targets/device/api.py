@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 
+from edgempir.contract import ACCEPTED, CLASS_IDS, MEMBER_LOGITS
 from edgempir.errors import InputError
 from edgempir.members import MemberSpec
 from edgempir.targets.device.bundle import Bundle, verify_bundle
@@ -59,15 +60,24 @@ class DeployedEnsemble:
             raise InputError("input holds NaN or infinite values; pass finite values in [0, 1]")
         return a
 
+    def run(self, x) -> dict[str, np.ndarray]:
+        """Every output of the ensemble graph by name (docs/BUNDLE.md): ``class_ids``,
+        ``member_logits``, ``member_ran``, ``accepted``."""
+        return self._model.run_outputs(self._batch(x))
+
     def predict(self, x) -> np.ndarray:
         """Class ids [batch] (int64), the deployed decision."""
-        return self._model.run(self._batch(x))[0]
+        return np.asarray(self.run(x)[CLASS_IDS], dtype=np.int64)
+
+    def accepted(self, x) -> np.ndarray:
+        """[batch] bool: whether the bundle's reject policy (manifest ``reject_policy``)
+        accepts each decision; act on a class id only where this is True."""
+        return np.asarray(self.run(x)[ACCEPTED], dtype=bool)
 
     def member_logits(self, x) -> np.ndarray:
-        """Every member's logits, [members, batch, classes] (float32). An early-exit bundle
-        (docs/BUNDLE.md) leaves NaN rows where a member did not run: its vote could not
-        change the decision there (``edgempir.vote.member_ran`` gives the mask)."""
-        return self._model.run(self._batch(x))[1]
+        """Every member's logits, [members, batch, classes] (float32). With the early-exit
+        vote a member skipped on a row has a NaN row there (never zeros)."""
+        return np.asarray(self.run(x)[MEMBER_LOGITS], dtype=np.float32)
 
     def info(self) -> dict:
         """Runtime, version, providers and threads of the open engine."""

@@ -88,6 +88,7 @@ def test_device_python_api_loads_and_predicts(device_venv, bundle):
             "ids = ens.predict(x)\n"
             "logits = ens.member_logits(x)\n"
             "assert ids.shape == (64,) and logits.shape[:2] == (len(ens.specs), 64)\n"
+            "assert ens.accepted(x).dtype == bool and (ens.run(x)['class_ids'] == ids).all()\n"
             "print(float((ids == y).mean()), 'torch' in sys.modules)\n")
     proc = subprocess.run([str(device_venv / "bin" / "python"), "-c", code, str(bundle)],
                           capture_output=True, text=True, timeout=300, env=_clean_env())
