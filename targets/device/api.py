@@ -72,7 +72,10 @@ class DeployedEnsemble:
     def accepted(self, x) -> np.ndarray:
         """[batch] bool: whether the bundle's reject policy (manifest ``reject_policy``)
         accepts each decision; act on a class id only where this is True."""
-        return np.asarray(self.run(x)[ACCEPTED], dtype=bool)
+        out = self.run(x)
+        if ACCEPTED not in out:  # exported before the reject option: the vote never rejects
+            return np.ones(len(out[CLASS_IDS]), dtype=bool)
+        return np.asarray(out[ACCEPTED], dtype=bool)
 
     def member_logits(self, x) -> np.ndarray:
         """Every member's logits, [members, batch, classes] (float32). With the early-exit

@@ -37,6 +37,7 @@ from edgempir.targets.device.report import jsonable as _jsonable
 from edgempir.targets.device.report import pct as _pct
 
 from edgempir import provenance
+from edgempir.contract import ACCEPTED
 from edgempir.errors import BundleError
 from edgempir.targets.device import early_exit as EE
 from edgempir.vote import member_ran
@@ -298,7 +299,7 @@ def rejection_figures(model, bundle, name: str, x: np.ndarray, batch_size: int,
         return {"reject_policy": bundle.reject_policy, "deployed_rejection_rate": None,
                 "host_rejection_rate": None, "rejection_drift_points": None,
                 "rejection_drift": False}
-    acc = np.concatenate([np.asarray(model.run_outputs(x[i:i + batch_size])["accepted"])
+    acc = np.concatenate([np.asarray(model.run_outputs(x[i:i + batch_size])[ACCEPTED])
                           for i in range(0, len(x), batch_size)]).astype(bool)
     deployed = float(1 - acc.mean())
     host = bundle.host_rejection.get(name)
