@@ -15,8 +15,9 @@ reference then outvotes (docs/EVAL.md, "Attacks aimed at the vote"). These attac
 targeted search per (coalition, likeliest wrong class), on the samples that the earlier
 searches did not break, through the members' own gradients (Brevitas' straight-through
 quantizers). Every iterate is judged by the real decision computed from the same forward
-pass (the combiner of the ensemble: the vote), so a search keeps the first example that
-fools the deployed rule, and the result is confirmed with ``decide`` when the caller gives it.
+pass (the combiner of the ensemble: the vote); of the examples that fool the deployed rule a
+search keeps the one with the lowest loss (deepest, not on the boundary: see ``vote_pgd``),
+and the result is confirmed with ``decide`` when the caller gives it.
 
 ``mode="all"`` has one coalition, every member: the attacker of the ``unanimous`` reject
 policy (all members must agree on the wrong class for the answer to be accepted).
@@ -124,8 +125,9 @@ def likeliest_wrong(logits: torch.Tensor, members: tuple[int, ...], y: torch.Ten
 
 
 #: an ascent: (logits_fn, loss_fn(logits, rows) -> [b], success(logits, rows) -> [b] bool,
-#: x) -> (first successful iterate or the last one, success [n]); ``rows`` index the
-#: samples of ``x`` that the logits belong to (an ascent may drop finished samples)
+#: x, floor) -> (lowest-loss successful iterate or the last one, success [n]); ``rows``
+#: index the samples of ``x`` that the logits belong to (an ascent drops samples that
+#: succeed at the loss's ``floor``)
 Ascent = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -156,7 +158,10 @@ def aimed_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, decide: Dec
             def won(logits, rows, ys=ys):
                 return success(logits, ys[rows])
 
-            adv, hit = ascent(view.logits, loss_fn, won, x[todo])
+            # the loss's floor: every clipped term at -kappa ("max": the largest one)
+            terms = len(c.targeted) + len(c.away)
+            floor = -kappa * (terms if reduce == "sum" else 1)
+            adv, hit = ascent(view.logits, loss_fn, won, x[todo], floor)
             if decide is not None and mode == "decisive":
                 hit = hit & (decide(adv) != ys)   # the caller's word on the deployed decision
             best[todo] = adv

@@ -16,7 +16,7 @@ from torch import nn
 
 from edgempir.attacks._vote import aimed_search
 from edgempir.attacks.base import Attack, Decide
-from edgempir.attacks.vote_pgd import tracked_step
+from edgempir.attacks.vote_pgd import Keeper, tracked_step
 
 
 def checkpoints(steps: int) -> set[int]:
@@ -27,19 +27,20 @@ def checkpoints(steps: int) -> set[int]:
 
 
 def apgd_descent(logits_fn, loss_fn, success, x, eps: float, steps: int, rho: float,
-                 alpha: float = 0.75):
+                 floor: float, alpha: float = 0.75):
+    """APGD on ``loss_fn``; (the lowest-loss successful iterate, else the best one; success).
+    Stops when every sample succeeds at the loss's ``floor``."""
     lo, hi = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)
     view = (-1,) + (1,) * (x.ndim - 1)
-    hit = torch.zeros(len(x), dtype=torch.bool)
     every = torch.arange(len(x))
     cur = x.clone()
-    found = cur.clone()
+    keeper = Keeper(cur)
+    settled = torch.zeros(len(x), dtype=torch.bool)
 
     def step_at(point):
         loss, grad, ok = tracked_step(logits_fn, loss_fn, success, point, every)
-        new = ok & ~hit
-        found[new] = point[new]
-        hit[new] = True
+        keeper.offer(every, point, loss, ok)
+        settled.logical_or_(ok & (loss <= floor + 1e-6))
         return loss, grad
 
     loss, grad = step_at(cur)
@@ -60,7 +61,7 @@ def apgd_descent(logits_fn, loss_fn, success, x, eps: float, steps: int, rho: fl
         better = loss < best_loss
         best[better], best_loss[better], best_grad[better] = cur[better], loss[better], \
             grad[better]
-        if bool(hit.all()):
+        if bool(settled.all()):
             break
         if k + 1 in marks:
             halve = (lowered < rho * (k + 1 - last_mark)) | ((eta == eta_then)
@@ -70,6 +71,7 @@ def apgd_descent(logits_fn, loss_fn, success, x, eps: float, steps: int, rho: fl
             loss[halve] = best_loss[halve]
             last_mark, lowered = k + 1, torch.zeros(len(x))
             eta_then, best_then = eta.clone(), best_loss.clone()
+    found, hit = keeper.found, keeper.hit
     found[~hit] = best[~hit]
     return found, hit
 
@@ -84,9 +86,9 @@ class VoteAPGD(Attack):
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 decide: Decide | None) -> torch.Tensor:
-        def ascent(logits_fn, loss_fn, success, xs):
+        def ascent(logits_fn, loss_fn, success, xs, floor):
             return apgd_descent(logits_fn, loss_fn, success, xs, float(self.eps),
-                                int(self.steps), float(self.rho))
+                                int(self.steps), float(self.rho), floor)
 
         return aimed_search(model, x, y, decide, mode=self.coalitions,
                             n_targets=int(self.targets), kappa=float(self.kappa),

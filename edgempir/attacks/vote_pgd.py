@@ -3,7 +3,13 @@
 For every coalition of members that can decide the vote and each of the ``targets``
 likeliest wrong classes, ``steps`` sign-gradient steps on the coalition's clipped margin
 loss, from a uniform random start; each search runs only on the samples that the previous
-ones did not break, and keeps the first iterate that the real decision gets wrong.
+ones did not break. Of the iterates the real decision gets wrong, a search keeps the one
+with the lowest loss, and a sample leaves the search once it is wrong *and* at the loss's
+floor (every coalition member past its margin ``kappa``): the first wrong iterate sits on
+the decision boundary, where snapping to the 8-bit pixel grid at export (or any rounding
+on a device) undoes it; measured on the synthetic run (n 60), the bundled (snapped) set
+left the vote 35.0% accurate with first-wrong examples, 18.3% with these, against 11.7% on
+the host's float examples.
 """
 from __future__ import annotations
 
@@ -28,24 +34,39 @@ def tracked_step(logits_fn, loss_fn, success, adv, idx):
     return loss.detach(), grad, ok
 
 
-def sign_descent(logits_fn, loss_fn, success, x, start, eps: float, step: float, steps: int):
-    """Projected sign-gradient descent on ``loss_fn``; (first successful iterate or the last
-    one, success). A sample leaves the batch once it succeeds (the cost is then the
-    unbroken samples', as in a cascade)."""
+class Keeper:
+    """Per sample, the successful iterate with the lowest loss so far."""
+
+    def __init__(self, x: torch.Tensor):
+        self.found = x.clone()
+        self.loss = torch.full((len(x),), float("inf"))
+        self.hit = torch.zeros(len(x), dtype=torch.bool)
+
+    def offer(self, rows, point, loss, ok) -> None:
+        take = ok & (loss < self.loss[rows])
+        self.found[rows[take]], self.loss[rows[take]] = point[take], loss[take]
+        self.hit[rows[ok]] = True
+
+
+def sign_descent(logits_fn, loss_fn, success, x, start, eps: float, step: float, steps: int,
+                 floor: float):
+    """Projected sign-gradient descent on ``loss_fn``; (the lowest-loss successful iterate,
+    else the last one; success). A sample leaves the batch once it succeeds at the loss's
+    ``floor`` (the cost is then the unbroken samples', as in a cascade)."""
     lo, hi = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)
     adv = start.clamp(min=lo, max=hi)
-    found = adv.clone()
-    hit = torch.zeros(len(x), dtype=torch.bool)
+    keeper = Keeper(adv)
     active = torch.arange(len(x))
     for k in range(steps + 1):
         sub = adv[active]
-        _, grad, ok = tracked_step(logits_fn, loss_fn, success, sub, active)
-        found[active[ok]], hit[active[ok]] = sub[ok], True
-        keep = ~ok
+        loss, grad, ok = tracked_step(logits_fn, loss_fn, success, sub, active)
+        keeper.offer(active, sub, loss, ok)
+        keep = ~(ok & (loss <= floor + 1e-6))
         active, sub, grad = active[keep], sub[keep], grad[keep]
         if k == steps or active.numel() == 0:
             break
         adv[active] = (sub - step * grad.sign()).clamp(min=lo[active], max=hi[active])
+    found, hit = keeper.found, keeper.hit
     found[~hit] = adv[~hit]
     return found, hit
 
@@ -67,13 +88,13 @@ class VotePGD(Attack):
         gen = torch.Generator().manual_seed(self.seed)
         eps, step = float(self.eps), float(self.rel_step) * float(self.eps)
 
-        def ascent(logits_fn, loss_fn, success, xs):
+        def ascent(logits_fn, loss_fn, success, xs, floor):
             start = xs
             if self.random_start:
                 noise = torch.rand(xs.shape, generator=gen, dtype=xs.dtype)
                 start = xs + (2 * noise - 1) * eps
             return sign_descent(logits_fn, loss_fn, success, xs, start, eps, step,
-                                int(self.steps))
+                                int(self.steps), floor)
 
         return aimed_search(model, x, y, decide, mode=self.coalitions,
                             n_targets=int(self.targets), kappa=float(self.kappa),
