@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import click
-
 from edgempir.cli.common import json_option, seed_option
 
 EXAMPLE = """
