@@ -299,16 +299,18 @@ def _jobs(plan: tuple[Planned, ...], n_members: int, reference: int) -> list[Job
         predicted = p.labels == "predicted"
         by_source: dict[str, Job] = {ens_source: Job(p, ens_source, ["ensemble"],
                                                      "vote" if predicted else "true")}
+        alone: list[Job] = []  # predicted labels: a member alone never shares a run
         if p.members != "none":
             for i in (range(n_members) if p.members == "all" else [reference]):
                 src = f"m{i}"
                 if predicted:
-                    jobs.append(Job(p, src, [src], "own"))
+                    alone.append(Job(p, src, [src], "own"))
                 elif src in by_source:
                     by_source[src].aims.append(src)
                 else:
                     by_source[src] = Job(p, src, [src])
         jobs.extend(by_source.values())
+        jobs.extend(alone)
     return jobs
 
 

@@ -32,7 +32,7 @@ def test_quick_eval_end_to_end(quick_run):
     run, proc, report = quick_run
     out = proc.stdout
     # every robustness figure is labelled with its protocol and configuration
-    assert "adaptive (quick, n=16): worst case" in out
+    assert "adaptive (quick, n=16, eps=0.1): worst case" in out
     assert "lighter than standard" in out
     assert "Gradient-masking checks, protocol adaptive (quick)" in out
     for name in ("adaptive-quick.json", "adv-adaptive.npz", "table-quick.txt",
