@@ -455,7 +455,7 @@ def run_bench(bundle_path: str | os.PathLike, cfg: BenchConfig,
     runners = {"ensemble": ens.run, base_name: base.run}
     if early is not None:
         adv = eval_sets.get("adv-adaptive", {}).get(INPUT_NAME)
-        runners.update(EE.latency_runners(ens, adv, early.pop("_worst_pool"), _batch_of))
+        runners = EE.latency_runners(ens, base, base_name, pool, adv, early.pop("_worst_pool"))
     rows = compare_latency(runners, pool, tuple(cfg.batch_sizes), cfg.warmup, cfg.repeats,
                            cfg.time_cap_s, progress)
     for r in rows:
