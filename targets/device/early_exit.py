@@ -122,3 +122,25 @@ def overheads(row: dict, base_name: str) -> None:
         s = row.get(f"ensemble_{name}")
         row.setdefault(f"ensemble_{name}", None)
         row[f"overhead_p50_{name}"] = s["p50_ms"] / f if s and f > 0 else None
+
+
+def section(bundle, ens, eval_sets: dict, n: int | None, threads: int | None,
+            batch_size: int) -> dict | None:
+    """bench's report section ``early_exit`` (None for a full-vote graph), with the
+    worst-case pool under ``_worst_pool`` (bench takes it out before writing the report)."""
+    from edgempir.calib import INPUT_NAME
+    from edgempir.targets.device.runtime import open_model
+
+    if mode(bundle) != "early-exit":
+        return None
+    sets = {name: a[INPUT_NAME][:n] if n else a[INPUT_NAME] for name, a in eval_sets.items()}
+    rows, worst = check_sets(ens, lambda i: open_model(bundle, i, threads=threads), bundle,
+                             sets, batch_size)
+    execution = bundle.manifest["vote_execution"]
+    return {"mode": "early-exit", "order": list(execution.get("order", [])),
+            "reference_member": bundle.reference_member, "sets": rows,
+            "worst_case_rows": len(worst),
+            "worst_case_from": "rows of the clean and adversarial sets on which the deployed "
+                               "graph ran every member (its slowest path), cycled through in "
+                               "batches",
+            "note": WORST_CASE_NOTE, "_worst_pool": worst}
