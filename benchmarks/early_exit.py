@@ -57,7 +57,7 @@ class PythonCascade:
     def __init__(self, sessions: list, order: list[int]):
         self.sessions, self.order = sessions, order
 
-    def __call__(self, x: np.ndarray):
+    def run(self, x: np.ndarray):
         from edgempir.vote import cascade
 
         return cascade(lambda i, rows: self.sessions[i].run(x[rows])[1], len(x),
@@ -73,7 +73,7 @@ def _sets(bundle) -> dict[str, np.ndarray]:
 def measure(run: Path, s, cores: int) -> dict:
     from edgempir.targets.device import early_exit as EE
     from edgempir.targets.device import packing
-    from edgempir.targets.device.bench import _batch_of, compare_latency
+    from edgempir.targets.device.bench import compare_latency
     from edgempir.targets.device.bundle import verify_bundle
     from edgempir.targets.device.onnxruntime import OrtModel
     from edgempir.targets.device.runtime import open_model
@@ -103,15 +103,16 @@ def measure(run: Path, s, cores: int) -> dict:
                                                           rel),
                             lead_member=order[0] if b is ee else fp)
 
+        clean, rot = sets["clean"], EE.Rotating  # every runner cycles through its set
         runners = {
-            "fp32_member": members[fp].run,
-            "full_graph": open_full.run,
-            "early_exit_clean": open_ee.run,
-            "early_exit_adversarial": EE.FixedInputs(open_ee, sets["adv-adaptive"], _batch_of),
-            "early_exit_worst_case": EE.FixedInputs(open_ee, worst, _batch_of),
-            "python_cascade_clean": PythonCascade(members, order),
-            "early_exit_clean_parallel": par(ee).run,
-            "full_graph_parallel": par(full).run,
+            "fp32_member": rot(members[fp], clean),
+            "full_graph": rot(open_full, clean),
+            "early_exit_clean": rot(open_ee, clean),
+            "early_exit_adversarial": rot(open_ee, sets["adv-adaptive"]),
+            "early_exit_worst_case": rot(open_ee, worst),
+            "python_cascade_clean": rot(PythonCascade(members, order), clean),
+            "early_exit_clean_parallel": rot(par(ee), clean),
+            "full_graph_parallel": rot(par(full), clean),
         }
         load_start = [round(v, 2) for v in os.getloadavg()]
         rounds = []

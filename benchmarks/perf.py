@@ -689,9 +689,9 @@ def fmt_partial(r: dict) -> str:
     """The table of a run of some sections only (--sections): the early-exit lines and
     the targets measured."""
     m = r["machine"]
-    lines = [f"EMPIR cost on {m['cpu_model']} ({m['cores_usable']} usable cores, load "
-             f"{m['load_average_start']} at start, {m['load_average_end']} at end), "
-             f"sections: {', '.join(k for k in SECTIONS if r.get(k) is not None)}"]
+    lines = [(f"EMPIR cost on {m['cpu_model']} ({m['cores_usable']} usable cores, load "
+              f"{m['load_average_start']} at start, {m['load_average_end']} at end), "
+              f"sections: {', '.join(k for k in SECTIONS if r.get(k) is not None)}")]
     if r.get("early_exit"):
         lines += early_exit.fmt(r["early_exit"])
     lines += [f"  target {k}: {v['ratio']:.2f} ({v['target']}) "

@@ -473,7 +473,7 @@ def run_bench(bundle_path: str | os.PathLike, cfg: BenchConfig,
 
     # ---- early exit: decisions vs the full vote, slow-path fraction, worst-case rows
     t0 = time.perf_counter()
-    early = early_exit_section(bundle, ens, eval_sets, cfg)
+    early = EE.section(bundle, ens, eval_sets, cfg.n, cfg.threads, max(cfg.batch_sizes))
     mark("early_exit", t0)
 
     # ---- latency, side by side (clean set; early exit: also adversarial and worst case)
@@ -481,7 +481,7 @@ def run_bench(bundle_path: str | os.PathLike, cfg: BenchConfig,
     runners = {"ensemble": ens.run, base_name: base.run}
     if early is not None:
         adv = eval_sets.get("adv-adaptive", {}).get(INPUT_NAME)
-        runners.update(EE.latency_runners(ens, adv, early.pop("_worst_pool"), _batch_of))
+        runners = EE.latency_runners(ens, base, base_name, pool, adv, early.pop("_worst_pool"))
     rows = compare_latency(runners, pool, tuple(cfg.batch_sizes), cfg.warmup, cfg.repeats,
                            cfg.time_cap_s, progress)
     for r in rows:
@@ -640,28 +640,6 @@ def run_bench(bundle_path: str | os.PathLike, cfg: BenchConfig,
         "timings_s": timings,
     }
     return report
-
-
-def early_exit_section(bundle, ens, eval_sets: dict, cfg: BenchConfig) -> dict | None:
-    """The report's ``early_exit`` (None for a full-vote graph), with the worst-case pool
-    under ``_worst_pool`` (taken out before the report is written)."""
-    from edgempir.calib import INPUT_NAME
-    from edgempir.targets.device.runtime import open_model
-
-    if EE.mode(bundle) != "early-exit":
-        return None
-    sets = {name: a[INPUT_NAME][:cfg.n] if cfg.n else a[INPUT_NAME]
-            for name, a in eval_sets.items()}
-    rows, worst = EE.check_sets(ens, lambda i: open_model(bundle, i, threads=cfg.threads),
-                                bundle, sets, max(cfg.batch_sizes))
-    execution = bundle.manifest["vote_execution"]
-    return {"mode": "early-exit", "order": list(execution.get("order", [])),
-            "reference_member": bundle.reference_member, "sets": rows,
-            "worst_case_rows": len(worst),
-            "worst_case_from": "rows of the clean and adversarial sets on which the deployed "
-                               "graph ran every member (its slowest path), repeated to fill "
-                               "each batch",
-            "note": EE.WORST_CASE_NOTE, "_worst_pool": worst}
 
 
 def _eval_summary(info: dict | None) -> dict:

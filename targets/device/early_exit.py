@@ -8,7 +8,7 @@ with the fp32 member (:func:`latency_runners`):
 1. the clean set; 2. the shipped adversarial set; 3. the worst case: batches made only of
    rows that took the deployed graph's slowest path (the most members run, for three
    members every row where the reference ran), found by running the graph itself on both
-   sets (:func:`slow_rows`). An attacker who can perturb inputs can push them there
+   sets (:func:`check_sets`); each runner cycles through its set (:class:`Rotating`). An attacker who can perturb inputs can push them there
    (``edgempir eval`` measures how often, docs/EVAL.md), so the worst case is the figure a
    deadline must budget for.
 
@@ -75,30 +75,43 @@ def check_sets(ens, open_member: Callable[[int], Any], bundle, sets: dict[str, n
     return out, np.concatenate(slow) if slow else np.zeros((0,), np.float32)
 
 
-class FixedInputs:
-    """A runner that ignores bench's batch and runs ``model`` on ``b`` rows of its own pool
-    (built once per batch size, outside the timed call)."""
+class Rotating:
+    """A runner that ignores bench's batch and runs ``model`` on the next ``b`` rows of its
+    own pool at each call (cycling; at most ``MAX_WINDOWS`` distinct batches, built once per
+    batch size outside the timed calls). An early-exit graph's cost depends on the rows, so
+    timing one fixed batch (at batch 1: one image, fast or slow) would not be the set's."""
 
-    def __init__(self, model, pool: np.ndarray, batch_of: Callable[[np.ndarray, int], Any]):
-        self.model, self.pool, self.batch_of = model, pool, batch_of
-        self.batches: dict[int, np.ndarray] = {}
+    MAX_WINDOWS = 512
+
+    def __init__(self, model, pool: np.ndarray):
+        self.model, self.pool = model, pool
+        self.windows: dict[int, list[np.ndarray]] = {}
+        self.next: dict[int, int] = {}
 
     def __call__(self, x: np.ndarray):
         b = len(x)
-        batch = self.batches.get(b)
-        if batch is None:
-            batch = self.batches[b] = self.batch_of(self.pool, b)
-        return self.model.run(batch)
+        windows = self.windows.get(b)
+        if windows is None:
+            n = min(max(len(self.pool) // b, 1), self.MAX_WINDOWS)
+            windows = self.windows[b] = [
+                np.ascontiguousarray(self.pool[(k * b + np.arange(b)) % len(self.pool)],
+                                     dtype=np.float32) for k in range(n)]
+            self.next[b] = 0
+        k = self.next[b]
+        self.next[b] = (k + 1) % len(windows)
+        return self.model.run(windows[k])
 
 
-def latency_runners(ens, adv_pool: np.ndarray | None, worst_pool: np.ndarray | None,
-                    batch_of) -> dict[str, Callable]:
-    """The extra runners for bench's side-by-side latency (the clean one is bench's own)."""
-    runners = {}
+def latency_runners(ens, base, base_name: str, clean: np.ndarray, adv_pool: np.ndarray | None,
+                    worst_pool: np.ndarray | None) -> dict[str, Callable]:
+    """bench's side-by-side runners for an early-exit graph: the ensemble on the clean set,
+    the adversarial set and the worst case, and the baseline on the clean set, each cycling
+    through its pool."""
+    runners = {"ensemble": Rotating(ens, clean), base_name: Rotating(base, clean)}
     if adv_pool is not None and len(adv_pool):
-        runners["ensemble_adversarial"] = FixedInputs(ens, adv_pool, batch_of)
+        runners["ensemble_adversarial"] = Rotating(ens, adv_pool)
     if worst_pool is not None and len(worst_pool):
-        runners["ensemble_worst_case"] = FixedInputs(ens, worst_pool, batch_of)
+        runners["ensemble_worst_case"] = Rotating(ens, worst_pool)
     return runners
 
 
@@ -109,3 +122,25 @@ def overheads(row: dict, base_name: str) -> None:
         s = row.get(f"ensemble_{name}")
         row.setdefault(f"ensemble_{name}", None)
         row[f"overhead_p50_{name}"] = s["p50_ms"] / f if s and f > 0 else None
+
+
+def section(bundle, ens, eval_sets: dict, n: int | None, threads: int | None,
+            batch_size: int) -> dict | None:
+    """bench's report section ``early_exit`` (None for a full-vote graph), with the
+    worst-case pool under ``_worst_pool`` (bench takes it out before writing the report)."""
+    from edgempir.calib import INPUT_NAME
+    from edgempir.targets.device.runtime import open_model
+
+    if mode(bundle) != "early-exit":
+        return None
+    sets = {name: a[INPUT_NAME][:n] if n else a[INPUT_NAME] for name, a in eval_sets.items()}
+    rows, worst = check_sets(ens, lambda i: open_model(bundle, i, threads=threads), bundle,
+                             sets, batch_size)
+    execution = bundle.manifest["vote_execution"]
+    return {"mode": "early-exit", "order": list(execution.get("order", [])),
+            "reference_member": bundle.reference_member, "sets": rows,
+            "worst_case_rows": len(worst),
+            "worst_case_from": "rows of the clean and adversarial sets on which the deployed "
+                               "graph ran every member (its slowest path), cycled through in "
+                               "batches",
+            "note": WORST_CASE_NOTE, "_worst_pool": worst}

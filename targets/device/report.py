@@ -188,8 +188,9 @@ def _ratio(r: float | None) -> str:
 
 def _early_exit_lines(ee: dict, b: dict) -> str:
     ref = ee["reference_member"]
-    lines = [f"Early-exit vote (members in order {ee['order']}; member {ref} "
-             f"({b['members'][ref]['spec']}) runs only where the others leave the vote open):"]
+    lines = [(f"Early-exit vote (members in order {ee['order']}; member {ref} "
+              f"({b['members'][ref]['spec']}) runs only where the others leave the vote "
+              "open):")]
     for s in ee["sets"]:
         same = ("decisions identical to the full vote" if s["decisions_identical"] else
                 f"DECISIONS DIFFER from the full vote on {s['full_vote_mismatches']} images")

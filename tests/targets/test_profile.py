@@ -38,6 +38,13 @@ def test_user_profile_gets_defaults(tmp_path):
     assert p["name"] == "board" and p["onnxruntime"]["intra_op_threads"] == 2
     assert p["export"]["opset"] == 13 and p["validation"]["min_agreement"] == 0.995
     assert p["source"] == str(f)
+    assert p["export"]["vote"] == "full"   # a user's profile gets the full vote unless it asks
+
+
+def test_builtin_profiles_choose_the_vote():
+    assert load_profile("x86")["export"]["vote"] == "early-exit"
+    assert load_profile("arm")["export"]["vote"] == "early-exit"
+    assert load_profile("jetson")["export"]["vote"] == "full"
 
 
 @pytest.mark.parametrize("text, needle", [
@@ -49,6 +56,7 @@ def test_user_profile_gets_defaults(tmp_path):
     (USER.replace('name = "board"', ""), "name is missing"),
     (USER + "[validation]\nmin_agreement = 0.9\n", "validation.min_agreement"),
     (USER.replace("[export]", "[export]\npasses = [\"fold-everything\"]"), "export.passes"),
+    (USER.replace("[export]", "[export]\nvote = \"fastest\""), "export.vote = 'fastest' is invalid"),
     (USER + "[tensorrt]\nmax_batch = 8\n", "[tensorrt] is only for runtime = 'tensorrt'"),
     ("name = [", "not valid TOML"),
 ])
