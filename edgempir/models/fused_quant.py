@@ -82,14 +82,14 @@ class FusedIntQuant(IntQuant):
             scale = scale.reshape(1)
             if zero is None:
                 return torch.fake_quantize_per_tensor_affine(
-                    x, scale, torch.zeros(1, dtype=torch.int32), qmin, qmax)
+                    x, scale, torch.zeros(1, dtype=torch.int32, device=x.device), qmin, qmax)
             return torch._fake_quantize_learnable_per_tensor_affine(
                 x, scale, zero.reshape(1), qmin, qmax, 1.0)
         # Per output channel: Brevitas' scale is (C, 1, ..., 1), channel axis 0.
         channels = scale.numel()
         if scale.shape[0] != channels or x.shape[0] != channels:
             return super().forward(scale, zero_point, bit_width, x)
-        zero = torch.zeros(channels) if zero is None else zero.reshape(channels)
+        zero = torch.zeros(channels, device=x.device) if zero is None else zero.reshape(channels)
         return torch._fake_quantize_learnable_per_channel_affine(
             x, scale.reshape(channels), zero, 0, qmin, qmax, 1.0)
 
