@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from edgempir.data import DEFAULT_EPS
-from edgempir.errors import RunDirError, TrainingError
+from edgempir.errors import EdgempirError, RunDirError, TrainingError
 from edgempir.fsutil import atomic_write_json, fsync_dir, show_path, swap_in, write_error
 from edgempir.validate import loads_json, read_json
 from edgempir.contract import reference_index
@@ -310,6 +310,12 @@ def _train(cfg: TrainConfig, *, resume: bool, force: bool, progress: bool,
         raise TrainingError(f"{e}; the epochs finished before are kept in "
                             f"{show_path(work)} (--resume continues them with the old "
                             "settings, --force starts over)") from None
+    except EdgempirError:
+        # e.g. a full disk before the first epoch was saved: a .partial without weights
+        # would only make the rerun ask for --resume or --force
+        if created and not any(work.rglob("*.safetensors")):
+            shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 def _train_members(cfg: TrainConfig, work: Path, data, progress: bool,
