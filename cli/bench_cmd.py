@@ -23,8 +23,8 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
     except ValueError:
         sizes = ()
     if not sizes or any(not 1 <= b <= MAX_BATCH for b in sizes):
-        raise click.BadParameter(f"{value!r}: give integers 1..{MAX_BATCH} separated by "
-                                 "commas, e.g. 1,8,32")
+        raise click.BadParameter(f"{value!r}: give positive integers up to {MAX_BATCH}, "
+                                 "separated by commas, e.g. 1,8,32")
     return sizes
 
 
