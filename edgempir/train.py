@@ -211,7 +211,9 @@ def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[
 
 
 def _unusable(ckpt: Path, e: BaseException) -> RunDirError:
-    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    # torch's message: a header line, then the missing/unexpected keys or shapes
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    first = (text[:200] + "...") if len(text) > 200 else (text or type(e).__name__)
     return RunDirError(f"{show_path(ckpt)} does not fit this run ({first}); delete it to "
                        "retrain that member, or rerun with --force to start over")
 
