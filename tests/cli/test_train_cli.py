@@ -52,7 +52,7 @@ def test_existing_run_is_kept_without_force(cli, synthetic_run):
 
 def test_help_shows_defaults_and_example(cli):
     text = " ".join(cli("train", "--help").stdout.split())  # undo click's line wrapping
-    assert "[default: 5; x>=1]" in text and "[default: vote]" in text and "Examples:" in text
+    assert "[default: 5; 1<=x<=10000]" in text and "[default: vote]" in text and "Examples:" in text
 
 
 def test_load_run_api_on_a_trained_run(synthetic_run):
