@@ -23,8 +23,8 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
     except ValueError:
         sizes = ()
     if not sizes or any(not 1 <= b <= MAX_BATCH for b in sizes):
-        raise click.BadParameter(f"{value!r}: give integers 1..{MAX_BATCH} separated by "
-                                 "commas, e.g. 1,8,32")
+        raise click.BadParameter(f"{value!r}: give positive integers up to {MAX_BATCH}, "
+                                 "separated by commas, e.g. 1,8,32")
     return sizes
 
 
@@ -97,11 +97,7 @@ def command(bundle: Path, batch_sizes, repeats, warmup, time_cap, threads, n, sq
                       duration_s=duration, memory=not no_memory, seed=seed)
     report = run_bench(bundle, cfg, progress=None if as_json else _click_progress)
     text = dumps_json(report)
-    try:
-        atomic_write_text(out, text)
-    except OSError as e:
-        raise EdgempirError(f"cannot write the report to {out} ({e.strerror or e}); pass "
-                            "--out PATH in a writable directory") from None
+    atomic_write_text(out, text)  # a one-line WriteError if the disk fails us meanwhile
     if as_json:
         click.echo(text, nl=False)
     else:
@@ -110,11 +106,23 @@ def command(bundle: Path, batch_sizes, repeats, warmup, time_cap, threads, n, sq
 
 
 def _check_writable(out: Path) -> None:
-    """Fail before a minute of measuring, not after it."""
-    parent = out.resolve().parent
-    probe = parent
+    """Fail before a minute of measuring, not after it: by creating a file where the report
+    goes (os.access says yes to root on a read-only or special file system)."""
+    import tempfile
+
+    from edgempir.fsutil import show_path
+
+    if out.is_dir():
+        raise EdgempirError(f"cannot write the report to {show_path(out)} (a directory); "
+                            "pass --out PATH in a writable directory")
+    probe = out.resolve().parent
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    if out.is_dir() or not os.access(probe, os.W_OK):
-        raise EdgempirError(f"cannot write the report to {out} (not a writable file path); "
-                            "pass --out PATH in a writable directory")
+    try:
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".edgempir-probe-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise EdgempirError(f"cannot write the report to {show_path(out)} "
+                            f"({e.strerror or type(e).__name__}); pass --out PATH in a "
+                            "writable directory") from None

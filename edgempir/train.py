@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from edgempir.data import DEFAULT_EPS
-from edgempir.errors import RunDirError, TrainingError
+from edgempir.errors import EdgempirError, RunDirError, TrainingError
 from edgempir.fsutil import atomic_write_json, fsync_dir, show_path, swap_in, write_error
 from edgempir.validate import loads_json, read_json
 from edgempir.contract import reference_index
@@ -224,7 +224,9 @@ def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[
 
 
 def _unusable(ckpt: Path, e: BaseException) -> RunDirError:
-    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    # torch's message: a header line, then the missing/unexpected keys or shapes
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    first = (text[:200] + "...") if len(text) > 200 else (text or type(e).__name__)
     return RunDirError(f"{show_path(ckpt)} does not fit this run ({first}); delete it to "
                        "retrain that member, or rerun with --force to start over")
 
@@ -323,6 +325,12 @@ def _train(cfg: TrainConfig, *, resume: bool, force: bool, progress: bool,
         raise TrainingError(f"{e}; the epochs finished before are kept in "
                             f"{show_path(work)} (--resume continues them with the old "
                             "settings, --force starts over)") from None
+    except EdgempirError:
+        # e.g. a full disk before the first epoch was saved: a .partial without weights
+        # would only make the rerun ask for --resume or --force
+        if created and not any(work.rglob("*.safetensors")):
+            shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 def _train_members(cfg: TrainConfig, work: Path, data, progress: bool,

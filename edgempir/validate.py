@@ -96,7 +96,8 @@ def read_json(path: str | os.PathLike, *, error: type[EdgempirError] = EdgempirE
     except FileNotFoundError:
         raise
     except IsADirectoryError:
-        raise error(f"{show_path(path)} is a directory, not a JSON file{tail}") from None
+        raise error(f"{show_path(path)} cannot be read (a directory, not a JSON file)"
+                    f"{tail}") from None
     except OSError as e:
         raise error(f"{show_path(path)} cannot be read ({e.strerror or e}){tail}") from None
     if len(data) > max_bytes:  # grew while we read it

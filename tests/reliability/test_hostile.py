@@ -297,7 +297,8 @@ MANIFEST_CASES = {
     "shape-strings": (_set("input.shape", ["1", "28", "28"]), "input.shape"),
     "calib-entry-not-object": (_set("calib.clean", "calib/clean.npz"), "calib.clean."),
     "host-accuracy-string": (_set("host_accuracy.clean", "high"), "host_accuracy.clean"),
-    "host-accuracy-nan": (_set("host_accuracy.clean", float("nan")), "host_accuracy.clean"),
+    # NaN is not JSON: refused by the reader before the field check (edgempir/validate.py)
+    "host-accuracy-nan": (_set("host_accuracy.clean", float("nan")), "NaN is not a JSON number"),
     "weight-bits-absurd": (_set("members.0.weight_bits", 10 ** 9), "weight_bits"),
     # the member spec crosses to the device typed and checked (edgempir/contract.py)
     "spec-contradicts-bits": (_set("members.0.weight_bits", 8), "weight_bits/act_bits 8/4"),

@@ -90,11 +90,13 @@ def cli_in_process(*args: str):
     ["bench", "B", "--threads", "1000000"],
     ["experiment", "paper-vs-adaptive", "--adv-eps", "nan"],
 ])
-def test_non_finite_and_absurd_options_are_refused_at_parse_time(args):
-    code, out, exc = cli_in_process(*args, *(["--out", "x"] if args[0] == "train" else []))
+def test_non_finite_and_absurd_options_are_refused_at_parse_time(args, tmp_path):
+    out_dir = ["--out", str(tmp_path / "run")] if args[0] == "train" else []
+    code, out, exc = cli_in_process(*args, *out_dir)
     assert code == 2, out
     assert "Invalid value" in out, out
     assert exc is None or isinstance(exc, SystemExit)
+    assert list(tmp_path.iterdir()) == []  # nothing written
 
 
 def test_json_is_written_strictly_and_nothing_is_left(tmp_path):
@@ -168,8 +170,8 @@ def test_npz_void_arrays_are_refused_before_allocating(tmp_path):
         np.savez_compressed(f, input=np.zeros(64, dtype="V1048576"))
     assert path.stat().st_size < 200_000
     peak = peak_bytes(lambda: read_set(path))
-    refused(lambda: read_set(path), BundleError, "dtype |V1048576")
     assert peak < 16 << 20, f"{peak / 2**20:.0f} MiB allocated for a refused set"
+    refused(lambda: read_set(path), BundleError, "dtype |V1048576")
 
 
 def test_npz_bytes_are_counted_not_elements(tmp_path):
@@ -211,8 +213,8 @@ def test_idx_gzip_promising_far_more_than_it_can_hold_is_refused_uninflated(tmp_
     _gzip_stream(bytes([0, 0, 8, 3]) + struct.pack(">3I", 100_000, 28, 28), 78_400_000, path)
     assert path.stat().st_size < 200_000
     peak = peak_bytes(lambda: read_idx(path))
-    refused(lambda: read_idx(path), DataError, "gzip bomb")
     assert peak < 8 << 20, f"{peak / 2**20:.0f} MiB allocated for a refused file"
+    refused(lambda: read_idx(path), DataError, "gzip bomb")
 
 
 def test_idx_raw_big_file_with_bad_magic_is_refused_unread(tmp_path):
@@ -221,8 +223,8 @@ def test_idx_raw_big_file_with_bad_magic_is_refused_unread(tmp_path):
         f.write(b"\x7fELF")
         f.truncate(256 << 20)  # sparse: no disk used
     peak = peak_bytes(lambda: read_idx(path))
-    refused(lambda: read_idx(path), DataError, "bad magic")
     assert peak < 8 << 20, f"{peak / 2**20:.0f} MiB read before the magic check"
+    refused(lambda: read_idx(path), DataError, "bad magic")
 
 
 def test_idx_raw_header_against_file_size(tmp_path):
@@ -231,8 +233,8 @@ def test_idx_raw_header_against_file_size(tmp_path):
         f.write(bytes([0, 0, 8, 3]) + struct.pack(">3I", 1_000_000, 28, 28))
         f.truncate(64 << 20)
     peak = peak_bytes(lambda: read_idx(path))
-    refused(lambda: read_idx(path), DataError, "truncated or corrupt")
     assert peak < 8 << 20, f"{peak / 2**20:.0f} MiB allocated for a refused file"
+    refused(lambda: read_idx(path), DataError, "truncated or corrupt")
 
 
 def test_idx_gzip_and_raw_read_the_same(tmp_path):
