@@ -31,12 +31,10 @@ for name in "${names[@]}"; do
   trap 'git checkout -q HEAD -- "$module"' EXIT INT TERM
   rm -f "$out/$name.sqlite"
   PATH="$PWD/$BIN:$PATH" OMP_NUM_THREADS=1 "$BIN/cosmic-ray" init "$cfg" "$out/$name.sqlite"
+  "$PY" scripts/mutation_tools.py skip-annotations "$out/$name.sqlite" "$module"
   PATH="$PWD/$BIN:$PATH" OMP_NUM_THREADS=1 "$BIN/cosmic-ray" exec "$cfg" "$out/$name.sqlite"
   git checkout -q HEAD -- "$module"
   trap - EXIT INT TERM
   echo "== $name ($module)"
-  "$BIN/cr-report" --show-pending "$out/$name.sqlite" | tail -n 3
-  # survivors: job id, line and the mutation, for docs/TESTING.md's table
-  "$BIN/cr-report" "$out/$name.sqlite" | grep -B1 -A12 "test outcome: TestOutcome.SURVIVED" \
-    | grep -E "^\[job-id\]|^--- mutation diff|^[-+][^-+]" || true
+  "$PY" scripts/mutation_tools.py report "$out/$name.sqlite"
 done

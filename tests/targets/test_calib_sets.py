@@ -130,7 +130,7 @@ def test_labels_within_the_class_count(tmp_path, labels, ok):
 def test_not_found_unreadable_and_not_a_zip(tmp_path):
     _refused(tmp_path / "none.npz", "file not found")
     (tmp_path / "dir.npz").mkdir()
-    _refused(tmp_path / "dir.npz", "cannot be read")
+    _refused(tmp_path / "dir.npz", "cannot be read (Is a directory)")   # strerror, short
     x, y = _set()
     np.save(tmp_path / "bare.npy", x)
     _refused(tmp_path / "bare.npy", "not a zip archive")
