@@ -2,12 +2,16 @@
 
     python scripts/mutation_tools.py skip-annotations SESSION.sqlite MODULE.py
     python scripts/mutation_tools.py report SESSION.sqlite
+    python scripts/mutation_tools.py retest-survivors SESSION.sqlite
 
 skip-annotations marks the pending jobs that mutate a type annotation as skipped. Every
 module mutated here starts with ``from __future__ import annotations``: annotations
 are kept as strings and never evaluated (nothing calls typing.get_type_hints on them), so
 ``int | None`` -> ``int ^ None`` cannot change behaviour. Such mutants are equivalent by
 construction; skipping them before the run saves about a sixth of the jobs.
+
+retest-survivors makes the survivors pending again (after tests were added for them);
+``cosmic-ray exec`` then runs only those.
 
 report prints the kill rate (killed / mutants run; skipped ones excluded, timeouts count as
 killed: the tests did not pass) and every survivor with its diff.
@@ -88,8 +92,18 @@ def report(db_path: str) -> int:
     return 0
 
 
+def retest_survivors(db_path: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(db_path) as db:
+        n = db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'").rowcount
+    print(f"{db_path}: {n} survivors pending again")
+    return 0
+
+
 if __name__ == "__main__":
-    commands = {"skip-annotations": skip_annotations, "report": report}
+    commands = {"skip-annotations": skip_annotations, "report": report,
+                "retest-survivors": retest_survivors}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(f"usage: {sys.argv[0]} {{{'|'.join(commands)}}} ARGS...")
     sys.exit(commands[sys.argv[1]](*sys.argv[2:]))

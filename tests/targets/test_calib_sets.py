@@ -70,6 +70,8 @@ def test_an_empty_set_is_readable(tmp_path):
     (np.zeros((2, 4, 4), np.float32), np.zeros(2, np.int64), "3-d x"),
     (np.zeros((2, 1, 4, 4), np.float32), np.zeros(3, np.int64), "label count"),
     (np.zeros((2, 1, 4, 4), np.float32), np.zeros((2, 1), np.int64), "2-d labels"),
+    (np.zeros((3, 1, 4, 4), np.float32), np.zeros(2, np.int64), "fewer labels"),
+    (np.zeros((2, 1, 1, 4, 4), np.float32), np.zeros(2, np.int64), "5-d x"),
 ])
 def test_write_set_refuses_bad_shapes(tmp_path, x, y, what):
     with pytest.raises(ValueError, match="set needs x"):
@@ -99,6 +101,7 @@ def test_input_shape_is_checked_when_given(tmp_path):
     _refused(tmp_path / "s.npz", "inputs have shape [1, 4, 4] but the model takes [1, 4, 5]",
              (1, 4, 5))
     _refused(tmp_path / "s.npz", "but the model takes [3, 4, 4]", (3, 4, 4))
+    _refused(tmp_path / "s.npz", "but the model takes [1, 4, 3]", (1, 4, 3))   # smaller
 
 
 @pytest.mark.parametrize("y", [np.zeros(3, np.float32), np.zeros(2, np.int64),
@@ -185,6 +188,37 @@ def test_an_unknown_or_broken_npy_header_is_refused(tmp_path):
         z.writestr("input.npy", b"garbage")
         z.writestr("label.npy", _npy(y))
     _refused(tmp_path / "g.npz", "has no readable .npy header")
+
+
+def test_a_header_version_below_one_is_refused(tmp_path):
+    """Versions other than 1.0 and 2.0 are refused, older ones too (not read as 1.0)."""
+    x, y = _set()
+    old = bytearray(_npy(x, (1, 0)))
+    old[6:8] = bytes([0, 9])                                # a valid 1.0 header, says 0.9
+    with zipfile.ZipFile(tmp_path / "o.npz", "w") as z:
+        z.writestr("input.npy", bytes(old))
+        z.writestr("label.npy", _npy(y))
+    assert "version (0, 9)" in _refused(tmp_path / "o.npz", "no readable .npy header")
+
+
+@pytest.mark.parametrize("where", ["load", "header"])
+def test_a_multi_line_library_error_gives_its_first_line(tmp_path, monkeypatch, where):
+    """The one-line promise holds whatever numpy or zipfile say: their first line only."""
+    x, y = _set()
+    write_set(tmp_path / "s.npz", x, y)
+
+    def fail(*args, **kwargs):
+        raise ValueError("the first line\nthe second line")
+    if where == "load":
+        monkeypatch.setattr(np, "load", fail)
+    else:
+        monkeypatch.setattr(np.lib.format, "read_magic", fail)
+    msg = _refused(tmp_path / "s.npz", "(the first line)")
+    assert "second" not in msg
+
+
+def test_the_size_limit_is_one_gib_of_float32():
+    assert calib_npz.MAX_ELEMENTS * 4 == 1 << 30
 
 
 def test_a_truncated_set_is_refused(tmp_path):
