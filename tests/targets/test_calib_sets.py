@@ -108,7 +108,7 @@ def test_input_shape_is_checked_when_given(tmp_path):
                                np.zeros((3, 1), np.int64), np.array([True, False, True])])
 def test_labels_must_be_one_integer_per_image(tmp_path, y):
     x, _ = _set()
-    _refused(_raw(tmp_path / "y.npz", input=x, label=y), "integer labels")
+    _refused(_raw(tmp_path / "y.npz", input=x, label=y), "must be 3 integer labels")
 
 
 @pytest.mark.parametrize("value", [-1e-7, 1.0000001, np.nan, np.inf, -np.inf])
