@@ -87,6 +87,8 @@ def test_missing_arrays(tmp_path):
 
 
 @pytest.mark.parametrize("x", [np.zeros((3, 1, 4, 4), np.float64),
+                               np.zeros((3, 1, 4, 4), np.float16),
+                               np.zeros((3, 1, 4, 4), np.uint8),
                                np.zeros((3, 16), np.float32),
                                np.zeros((3, 1, 1, 4, 4), np.float32)])
 def test_inputs_must_be_float32_nchw(tmp_path, x):
@@ -118,7 +120,7 @@ def test_inputs_outside_the_unit_range_or_not_finite(tmp_path, value):
     _refused(_raw(tmp_path / "r.npz", input=x, label=y), "finite and in [0, 1]")
 
 
-@pytest.mark.parametrize("labels, ok", [([0, 1, 9], True), ([0, 1, 10], False),
+@pytest.mark.parametrize("labels, ok", [([0, 1, 9], True), ([0, 1, 10], False), ([0, 12, 1], False),
                                         ([0, -1, 2], False), ([9, 9, 9], True)])
 def test_labels_within_the_class_count(tmp_path, labels, ok):
     x, _ = _set()

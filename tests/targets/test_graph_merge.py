@@ -27,6 +27,7 @@ def _member(input_name="input", outputs=1, node_names=("flatten", "fc"), opset=1
 
 @pytest.mark.parametrize("bad, needle", [
     ({"input_name": "x"}, "member 1: expected one input 'input' and one output"),
+    ({"input_name": "data"}, "member 1: expected one input 'input' and one output"),
     ({"outputs": 2}, "member 1: expected one input 'input' and one output"),
 ])
 def test_members_need_one_input_named_input_and_one_output(bad, needle):
