@@ -18,6 +18,8 @@ def _member(input_name="input", outputs=1, node_names=("flatten", "fc"), opset=1
     nodes = [helper.make_node("Flatten", [input_name], ["flat"], axis=1, name=node_names[0]),
              helper.make_node("MatMul", ["flat", "w"], ["logits"], name=node_names[1])]
     outs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", K])]
+    if outputs == 0:
+        outs = []
     if outputs == 2:
         outs.append(helper.make_tensor_value_info("flat", TensorProto.FLOAT, ["batch", 4]))
     g = helper.make_graph(nodes, "member", [helper.make_tensor_value_info(
@@ -29,6 +31,7 @@ def _member(input_name="input", outputs=1, node_names=("flatten", "fc"), opset=1
     ({"input_name": "x"}, "member 1: expected one input 'input' and one output"),
     ({"input_name": "data"}, "member 1: expected one input 'input' and one output"),
     ({"outputs": 2}, "member 1: expected one input 'input' and one output"),
+    ({"outputs": 0}, "member 1: expected one input 'input' and one output"),
 ])
 def test_members_need_one_input_named_input_and_one_output(bad, needle):
     with pytest.raises(ValueError, match=needle):
