@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation testing (cosmic-ray, in the dev extra) of the modules where a silent bug would
+# Mutation testing (cosmic-ray, in the mutation extra) of the modules where a silent bug would
 # falsify a published number. One module at a time, each with the fast test selection that
 # pins it (scripts/mutation/<name>.toml); see docs/TESTING.md for the figures and survivors.
 #   bash scripts/mutation.sh vote            # edgempir/vote.py
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 BIN=.venv/bin
 if ! [ -x "$BIN/cosmic-ray" ]; then
-  echo "mutation.sh: cosmic-ray is not installed; run: $PY -m pip install -e '.[dev]'" >&2
+  echo "mutation.sh: cosmic-ray is not installed; run: $PY -m pip install -e '.[host,dev,mutation]'" >&2
   exit 2
 fi
 names=("$@")
@@ -31,12 +31,10 @@ for name in "${names[@]}"; do
   trap 'git checkout -q HEAD -- "$module"' EXIT INT TERM
   rm -f "$out/$name.sqlite"
   PATH="$PWD/$BIN:$PATH" OMP_NUM_THREADS=1 "$BIN/cosmic-ray" init "$cfg" "$out/$name.sqlite"
+  "$PY" scripts/mutation_tools.py skip-annotations "$out/$name.sqlite" "$module"
   PATH="$PWD/$BIN:$PATH" OMP_NUM_THREADS=1 "$BIN/cosmic-ray" exec "$cfg" "$out/$name.sqlite"
   git checkout -q HEAD -- "$module"
   trap - EXIT INT TERM
   echo "== $name ($module)"
-  "$BIN/cr-report" --show-pending "$out/$name.sqlite" | tail -n 3
-  # survivors: job id, line and the mutation, for docs/TESTING.md's table
-  "$BIN/cr-report" "$out/$name.sqlite" | grep -B1 -A12 "test outcome: TestOutcome.SURVIVED" \
-    | grep -E "^\[job-id\]|^--- mutation diff|^[-+][^-+]" || true
+  "$PY" scripts/mutation_tools.py report "$out/$name.sqlite"
 done

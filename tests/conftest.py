@@ -25,7 +25,7 @@ def run_cli(*args: str, env: dict | None = None, check: bool = True, timeout: in
     full_env = dict(os.environ)
     full_env.update(env or {})
     proc = subprocess.run([sys.executable, "-m", "edgempir.cli", *args], capture_output=True,
-                          text=True, env=full_env, timeout=timeout)
+                          text=True, env=full_env, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"edgempir {' '.join(args)} exited {proc.returncode}:\n"
                              f"{proc.stdout}\n{proc.stderr}")
@@ -63,3 +63,16 @@ def evaluated_run(synthetic_run, tmp_path_factory) -> Path:
     shutil.copytree(synthetic_run, run, ignore=shutil.ignore_patterns("eval"))
     run_cli("eval", str(run), "--config", "quick", "--n", "64", "--attacks", "pgd")
     return run
+
+
+@pytest.fixture(scope="session")
+def x86_bundle(evaluated_run, tmp_path_factory) -> Path:
+    """An x86 bundle exported from ``evaluated_run`` (64 calibration images: the fault
+    test re-exports with tests/reliability/helpers.py EXPORT_N_CALIB and compares), once per
+    session for tests/cli (as ``bundle``) and tests/reliability. Read-only: copy it before
+    damaging it."""
+    from edgempir.targets.host.export import export_bundle
+
+    out = tmp_path_factory.mktemp("x86-bundle") / "syn-x86"
+    export_bundle(evaluated_run, "x86", out, n_calib=64, progress=False)
+    return out

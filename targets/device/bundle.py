@@ -26,8 +26,8 @@ from typing import Any
 
 from edgempir.contract import VOTE_MODES, check_member_table, member_stem
 from edgempir.errors import BundleError, SpecError
-from edgempir.members import MemberSpec
 from edgempir.fsutil import sha256_file, show_path
+from edgempir.members import MemberSpec
 from edgempir.targets.device import packing
 from edgempir.targets.device.profile import SCHEMA as PROFILE_SCHEMA  # no TOML read on the device
 from edgempir.validate import read_json
@@ -136,7 +136,8 @@ def safe_relpath(bundle: Path, rel: Any) -> Path:
     if not isinstance(rel, str) or not rel or "\\" in rel or _CONTROL_RE.search(rel):
         raise _fail(bundle, f"file path {_short(rel)} is not a plain relative path")
     p = PurePosixPath(rel)
-    if p.is_absolute() or any(part in ("..", "") for part in p.parts) or rel.startswith("/"):
+    # split by hand: PurePosixPath drops empty parts ("a//b", "a/") and "." parts
+    if p.is_absolute() or any(part in ("..", "", ".") for part in rel.split("/")):
         raise _fail(bundle, f"file path {rel!r} points outside the bundle")
     full = bundle.joinpath(*p.parts)
     # a symlink inside the bundle could still point outside it

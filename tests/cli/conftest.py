@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-
 # ----------------------------------------------------------------- the tiny bundle
 SPECS = (("w2a4", 2, 4), ("w4a4", 4, 4), ("fp32", 32, 32))
 EPS = 0.1
@@ -87,9 +86,8 @@ def _onnx_linear(path, members, input_shape, classes, ensemble_reference=None):
 def make_tiny_bundle(out: Path, runtime: str = "onnxruntime", target: str = "x86",
                      fp32: bool = True, vote_mode: str = "full") -> Path:
     from edgempir.calib import write_set
-    from edgempir.targets.device.bundle import write_manifest
-
     from edgempir.data import synthetic, to_float
+    from edgempir.targets.device.bundle import write_manifest
     from edgempir.vote import vote
 
     d = synthetic(n_train=600, n_test=200)
@@ -191,13 +189,9 @@ def tiny_copy(tiny_bundle, tmp_path) -> Path:
 
 # ----------------------------------------------------------------- the real bundle
 @pytest.fixture(scope="session")
-def bundle(evaluated_run, tmp_path_factory) -> Path:
-    """An x86 bundle exported from ``evaluated_run``, once per session."""
-    from edgempir.targets.host.export import export_bundle
-
-    out = tmp_path_factory.mktemp("bench-bundle") / "synthetic-x86"
-    export_bundle(evaluated_run, "x86", out, n_calib=64, progress=False)
-    return out
+def bundle(x86_bundle) -> Path:
+    """The session's x86 bundle (tests/conftest.py), under the name bench's tests use."""
+    return x86_bundle
 
 
 def find_python310() -> Path | None:
@@ -212,7 +206,7 @@ def find_python310() -> Path | None:
             continue
         # a pyenv shim exists on PATH but may refuse to run: ask the interpreter itself
         proc = subprocess.run([cand, "-c", "import sys; print(sys.version_info[:2])"],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
         if proc.returncode == 0 and proc.stdout.strip() == "(3, 10)":
             return Path(cand)
     return None

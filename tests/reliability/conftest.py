@@ -3,7 +3,8 @@
 Builds on tests/conftest.py: ``synthetic_run`` (trained in process: w2a4, w4a4, fp32, one
 epoch, seed 0) is the uninterrupted reference for the train fault test, ``evaluated_run``
 (eval quick, PGD, 64 images, in a subprocess) the one for the eval fault test, and
-``x86_bundle`` below (exported once from it) the one for export and every bundle test.
+``x86_bundle`` (tests/conftest.py, exported once from it) the one for export and every
+bundle test.
 Plain helpers live in helpers.py (tests/ is not on sys.path: tests load it by path).
 """
 from __future__ import annotations
@@ -12,19 +13,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-EXPORT_N_CALIB = 64  # helpers.EXPORT_N_CALIB too
-
-
-@pytest.fixture(scope="session")
-def x86_bundle(evaluated_run, tmp_path_factory) -> Path:
-    """An x86 bundle exported from ``evaluated_run``, once per session. Read-only: copy it
-    (``bundle_copy``) before damaging it."""
-    from edgempir.targets.host.export import export_bundle
-
-    out = tmp_path_factory.mktemp("rel-bundle") / "syn-x86"
-    export_bundle(evaluated_run, "x86", out, n_calib=EXPORT_N_CALIB, progress=False)
-    return out
 
 
 @pytest.fixture

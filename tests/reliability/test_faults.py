@@ -424,7 +424,7 @@ def _prepare(kind: str, synthetic_run, evaluated_run, x86_bundle, where: Path):
             "--force", "--n-calib", "16"], prev
 
 
-@pytest.mark.parametrize("kind", ["train"])
+@pytest.mark.parametrize("kind", ["train", "export"])
 def test_full_disk_injected_is_one_line_and_keeps_the_previous_artefact(
         kind, synthetic_run, evaluated_run, x86_bundle, tmp_path):
     args, prev = _prepare(kind, synthetic_run, evaluated_run, x86_bundle, tmp_path)

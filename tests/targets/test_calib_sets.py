@@ -70,6 +70,8 @@ def test_an_empty_set_is_readable(tmp_path):
     (np.zeros((2, 4, 4), np.float32), np.zeros(2, np.int64), "3-d x"),
     (np.zeros((2, 1, 4, 4), np.float32), np.zeros(3, np.int64), "label count"),
     (np.zeros((2, 1, 4, 4), np.float32), np.zeros((2, 1), np.int64), "2-d labels"),
+    (np.zeros((3, 1, 4, 4), np.float32), np.zeros(2, np.int64), "fewer labels"),
+    (np.zeros((2, 1, 1, 4, 4), np.float32), np.zeros(2, np.int64), "5-d x"),
 ])
 def test_write_set_refuses_bad_shapes(tmp_path, x, y, what):
     with pytest.raises(ValueError, match="set needs x"):
@@ -85,6 +87,8 @@ def test_missing_arrays(tmp_path):
 
 
 @pytest.mark.parametrize("x", [np.zeros((3, 1, 4, 4), np.float64),
+                               np.zeros((3, 1, 4, 4), np.float16),
+                               np.zeros((3, 1, 4, 4), np.uint8),
                                np.zeros((3, 16), np.float32),
                                np.zeros((3, 1, 1, 4, 4), np.float32)])
 def test_inputs_must_be_float32_nchw(tmp_path, x):
@@ -99,13 +103,14 @@ def test_input_shape_is_checked_when_given(tmp_path):
     _refused(tmp_path / "s.npz", "inputs have shape [1, 4, 4] but the model takes [1, 4, 5]",
              (1, 4, 5))
     _refused(tmp_path / "s.npz", "but the model takes [3, 4, 4]", (3, 4, 4))
+    _refused(tmp_path / "s.npz", "but the model takes [1, 4, 3]", (1, 4, 3))   # smaller
 
 
 @pytest.mark.parametrize("y", [np.zeros(3, np.float32), np.zeros(2, np.int64),
                                np.zeros((3, 1), np.int64), np.array([True, False, True])])
 def test_labels_must_be_one_integer_per_image(tmp_path, y):
     x, _ = _set()
-    _refused(_raw(tmp_path / "y.npz", input=x, label=y), "integer labels")
+    _refused(_raw(tmp_path / "y.npz", input=x, label=y), "must be 3 integer labels")
 
 
 @pytest.mark.parametrize("value", [-1e-7, 1.0000001, np.nan, np.inf, -np.inf])
@@ -115,7 +120,7 @@ def test_inputs_outside_the_unit_range_or_not_finite(tmp_path, value):
     _refused(_raw(tmp_path / "r.npz", input=x, label=y), "finite and in [0, 1]")
 
 
-@pytest.mark.parametrize("labels, ok", [([0, 1, 9], True), ([0, 1, 10], False),
+@pytest.mark.parametrize("labels, ok", [([0, 1, 9], True), ([0, 1, 10], False), ([0, 12, 1], False),
                                         ([0, -1, 2], False), ([9, 9, 9], True)])
 def test_labels_within_the_class_count(tmp_path, labels, ok):
     x, _ = _set()
@@ -130,7 +135,7 @@ def test_labels_within_the_class_count(tmp_path, labels, ok):
 def test_not_found_unreadable_and_not_a_zip(tmp_path):
     _refused(tmp_path / "none.npz", "file not found")
     (tmp_path / "dir.npz").mkdir()
-    _refused(tmp_path / "dir.npz", "cannot be read")
+    _refused(tmp_path / "dir.npz", "cannot be read (Is a directory)")   # strerror, short
     x, y = _set()
     np.save(tmp_path / "bare.npy", x)
     _refused(tmp_path / "bare.npy", "not a zip archive")
@@ -185,6 +190,37 @@ def test_an_unknown_or_broken_npy_header_is_refused(tmp_path):
         z.writestr("input.npy", b"garbage")
         z.writestr("label.npy", _npy(y))
     _refused(tmp_path / "g.npz", "has no readable .npy header")
+
+
+def test_a_header_version_below_one_is_refused(tmp_path):
+    """Versions other than 1.0 and 2.0 are refused, older ones too (not read as 1.0)."""
+    x, y = _set()
+    old = bytearray(_npy(x, (1, 0)))
+    old[6:8] = bytes([0, 9])                                # a valid 1.0 header, says 0.9
+    with zipfile.ZipFile(tmp_path / "o.npz", "w") as z:
+        z.writestr("input.npy", bytes(old))
+        z.writestr("label.npy", _npy(y))
+    assert "version (0, 9)" in _refused(tmp_path / "o.npz", "no readable .npy header")
+
+
+@pytest.mark.parametrize("where", ["load", "header"])
+def test_a_multi_line_library_error_gives_its_first_line(tmp_path, monkeypatch, where):
+    """The one-line promise holds whatever numpy or zipfile say: their first line only."""
+    x, y = _set()
+    write_set(tmp_path / "s.npz", x, y)
+
+    def fail(*args, **kwargs):
+        raise ValueError("the first line\nthe second line")
+    if where == "load":
+        monkeypatch.setattr(np, "load", fail)
+    else:
+        monkeypatch.setattr(np.lib.format, "read_magic", fail)
+    msg = _refused(tmp_path / "s.npz", "(the first line)")
+    assert "second" not in msg
+
+
+def test_the_size_limit_is_one_gib_of_float32():
+    assert calib_npz.MAX_ELEMENTS * 4 == 1 << 30
 
 
 def test_a_truncated_set_is_refused(tmp_path):

@@ -4,8 +4,9 @@ check) and the torch vote (edgempir/ensemble.py, what eval scores).
 
 The ONNX members here pass hand-made logits through (member i returns row i of its input),
 so each case feeds exactly the votes it names. Cases beyond tests/edgempir/test_ensemble.py:
-a plurality that is not a majority (2-2-1 of 5, 2-1-1 of 4) goes to the reference member,
-even when the reference is the odd one out; ties between classes in the counts.
+a plurality that is not a majority (2-2-1 of 5, 2-1-1 of 4, 3-2-1 of 6, 3-2-2 of 7) goes to
+the reference member, even when the reference is the odd one out; ties between classes in
+the counts.
 """
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ CASES = [
     # plurality does not win); 3-2 -> the 3
     ([[0, 1], [0, 1], [1, 1], [1, 0], [4, 0]], 4, [4, 1]),
     ([[0, 1], [0, 1], [1, 1], [1, 0], [4, 0]], 0, [0, 1]),
+    # 6 and 7 members: half (3 of 6) is not a majority, 4 of 6 is; 3-2-2 of 7 is not
+    # (a squared count, 3 * 3 > 6, would call them majorities: mutation testing found it)
+    ([[0, 0], [0, 0], [0, 0], [1, 0], [1, 3], [2, 3]], 5, [2, 0]),
+    ([[0], [0], [0], [1], [1], [2], [2]], 6, [2]),
+    ([[0], [0], [0], [0], [1], [1], [2]], 6, [0]),
 ]
 
 
