@@ -271,8 +271,12 @@ def _check_out(cfg: TrainConfig, resume: bool, force: bool) -> Path:
             if not isinstance(saved, dict):
                 raise RunDirError(f"{show_path(work / 'config.json')} is not a run's settings; "
                                   "rerun with --force to start over")
-            if saved != cfg.to_json():
-                diff = sorted(k for k in saved if saved.get(k) != cfg.to_json().get(k))
+            # the preset is a label (the API defaults it, --members leaves it out); what it
+            # chose, members, quantizer and recipe, is compared field by field
+            now = {k: v for k, v in cfg.to_json().items() if k != "preset"}
+            saved = {k: v for k, v in saved.items() if k != "preset"}
+            if saved != now:
+                diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
                 raise RunDirError(f"--resume: {work} was started with other settings "
                                   f"({', '.join(diff)}); rerun with the same options or --force")
         # else: killed before its config.json was written, so nothing was trained yet and

@@ -119,14 +119,15 @@ def packable_weights(proto) -> list[str]:
 
 def integer_weight_bits(proto) -> int:
     """The fewest signed bits that hold every packable integer weight of ``proto`` (1 if none)."""
-    from edgempir.targets.device import packing
     from onnx import numpy_helper
+
+    from edgempir.targets.host.pack import fits
 
     inits = {t.name: t for t in proto.graph.initializer}
     bits = 1
     for name in packable_weights(proto):
         a = numpy_helper.to_array(inits[name])
-        while not packing.fits(a, bits):
+        while not fits(a, bits):
             bits += 1
     return bits
 

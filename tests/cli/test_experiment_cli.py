@@ -72,6 +72,6 @@ def test_help_shows_defaults_and_example():
     res = _invoke(*CMD, "--help")
     # undo click's line wrapping (it also breaks lines after a hyphen)
     text = " ".join(res.stdout.split()).replace("- ", "-")
-    for part in ("[default: 2000; x>=1]", "[default: quick]", "--empir-run", "Examples:",
+    for part in ("[default: 2000; 1<=x<=1000000]", "[default: quick]", "--empir-run", "Examples:",
                  "[default: experiments/paper-vs-adaptive]", "[default: docs/RESULTS.md]"):
         assert part in text, part

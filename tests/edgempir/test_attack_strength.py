@@ -28,7 +28,13 @@ STRONG = {
     "apgd-t": {"steps": 5, "target_classes": 2},
     "fab-t": {"steps": 5, "target_classes": 2},
     "square": {"n_queries": 300},
+    "pgd-ref": {"steps": 10, "step_size": 0.03},
+    "confident-pgd": {"steps": 10, "targets": 2},
 }
+# aimed at the vote: they read an ensemble's members, so a single model cannot host them; the
+# same "identity fails" guarantee is in tests/edgempir/test_vote_attacks.py (hand-built
+# ensembles where surrogate PGD fails and these must take the vote to 0%)
+ENSEMBLE_ONLY = {"vote-pgd", "vote-apgd"}
 
 
 def _eps(name: str) -> float:
@@ -41,7 +47,7 @@ def _accuracy(model, x, y) -> float:
 
 
 def test_every_registered_attack_has_strength_settings():
-    assert set(STRONG) == set(REGISTRY), "add the new attack's settings to STRONG"
+    assert set(STRONG) | ENSEMBLE_ONLY == set(REGISTRY), "add the new attack's settings to STRONG"
 
 
 def test_random_noise_of_the_same_size_does_not_fool_the_model(tiny_model, tiny_batch):
@@ -53,7 +59,7 @@ def test_random_noise_of_the_same_size_does_not_fool_the_model(tiny_model, tiny_
     assert _accuracy(tiny_model, corner, y) >= 0.9
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", sorted(set(REGISTRY) - ENSEMBLE_ONLY))
 def test_attack_brings_accuracy_far_below_clean(name, tiny_model, tiny_batch):
     x, y = tiny_batch
     x_adv = make_attack(name, eps=_eps(name), **STRONG[name])(tiny_model, x, y)

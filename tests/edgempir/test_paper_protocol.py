@@ -42,7 +42,7 @@ def evaluator(ens, tmp_path, x, y, plan_names=("fgsm",)):
     plan = tuple(p for p in cfg.plan if p.name in plan_names)
     ev = Evaluator(ens, x, y, np.arange(len(y)), cfg, plan, seed=0, batch_size=64,
                    partial_dir=tmp_path / "partial", run_fingerprint="test", progress=False)
-    ev.clean_pred, _ = ev.score(x)
+    ev.clean_pred, _, _ = ev.score(x)
     return ev
 
 
