@@ -257,6 +257,7 @@ def measure_latency(bundle, s: Settings) -> dict:
 # --------------------------------------------------------------------------- 2. weights
 def measure_weights(bundles: dict[str, Path]) -> dict:
     import onnx
+
     from edgempir.targets.device.bundle import verify_bundle
     from edgempir.targets.host.onnx_export import inline_bytes
 
@@ -427,12 +428,12 @@ def measure_qat(run_manifest: dict, s: Settings, threads: int | None = None,
 def measure_pgd(run: Path, bundle_path: Path, s: Settings) -> dict:
     import torch
     import torchattacks
-    from edgempir.calib import read_set
-    from edgempir.targets.device.bundle import verify_bundle
 
     from edgempir.attacks import make_attack
+    from edgempir.calib import read_set
     from edgempir.data import DEFAULT_EPS
     from edgempir.rundir import load_run
+    from edgempir.targets.device.bundle import verify_bundle
 
     b = verify_bundle(bundle_path)
     ens = load_run(run)

@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from edgempir.calib.npz import INPUT_NAME, LABEL_NAME, read_set, write_set
 
+from edgempir.calib.npz import INPUT_NAME, LABEL_NAME, read_set, write_set
 from edgempir.errors import BundleError, RunDirError
 
 ADV_FILE = "adv-adaptive.npz"

@@ -29,7 +29,8 @@ def write_set(path: str | os.PathLike, x: np.ndarray, y: np.ndarray, **extra: np
     if x.ndim != 4 or y.shape != (x.shape[0],):
         raise ValueError(f"set needs x [N, C, H, W] and y [N], got {x.shape} and {y.shape}")
     buf = io.BytesIO()
-    np.savez_compressed(buf, **{INPUT_NAME: x, LABEL_NAME: y}, **extra)
+    arrays: dict[str, np.ndarray] = {INPUT_NAME: x, LABEL_NAME: y, **extra}
+    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import click
-from edgempir.cli.common import json_option
 
+from edgempir.cli.common import json_option
 from edgempir.errors import EdgempirError
 from edgempir.validate import MAX_BATCH, seconds_type, threads_type
 
@@ -85,9 +85,8 @@ def command(bundle: Path, batch_sizes, repeats, warmup, time_cap, threads, n, sq
     (drift), and a black-box Square attack on the engine itself. docs/BENCH.md explains
     every figure and the JSON report.
     """
-    from edgempir.targets.device.bench import BenchConfig, format_report, run_bench
-
     from edgempir.fsutil import atomic_write_text, dumps_json
+    from edgempir.targets.device.bench import BenchConfig, format_report, run_bench
 
     out = out or default_report_path(bundle)
     _check_writable(out)

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import click
+
 from edgempir.cli.common import json_option
 
 
@@ -24,10 +25,9 @@ Example (on the Jetson):
 @json_option
 def command(bundle, force, as_json):
     """Build (or reuse) the TensorRT engines of a jetson bundle, on this device."""
+    from edgempir.errors import BundleError
     from edgempir.targets.device import tensorrt
     from edgempir.targets.device.bundle import verify_bundle
-
-    from edgempir.errors import BundleError
 
     b = verify_bundle(bundle)
     if b.runtime != "tensorrt":

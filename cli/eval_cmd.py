@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import click
+
 from edgempir.cli.common import json_option, require_host, seed_option
 from edgempir.validate import batch_type, threads_type
 

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import click
-from edgempir.cli.common import json_option, require_host, seed_option
 
+from edgempir.cli.common import json_option, require_host, seed_option
 from edgempir.fsutil import dumps_json
 
 

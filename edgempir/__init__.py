@@ -10,7 +10,7 @@ Python API (torch is imported only when you call something that needs it)::
 """
 from edgempir._version import __version__
 
-__all__ = ["__version__", "load_run", "Ensemble", "MemberSpec", "parse_spec"]
+__all__ = ["Ensemble", "MemberSpec", "__version__", "load_run", "parse_spec"]
 
 
 def __getattr__(name):  # lazy: keeps `import edgempir` torch-free

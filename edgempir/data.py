@@ -21,6 +21,7 @@ import pickle
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -251,7 +252,7 @@ except ImportError:  # pragma: no cover - numpy 1.x
 class _ArrayOnlyUnpickler(pickle.Unpickler):
     """Refuses every global except numpy's array reconstruction: nothing else can run."""
 
-    ALLOWED = {
+    ALLOWED: ClassVar[dict] = {
         ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
         ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
         ("numpy", "ndarray"): np.ndarray,
@@ -284,7 +285,7 @@ def _read_cifar_python_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     _check_cifar_size(path)
     try:
         batch = _ArrayOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
-    except Exception as e:  # any malformed pickle is a corrupt file
+    except Exception as e:  # noqa: BLE001 - any malformed pickle is a corrupt file
         raise DataError(f"{path}: not a CIFAR-10 python batch ({e}); {how}") from None
     if not isinstance(batch, dict):
         raise DataError(f"{path}: not a CIFAR-10 python batch (no dict inside); {how}")

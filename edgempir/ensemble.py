@@ -95,10 +95,10 @@ class Ensemble(nn.Module):
                               cascade_order(self.specs), self.reference)
         return torch.from_numpy(ids), torch.from_numpy(ran)
 
-    def surrogate(self) -> "MeanSoftmaxSurrogate":
+    def surrogate(self) -> MeanSoftmaxSurrogate:
         return MeanSoftmaxSurrogate(self)
 
-    def subset(self, indices: list[int], combiner: str | None = None) -> "Ensemble":
+    def subset(self, indices: list[int], combiner: str | None = None) -> Ensemble:
         return Ensemble([self.members[i] for i in indices], [self.specs[i] for i in indices],
                         combiner or self.combiner)
 

@@ -13,8 +13,9 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from edgempir.errors import EdgempirError, WriteError
 
@@ -120,7 +121,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if _is_disk_error(e):  # the caller's writer hit a full disk
+        if isinstance(e, OSError) and _is_disk_error(e):  # the caller's writer hit a full disk
             raise write_error(path, e) from e
         raise
     try:
@@ -220,7 +221,7 @@ def atomic_dir(path: str | os.PathLike, *, replace: bool = False) -> Iterator[Pa
         yield tmp
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if _is_disk_error(e):  # the caller's writers hit a full disk
+        if isinstance(e, OSError) and _is_disk_error(e):  # the caller's writers hit a full disk
             raise write_error(path, e) from e
         raise
     try:

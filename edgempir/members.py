@@ -73,7 +73,7 @@ class MemberSpec:
         """Precision order: fp32 is highest; used to pick the vote's tie-breaker."""
         if self.is_float:
             return (FLOAT_BITS, FLOAT_BITS)
-        return (self.weight_bits, self.act_bits)
+        return (self.weight_bits or 0, self.act_bits or 0)  # both set when not float
 
     def to_json(self) -> dict:
         return {"spec": self.name, "weight_bits": self.weight_bits or FLOAT_BITS,

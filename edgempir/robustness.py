@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from edgempir import provenance
 from edgempir.attacks.base import AttackError, check_eps
 from edgempir.data import DEFAULT_EPS  # one table for eval and adversarial training
-from edgempir import provenance
 
 SCHEMA = "edgempir.eval"
 SCHEMA_VERSION = 1

@@ -213,7 +213,8 @@ def load_weights(path: Path) -> tuple[dict, dict[str, str]]:
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+            # safe_open has no __iter__: .keys() is the API
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as e:
         raise RunDirError(f"{path}: not a readable safetensors file ({e}); weights are read "
                           "only from safetensors, never unpickled") from None

@@ -16,20 +16,19 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from edgempir import provenance, rundir
+from edgempir.contract import reference_index
 from edgempir.data import DEFAULT_EPS
 from edgempir.errors import EdgempirError, RunDirError, TrainingError
 from edgempir.fsutil import atomic_write_json, fsync_dir, show_path, swap_in, write_error
-from edgempir.validate import loads_json, read_json
-from edgempir.contract import reference_index
 from edgempir.members import MemberSpec
-from edgempir import rundir
-from edgempir import provenance
+from edgempir.validate import loads_json, read_json
 
 DEFAULT_EPOCHS = 5
 DEFAULT_BATCH_SIZE = 128
@@ -395,7 +394,7 @@ def _train_members(cfg: TrainConfig, work: Path, data, progress: bool,
                     "fingerprint": data_fingerprint(data),
                     "input_shape": list(data.input_shape), "input_range": [0.0, 1.0],
                     "num_classes": data.num_classes, "class_names": list(data.class_names),
-                    "n_train": int(len(data.x_train)), "n_test": int(len(data.x_test))},
+                    "n_train": len(data.x_train), "n_test": len(data.x_test)},
         "arch": cfg.arch,
         "preset": cfg.preset,
         "quantizer": cfg.quantizer,
@@ -414,7 +413,7 @@ def _train_members(cfg: TrainConfig, work: Path, data, progress: bool,
                          "trades_beta": cfg.trades_beta if cfg.adv_train == "trades" else None}},
         "metrics": {"clean_accuracy": {"members": [m["clean_accuracy"] for m in members_meta],
                                        "ensemble": ensemble_acc},
-                    "n_test": int(len(y))},
+                    "n_test": len(y)},
         "versions": versions(),
     }
     atomic_write_json(work / rundir.MANIFEST, manifest)

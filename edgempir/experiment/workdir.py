@@ -9,9 +9,9 @@ import shutil
 import time
 from pathlib import Path
 
+from edgempir.errors import EdgempirError
 from edgempir.experiment.config import SCHEMA, SCHEMA_VERSION, ExperimentConfig, ExperimentError
 from edgempir.experiment.layout import invocations_path, lock_path, locks_dir, state_path
-from edgempir.errors import EdgempirError
 from edgempir.validate import loads_json, read_json
 
 

@@ -21,25 +21,27 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import math
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import numpy as np
-from edgempir.targets.device.machine import busy, machine_info
-from edgempir.targets.device.memory import MemoryProbeError, measure_memory, rss_bytes
-from edgempir.targets.device.report import SCHEMA, SCHEMA_VERSION, format_report, validate_report
-from edgempir.targets.device.report import jsonable as _jsonable
-from edgempir.targets.device.report import pct as _pct
 
 from edgempir import provenance
 from edgempir.contract import ACCEPTED
 from edgempir.errors import BundleError
 from edgempir.targets.device import early_exit as EE
+from edgempir.targets.device.machine import busy, machine_info
+from edgempir.targets.device.memory import MemoryProbeError, measure_memory, rss_bytes
+from edgempir.targets.device.report import SCHEMA, SCHEMA_VERSION, format_report, validate_report
+from edgempir.targets.device.report import jsonable as _jsonable
+from edgempir.targets.device.report import pct as _pct
 from edgempir.vote import member_ran
 
 __all__ = ["BenchConfig", "format_report", "run_bench", "validate_report"]
@@ -77,7 +79,10 @@ Progress = Callable[[str, int], ContextManager[Callable[[int], None]]]
 
 @contextlib.contextmanager
 def no_progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
-    yield lambda n=1: None
+    def ignore(n: int = 1) -> None:
+        return None
+
+    yield ignore
 
 
 # --------------------------------------------------------------------------- latency
@@ -136,7 +141,7 @@ def compare_latency(runners: dict[str, Callable[[np.ndarray], Any]], inputs: np.
                 for name, run in runners.items():
                     left = repeats - len(samples[name])
                     if left > 0:
-                        samples[name] += time_calls(lambda r=run, xb=x: r(xb), min(block, left))
+                        samples[name] += time_calls(functools.partial(run, x), min(block, left))
                 done = all(len(v) >= repeats for v in samples.values())
                 timed_out = time.perf_counter() > deadline and \
                     all(len(v) >= MIN_REPEATS for v in samples.values())
@@ -181,7 +186,8 @@ def disk_bytes(bundle) -> dict:
     weights = {}
     for key in ("true_bits", "stored", "float32"):
         vals = [(m.get("weight_bytes") or {}).get(key) for m in bundle.members]
-        weights[key] = int(sum(vals)) if vals and all(v is not None for v in vals) else None
+        known = [int(v) for v in vals if v is not None]
+        weights[key] = sum(known) if vals and len(known) == len(vals) else None
     return {"ensemble_onnx_bytes": _graph_bytes(bundle, bundle.ensemble_file), "members": members,
             "ensemble_weight_bytes": weights}
 
@@ -257,7 +263,6 @@ def read_eval_sets(bundle) -> dict[str, dict]:
 def evaluate_set(model, bundle, name: str, arrays: dict, n: int | None, batch_size: int
                  ) -> dict:
     from edgempir.calib import INPUT_NAME, LABEL_NAME
-
     from edgempir.vote import member_preds, vote
 
     x, y = arrays[INPUT_NAME], arrays[LABEL_NAME]
@@ -371,7 +376,7 @@ def soak(run: Callable[[np.ndarray], Any], x: np.ndarray, duration_s: float,
          window_s: float | None = None, progress: Progress = no_progress) -> dict:
     """Run continuously for ``duration_s``; latency percentiles and RSS per time window."""
     window_s = window_s or max(1.0, duration_s / 12.0)
-    n_windows = max(1, int(round(duration_s / window_s)))
+    n_windows = max(1, round(duration_s / window_s))
     windows = []
     start = time.perf_counter()
     with progress("soak", n_windows) as tick:
@@ -514,11 +519,12 @@ def run_bench(bundle_path: str | os.PathLike, cfg: BenchConfig,
         except MemoryProbeError as e:
             memory["ensemble"] = memory[base_name] = None
             warnings.append(_warning("memory-unavailable", f"peak RSS not measured: {e}"))
-        e, f = memory["ensemble"], memory[base_name]
-        if e and f and e["peak_rss_bytes"] and f["peak_rss_bytes"]:
-            memory["overhead_peak_rss"] = e["peak_rss_bytes"] / f["peak_rss_bytes"]
-        if e and f and e["model_peak_bytes"] and f["model_peak_bytes"]:
-            memory["overhead_model_peak"] = e["model_peak_bytes"] / f["model_peak_bytes"]
+        ens_mem, base_mem = memory["ensemble"], memory[base_name]
+        if ens_mem and base_mem and ens_mem["peak_rss_bytes"] and base_mem["peak_rss_bytes"]:
+            memory["overhead_peak_rss"] = ens_mem["peak_rss_bytes"] / base_mem["peak_rss_bytes"]
+        if ens_mem and base_mem and ens_mem["model_peak_bytes"] and base_mem["model_peak_bytes"]:
+            memory["overhead_model_peak"] = (ens_mem["model_peak_bytes"]
+                                             / base_mem["model_peak_bytes"])
     disk = memory["disk"]
     base_disk = next((m["onnx_bytes"] for m in disk["members"] if m["index"] == base_index),
                      None)

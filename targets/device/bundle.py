@@ -427,7 +427,8 @@ def _fields(buf: memoryview):
         key, pos = _varint(buf, pos)
         number, wire = key >> 3, key & 7
         if wire == 0:
-            value, pos = _varint(buf, pos)
+            varint, pos = _varint(buf, pos)
+            value: int | memoryview = varint
         elif wire == 2:
             size, pos = _varint(buf, pos)
             if pos + size > end:

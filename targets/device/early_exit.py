@@ -107,7 +107,8 @@ def latency_runners(ens, base, base_name: str, clean: np.ndarray, adv_pool: np.n
     """bench's side-by-side runners for an early-exit graph: the ensemble on the clean set,
     the adversarial set and the worst case, and the baseline on the clean set, each cycling
     through its pool."""
-    runners = {"ensemble": Rotating(ens, clean), base_name: Rotating(base, clean)}
+    runners: dict[str, Callable] = {"ensemble": Rotating(ens, clean),
+                                    base_name: Rotating(base, clean)}
     if adv_pool is not None and len(adv_pool):
         runners["ensemble_adversarial"] = Rotating(ens, adv_pool)
     if worst_pool is not None and len(worst_pool):

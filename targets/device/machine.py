@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+from collections.abc import Mapping
 from pathlib import Path
 
 EMULATION_ENV = "EDGEMPIR_EMULATED"
@@ -78,12 +79,12 @@ def detect_emulation(machine: str | None = None, cpuinfo: str | None = None,
     the host's cpuinfo for aarch64 guests); a registered, enabled qemu binfmt handler for
     this very architecture (a native machine has no reason to emulate itself).
     """
-    env = os.environ if env is None else env
+    environ: Mapping[str, str] = os.environ if env is None else env
     machine = (machine or platform.machine()).lower()
     text = cpuinfo if cpuinfo is not None else read_text("/proc/cpuinfo")
     fields = _cpuinfo_fields(text)
     evidence = []
-    emulator = env.get(EMULATION_ENV) or None
+    emulator = environ.get(EMULATION_ENV) or None
     if emulator:
         evidence.append(f"{EMULATION_ENV}={emulator}")
     is_arm = machine.startswith(("aarch64", "arm"))
@@ -148,4 +149,4 @@ def busy(machine: dict) -> bool:
     """Other processes were competing for the CPU when bench started (1-minute load)."""
     load, cores = machine.get("load_average"), machine.get("cores_usable") or \
         machine.get("cores_logical") or 1
-    return bool(load) and load[0] > BUSY_LOAD_PER_CORE * cores
+    return bool(load and load[0] > BUSY_LOAD_PER_CORE * cores)

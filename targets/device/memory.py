@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 from edgempir.targets.device.machine import read_text as _read
 from edgempir.targets.device.report import jsonable as _jsonable
 
@@ -124,7 +125,7 @@ def _main(argv: list[str]) -> int:
         _, bundle_path, which, threads, batch, runs = argv[:6]
         try:
             out = memory_worker(bundle_path, which, int(threads) or None, int(batch), int(runs))
-        except Exception as e:  # the parent turns this into one line
+        except Exception as e:  # noqa: BLE001 - the parent turns this into one line
             print(f"{type(e).__name__}: {e}", file=sys.stderr)
             return 1
         print(json.dumps(_jsonable(out)))

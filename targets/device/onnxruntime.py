@@ -39,10 +39,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from edgempir.targets.device import packing
 
 from edgempir.contract import CLASS_IDS, INPUT_NAME, MEMBER_LOGITS
 from edgempir.errors import BundleError
+from edgempir.targets.device import packing
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -142,7 +142,7 @@ def branch_streams(nodes: list[str], n_streams: int, lead: int | None = None
     if lead is None or lead not in members:
         lead = members[-1] if members else None
     rest = [i for i in members if i != lead]
-    where = {lead: 0, **{i: 1 + k % max(n_streams - 1, 1) if n_streams > 1 else 0
+    where: dict[int | None, int] = {lead: 0, **{i: 1 + k % max(n_streams - 1, 1) if n_streams > 1 else 0
                          for k, i in enumerate(rest)}}
     streams: list[list[str]] = [[] for _ in range(n_streams)]
     cur = 0

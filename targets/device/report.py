@@ -121,8 +121,8 @@ def validate_report(report: Any, spec: Any = None, where: str = "report") -> lis
     spec = SCHEMA_SPEC if spec is None else spec
     if where == "report" and isinstance(report, dict) and (
             report.get("schema") != SCHEMA or report.get("schema_version") != SCHEMA_VERSION):
-        return [f"report: schema is {report.get('schema')!r} version "
-                f"{report.get('schema_version')!r}, expected {SCHEMA!r} {SCHEMA_VERSION}"]
+        return [(f"report: schema is {report.get('schema')!r} version "
+                 f"{report.get('schema_version')!r}, expected {SCHEMA!r} {SCHEMA_VERSION}")]
     return _check(report, spec, where)
 
 
@@ -136,12 +136,12 @@ def _check(value: Any, spec: Any, where: str) -> list[str]:
     if isinstance(spec, dict):
         if not isinstance(value, dict):
             return [f"{where}: expected an object, got {type(value).__name__}"]
-        errs = [f"{where}.{k}: missing" for k in spec if k not in value]
-        errs += [f"{where}.{k}: not in the schema" for k in value if k not in spec]
+        problems: list[str] = [f"{where}.{k}: missing" for k in spec if k not in value]
+        problems += [f"{where}.{k}: not in the schema" for k in value if k not in spec]
         for k, s in spec.items():
             if k in value:
-                errs += _check(value[k], s, f"{where}.{k}")
-        return errs
+                problems += _check(value[k], s, f"{where}.{k}")
+        return problems
     if isinstance(spec, list):
         if not isinstance(value, list):
             return [f"{where}: expected a list, got {type(value).__name__}"]
@@ -153,8 +153,8 @@ def _check(value: Any, spec: Any, where: str) -> list[str]:
     if isinstance(value, bool) and bool not in py:
         return [f"{where}: expected {'/'.join(t.__name__ for t in py)}, got bool"]
     if not isinstance(value, py):
-        return [f"{where}: expected {'/'.join(t.__name__ for t in py)}, got "
-                f"{type(value).__name__}"]
+        return [(f"{where}: expected {'/'.join(t.__name__ for t in py)}, got "
+                 f"{type(value).__name__}")]
     return []
 
 

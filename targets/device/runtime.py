@@ -11,10 +11,9 @@ TensorRT bundle with packed weights is refused (jetson exports keep int8 initial
 """
 from __future__ import annotations
 
+from edgempir.errors import BundleError
 from edgempir.targets.device import packing
 from edgempir.targets.device.bundle import Bundle, verify_bundle
-
-from edgempir.errors import BundleError
 
 
 def open_model(bundle, which="ensemble", threads: int | None = None,

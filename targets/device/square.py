@@ -121,7 +121,7 @@ def square_linf(query: QueryFn, x: np.ndarray, y: np.ndarray, eps: float,
         return result
 
     # vertical stripes: each column of the image moves by +eps or -eps
-    stripes = rng.choice(np.float32([-eps, eps]), size=(att.size, c, 1, w))
+    stripes = rng.choice(np.array([-eps, eps], dtype=np.float32), size=(att.size, c, 1, w))
     x_best = np.clip(x[att] + stripes, 0.0, 1.0).astype(np.float32)
     ids, scores = _query(query, x_best)
     queries[att] += 1
@@ -139,7 +139,7 @@ def square_linf(query: QueryFn, x: np.ndarray, y: np.ndarray, eps: float,
         x_clean = x[att]
         deltas = x_best - x_clean
         p = p_selection(p_init, i_iter, n_queries)
-        s = int(round(np.sqrt(p * n_features / c)))
+        s = round(float(np.sqrt(p * n_features / c)))
         s = min(max(s, 1), h - 1)            # at least 1x1, at most (h-1)x(h-1)
         # one s x s square per image, at a random place, set to +eps or -eps per channel
         ch = rng.integers(0, h - s + 1, size=att.size)
@@ -150,7 +150,7 @@ def square_linf(query: QueryFn, x: np.ndarray, y: np.ndarray, eps: float,
         todo = np.arange(att.size)
         for _ in range(16):
             # advanced indices around the channel slice put it last: [n, s, s, c]
-            signs = rng.choice(np.float32([-eps, eps]), size=(todo.size, 1, 1, c))
+            signs = rng.choice(np.array([-eps, eps], dtype=np.float32), size=(todo.size, 1, 1, c))
             deltas[img[todo], :, rows[todo], cols[todo]] = signs
             # a square that would not change the image wastes a query: draw those again
             win_new = np.clip(x_clean[img[todo], :, rows[todo], cols[todo]]

@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +103,7 @@ class Cuda:
         ptr = ctypes.c_void_p()
         self.check(self.lib.cudaMalloc(ctypes.byref(ptr), ctypes.c_size_t(max(nbytes, 1))),
                    "cudaMalloc")
-        return int(ptr.value)
+        return int(ptr.value or 0)
 
     def free(self, ptr: int) -> None:
         if ptr:
@@ -182,8 +183,8 @@ ENGINE_CACHE_ENV = "EDGEMPIR_ENGINE_CACHE"
 
 def engine_cache_dir(bundle, env: dict | None = None) -> Path:
     """This bundle's engine cache folder (outside the bundle, keyed by its manifest)."""
-    env = os.environ if env is None else env
-    root = env.get(ENGINE_CACHE_ENV) or str(Path.home() / ".cache" / "edgempir" / "engines")
+    environ: Mapping[str, str] = os.environ if env is None else env
+    root = environ.get(ENGINE_CACHE_ENV) or str(Path.home() / ".cache" / "edgempir" / "engines")
     # the manifest's hash pins the bundle's exact files, so two bundles never share engines
     return Path(root) / sha256_file(bundle.path / "manifest.json")[:16]
 

@@ -27,14 +27,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from edgempir.targets.device import bundle as B
-from edgempir.targets.host.onnx_export import ExportError
 
 from edgempir import contract as C
+from edgempir import provenance
 from edgempir.errors import EdgempirError, RunDirError
 from edgempir.fsutil import show_path
+from edgempir.targets.device import bundle as B
+from edgempir.targets.host.onnx_export import ExportError
 from edgempir.validate import read_json
-from edgempir import provenance
 
 PROTOCOL = "adaptive"
 
@@ -98,8 +98,9 @@ def weight_bytes(model, spec, proto, packed_rows: list | None = None) -> dict:
     member takes with every low-bit weight as an int8 initializer (the storage before
     packing, and the jetson bundle's).
     """
-    from edgempir.targets.host.onnx_export import inline_bytes
     from torch import nn
+
+    from edgempir.targets.host.onnx_export import inline_bytes
 
     quant = float_n = 0
     for m in model.modules():
@@ -147,10 +148,9 @@ def pack_bundle_weights(tmp: Path, protos: list, ens_proto, specs) -> tuple[dict
 
     Returns the manifest's ``weight_storage`` and, per member, the packed tensor rows.
     """
-    from edgempir.targets.host import onnx_export as OX
-    from edgempir.targets.device import packing
-
     from edgempir.fsutil import atomic_write_bytes
+    from edgempir.targets.device import packing
+    from edgempir.targets.host import onnx_export as OX
 
     packed_files, graphs, rows_per_member = {}, {B.ENSEMBLE_FILE: []}, []
     for i, (proto, spec) in enumerate(zip(protos, specs)):
@@ -209,15 +209,15 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
     (refused otherwise); ``source_run.data`` records which data was used.
     """
     import onnx
-    from edgempir.calib.build import build_sets, read_adversarial
-    from edgempir.targets.host import graph
-    from edgempir.targets.device import packing
-    from edgempir.targets.host import onnx_export as OX
-    from edgempir.targets.host.profiles import load_profile
 
     from edgempir import rundir
+    from edgempir.calib.build import build_sets, read_adversarial
     from edgempir.data import load_dataset
     from edgempir.fsutil import atomic_dir, sha256_file
+    from edgempir.targets.device import packing
+    from edgempir.targets.host import graph
+    from edgempir.targets.host import onnx_export as OX
+    from edgempir.targets.host.profiles import load_profile
     from edgempir.vote import REJECT_POLICIES
 
     if reject_policy not in REJECT_POLICIES:
@@ -411,12 +411,16 @@ def validate_bundle(root: Path, ens, members: list, calib: dict, ort_prof: dict,
     the graph's ``accepted`` against numpy's rule on the graph's own member outputs.
     """
     import torch
-    from edgempir.calib.npz import INPUT_NAME, LABEL_NAME, read_set
-    from edgempir.targets.device import packing
-    from edgempir.targets.host.onnx_export import agreement_report, check_agreement, torch_member_logits
-    from edgempir.targets.device.onnxruntime import OrtModel
 
+    from edgempir.calib.npz import INPUT_NAME, LABEL_NAME, read_set
     from edgempir.ensemble import accepted as torch_accepted
+    from edgempir.targets.device import packing
+    from edgempir.targets.device.onnxruntime import OrtModel
+    from edgempir.targets.host.onnx_export import (
+        agreement_report,
+        check_agreement,
+        torch_member_logits,
+    )
     from edgempir.vote import accepted, member_ran, vote
 
     def external(rel: str) -> dict:

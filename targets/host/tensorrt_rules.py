@@ -33,6 +33,7 @@ import collections
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from edgempir.targets.host.onnx_export import ExportError
 
 RULES = "tensorrt"

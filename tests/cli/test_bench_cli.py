@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from edgempir.targets.device.bench import validate_report
 
 FAST = ("--batch-sizes", "1,4", "--repeats", "15", "--warmup", "2", "--square-queries", "25",
@@ -181,11 +182,11 @@ def test_bad_batch_sizes_are_a_usage_error(cli, tiny_bundle):
 def test_vote_in_the_runtime_equals_the_hosts_vote(bundle, evaluated_run):
     """The exported graph's vote (ONNX Runtime) gives the host's (PyTorch) class ids."""
     import torch
+
     from edgempir.calib import INPUT_NAME, LABEL_NAME, read_set
+    from edgempir.rundir import load_run
     from edgempir.targets.device.bundle import verify_bundle
     from edgempir.targets.device.runtime import open_model
-
-    from edgempir.rundir import load_run
     from edgempir.vote import vote
 
     b = verify_bundle(bundle)

@@ -114,5 +114,28 @@ def test_a_subset_is_flagged_and_not_judged_for_drift(tiny_bundle_factory, tmp_p
 def test_the_on_states_above_cover_every_warning_code():
     src = Path(bench.__file__).read_text()
     codes = set(re.findall(r'_warning\("([a-z0-9-]+)"', src))
-    assert codes == ALL_ON | {"subset"}, f"warnings without an 'on' test: {codes - ALL_ON}"
+    tested = ALL_ON | {"subset", "rejection-drift", "early-exit-mismatch"}
+    assert codes == tested, f"warnings without an 'on' test: {codes - tested}"
 
+
+
+def test_rejection_drift_and_early_exit_mismatch_fire(bundle, tmp_path, monkeypatch):
+    """The two warnings of the reject option and the early exit: a host rejection rate 10
+    points off the engine's, and member files whose full vote differs from the graph's."""
+    b = tmp_path / "x86"
+    shutil.copytree(bundle, b)
+    manifest = json.loads((b / "manifest.json").read_text())
+    assert manifest["vote_execution"]["mode"] == "early-exit"
+
+    def host_rejects_more(m):
+        m["host_rejection"]["clean"] = min(1.0, m["host_rejection"]["clean"] + 0.10)
+    _rewrite(b, host_rejects_more)
+    classes = manifest["num_classes"]
+    real = bench.EE.full_vote
+    monkeypatch.setattr(bench.EE, "full_vote",
+                        lambda *a, **k: (real(*a, **k) + 1) % classes)  # files vote otherwise
+    monkeypatch.setattr("os.getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.delenv("EDGEMPIR_EMULATED", raising=False)
+    r = run_bench(b, BenchConfig(**FAST, memory=False))
+    assert {"rejection-drift", "early-exit-mismatch"} <= _codes(r), r["warnings"]
+    assert not any(s["decisions_identical"] for s in r["early_exit"]["sets"])

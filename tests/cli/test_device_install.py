@@ -21,7 +21,7 @@ DEVICE_DISTRIBUTIONS = {"edgempir", "numpy", "click", "psutil", "onnxruntime", "
                         "coloredlogs", "humanfriendly"}
 NEVER_ON_DEVICE = {"torch", "brevitas", "onnx", "onnxscript", "onnxoptimizer", "matplotlib",
                    "scipy", "safetensors", "tqdm", "torchattacks"}
-HOST_COMMANDS = (["train", "--dataset", "synthetic"], ["eval", "runs/x"],
+HOST_COMMANDS = (["train", "--dataset", "synthetic", "--out", "runs/x"], ["eval", "runs/x"],
                  ["export", "runs/x", "--target", "x86"],
                  ["experiment", "paper-vs-adaptive", "--out", "experiments/x"])
 
@@ -66,7 +66,7 @@ def test_device_install_from_the_wheel_has_no_host_packages(device_venv):
 
 def test_device_install_verifies_and_benches_a_real_bundle(device_venv, bundle, tmp_path):
     out = tmp_path / "report.json"
-    proc = subprocess.run([str(device_venv / "bin" / "edgempir"), "bench", str(bundle), "--json",
+    proc = subprocess.run([str(device_venv / "bin" / "edgempir"), "bench", str(bundle), "--json",  # noqa: PLW1510
                            "--batch-sizes", "1,4", "--repeats", "8", "--square-queries", "20",
                            "--square-n", "8", "--out", str(out)],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path,
@@ -78,7 +78,7 @@ def test_device_install_verifies_and_benches_a_real_bundle(device_venv, bundle, 
     assert all(s["vote_agreement"] == 1.0 for s in report["accuracy"]["sets"])
 
 
-def test_device_python_api_loads_and_predicts(device_venv, bundle):
+def test_device_python_api_loads_and_predicts(device_venv, bundle, tmp_path):
     code = ("import sys, numpy as np\n"
             "from edgempir.targets.device import load_bundle\n"
             "from edgempir.calib import read_set\n"
@@ -90,8 +90,9 @@ def test_device_python_api_loads_and_predicts(device_venv, bundle):
             "assert ids.shape == (64,) and logits.shape[:2] == (len(ens.specs), 64)\n"
             "assert ens.accepted(x).dtype == bool and (ens.run(x)['class_ids'] == ids).all()\n"
             "print(float((ids == y).mean()), 'torch' in sys.modules)\n")
-    proc = subprocess.run([str(device_venv / "bin" / "python"), "-c", code, str(bundle)],
-                          capture_output=True, text=True, timeout=300, env=_clean_env())
+    proc = subprocess.run([str(device_venv / "bin" / "python"), "-c", code, str(bundle)],  # noqa: PLW1510
+                          capture_output=True, text=True, timeout=300, env=_clean_env(),
+                          cwd=tmp_path)  # not the checkout: its edgempir/ would shadow the wheel
     assert proc.returncode == 0, proc.stderr[-2000:]
     acc, torch_loaded = proc.stdout.split()
     assert float(acc) > 0.5 and torch_loaded == "False"
@@ -100,7 +101,7 @@ def test_device_python_api_loads_and_predicts(device_venv, bundle):
 @pytest.mark.parametrize("args", HOST_COMMANDS, ids=lambda a: a[0])
 def test_host_commands_in_a_device_install_say_which_extra_in_one_line(device_venv, args,
                                                                       tmp_path):
-    proc = subprocess.run([str(device_venv / "bin" / "edgempir"), *args], capture_output=True,
+    proc = subprocess.run([str(device_venv / "bin" / "edgempir"), *args], capture_output=True,  # noqa: PLW1510
                           text=True, timeout=120, cwd=tmp_path, env=_clean_env())
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     lines = proc.stderr.strip().splitlines()
@@ -125,8 +126,21 @@ def test_import_contracts_hold_on_the_wheel(wheel, tmp_path):
     zipfile.ZipFile(wheel).extractall(tmp_path)
     # cwd = the wheel's layout (edgempir/targets/... in one tree): import-linter puts the
     # working directory first on sys.path, so it analyses what the wheel installs
-    proc = subprocess.run([str(lint), str(REPO / "pyproject.toml")],
+    proc = subprocess.run([str(lint), str(REPO / "pyproject.toml")],  # noqa: PLW1510
                           capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env=_clean_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
     assert "0 broken" in proc.stdout
+
+
+def test_device_side_type_checks_on_the_wheel(wheel, tmp_path):
+    """mypy over the scope in pyproject.toml ([tool.mypy] files: the device side), run on the
+    wheel's tree for the same reason as the import contracts."""
+    mypy = Path(sys.executable).with_name("mypy")
+    assert mypy.exists(), "mypy is missing: pip install -e '.[dev]'"
+    zipfile.ZipFile(wheel).extractall(tmp_path)
+    proc = subprocess.run([str(mypy), "--config-file", str(REPO / "pyproject.toml"),  # noqa: PLW1510
+                           "--cache-dir", str(tmp_path / ".mypy_cache")],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env=_clean_env())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]

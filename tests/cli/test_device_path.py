@@ -82,7 +82,7 @@ def test_import_and_help_leave_torch_out():
         "    except SystemExit as e:\n"
         "        assert e.code == 0, e.code\n"
         f"print('LOADED', sorted(m for m in sys.modules if m.split('.')[0] in {BLOCKED!r}))\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: PLW1510
                           timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert "LOADED []" in proc.stdout, proc.stdout[-500:]
@@ -96,7 +96,7 @@ def _bench_without_torch(bundle: Path, blocked: Path, tmp_path: Path) -> tuple[d
     modules_dir.mkdir()
     out = tmp_path / "report.json"
     env = blocked_env(blocked, EDGEMPIR_TEST_MODULES_DIR=str(modules_dir))
-    proc = subprocess.run(
+    proc = subprocess.run(  # noqa: PLW1510
         [sys.executable, "-m", "edgempir.cli", "bench", str(bundle), "--json",
          "--batch-sizes", "1,4", "--repeats", "15", "--warmup", "2", "--square-queries", "25",
          "--square-n", "16", "--out", str(out)],
@@ -144,7 +144,7 @@ def _device_closure(blocked: Path) -> set[Path]:
                 "            raise\n"
                 "print('\\n'.join(getattr(m, '__file__', None) or '' "
                 "for m in list(sys.modules.values())))\n")
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: PLW1510
                               env=blocked_env(blocked), timeout=120, cwd=REPO)
         assert proc.returncode == 0, proc.stderr[-2000:]
         # `python -m edgempir.cli` also runs cli/__main__.py, which cannot be imported here
@@ -166,7 +166,7 @@ def test_device_modules_have_no_syntax_newer_than_python310(blocked_path):
     assert any(f.endswith("bench.py") for f in files)
     # E9: syntax errors, judged for Python 3.10 (3.11+ syntax is reported as invalid-syntax);
     # F821/F822/F823: names that do not exist (a removed stdlib name fails at run time)
-    proc = subprocess.run([ruff, "check", "--no-cache", "--isolated", "--target-version",
+    proc = subprocess.run([ruff, "check", "--no-cache", "--isolated", "--target-version",  # noqa: PLW1510
                            "py310", "--select", "E9,F821,F822,F823", *files],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -177,7 +177,7 @@ def test_device_modules_use_no_stdlib_api_newer_than_python310(blocked_path):
     if vermin is None:
         pytest.skip("vermin is not installed (pip install vermin, part of the dev extra)")
     files = sorted(str(f) for f in _device_closure(blocked_path))
-    proc = subprocess.run([vermin, "-t=3.10-", "--violations", "--no-tips", "--no-parse-comments",
+    proc = subprocess.run([vermin, "-t=3.10-", "--violations", "--no-tips", "--no-parse-comments",  # noqa: PLW1510
                            "--eval-annotations", "--backport", "typing", *files],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -188,6 +188,6 @@ def test_device_modules_compile_under_python310(blocked_path, python310):
     code = ("import sys\n"
             "for f in sys.argv[1:]:\n"
             "    compile(open(f, encoding='utf-8').read(), f, 'exec')\n")
-    proc = subprocess.run([str(python310), "-c", code, *files], capture_output=True, text=True,
+    proc = subprocess.run([str(python310), "-c", code, *files], capture_output=True, text=True,  # noqa: PLW1510
                           timeout=120)
     assert proc.returncode == 0, proc.stderr

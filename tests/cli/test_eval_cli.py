@@ -9,6 +9,7 @@ import time
 
 import pytest
 from click.testing import CliRunner
+
 from edgempir.cli import main
 
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+
 from edgempir.cli import main
 
 CMD = ("experiment", "paper-vs-adaptive")

@@ -17,7 +17,8 @@ def idx_bytes(arr: np.ndarray) -> bytes:
     return header + arr.tobytes()
 
 
-def write_mnist(folder, n_train=20, n_test=10, gz=True, rng=np.random.default_rng(0)):
+def write_mnist(folder, n_train=20, n_test=10, gz=True,
+                rng=np.random.default_rng(0)):  # noqa: B008 - one stream across calls, on purpose
     folder.mkdir(parents=True, exist_ok=True)
     parts = {
         "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
@@ -89,7 +90,8 @@ def test_read_idx_rejects_absurd_header(tmp_path):
         read_idx(p)
 
 
-def write_cifar_python(folder, n=10, rng=np.random.default_rng(1)):
+def write_cifar_python(folder, n=10,
+                       rng=np.random.default_rng(1)):  # noqa: B008 - one stream across calls
     folder.mkdir(parents=True, exist_ok=True)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),

@@ -1,9 +1,16 @@
 import pytest
 
-from edgempir.errors import SpecError
 from edgempir.contract import reference_index
-from edgempir.members import (FP32, MemberSpec, parse_bits, parse_members, parse_spec, preset,
-                              resolve_members)
+from edgempir.errors import SpecError
+from edgempir.members import (
+    FP32,
+    MemberSpec,
+    parse_bits,
+    parse_members,
+    parse_spec,
+    preset,
+    resolve_members,
+)
 
 
 @pytest.mark.parametrize("text, expected", [

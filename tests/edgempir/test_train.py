@@ -84,9 +84,9 @@ def test_resume_after_sigkill_mid_epoch_loses_nothing(reference_run, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not out.exists() and partial_dir(out).exists()
-    again = subprocess.run(args, capture_output=True, text=True)
+    again = subprocess.run(args, capture_output=True, text=True)  # noqa: PLW1510
     assert again.returncode == 2 and "--resume" in again.stderr
-    done = subprocess.run(args + ["--resume"], capture_output=True, text=True)
+    done = subprocess.run(args + ["--resume"], capture_output=True, text=True)  # noqa: PLW1510
     assert done.returncode == 0, done.stderr
     assert "resuming after epoch 1" in (out / "train.log").read_text()
     assert_same_weights(reference_run, out)

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgempir.calib import read_set, write_set
-from edgempir.targets.device.bundle import verify_bundle
 
+from edgempir.calib import read_set, write_set
 from edgempir.data import DataError, load_dataset, read_idx
 from edgempir.errors import BundleError, EdgempirError, RunDirError
+from edgempir.targets.device.bundle import verify_bundle
 
 
 def _load_helpers():

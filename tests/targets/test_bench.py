@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from edgempir.targets.device import bench, machine, report
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from edgempir.targets.device.profile import ProfileError
 from edgempir.targets.host.profiles import BUILTIN, load_profile
 

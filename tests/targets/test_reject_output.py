@@ -6,11 +6,17 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from edgempir.targets.host.graph import ACCEPTED, CLASS_IDS, MEMBER_LOGITS, add_accepted, merge_ensemble
-from edgempir.targets.device.onnxruntime import make_session
 from onnx import TensorProto, helper, numpy_helper
 
 from edgempir.ensemble import accepted as torch_accepted
+from edgempir.targets.device.onnxruntime import make_session
+from edgempir.targets.host.graph import (
+    ACCEPTED,
+    CLASS_IDS,
+    MEMBER_LOGITS,
+    add_accepted,
+    merge_ensemble,
+)
 from edgempir.vote import REJECT_POLICIES, accepted
 
 K = 3  # few classes: unanimous and split votes both common
@@ -105,8 +111,8 @@ def test_tensorrt_accepted_matches_numpy(evaluated_run, tmp_path):
     pytest.importorskip("tensorrt", reason="needs TensorRT 10/11 and an NVIDIA GPU (Jetson)")
     from edgempir.calib import read_set
     from edgempir.targets.device.bundle import verify_bundle
-    from edgempir.targets.host.export import export_bundle
     from edgempir.targets.device.runtime import open_model
+    from edgempir.targets.host.export import export_bundle
 
     out = tmp_path / "syn-jetson-unanimous"
     export_bundle(evaluated_run, "jetson", out, n_calib=32, progress=False,

@@ -1,15 +1,18 @@
 """The numpy Square attack (device side): schedule, bounds, and that it really breaks models."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
+
 from edgempir.targets.device.square import margin, p_selection, square_linf
 
 
 def test_p_selection_shrinks_squares_over_the_budget():
     ps = [p_selection(0.8, i, 300) for i in range(300)]
     assert ps[0] == 0.8
-    assert all(a >= b for a, b in zip(ps, ps[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(ps))
     assert ps[-1] == pytest.approx(0.8 / 512)
     # the schedule is rescaled to the budget, so a short attack reaches small squares too
     assert p_selection(0.8, 150, 300) == p_selection(0.8, 5000, 10000)
