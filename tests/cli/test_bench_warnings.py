@@ -51,19 +51,30 @@ def _rewrite(bundle: Path, edit_manifest=None, tie_breaker: int | None = None) -
 
 
 def _degrading_soak(real_soak):
-    """bench.soak over an engine that, after the first 1 s window, takes 3 ms more per call
-    and keeps 24 MiB (the flag is at 8 MiB)."""
+    """bench.soak over an engine that, once the first window is recorded, takes 3 ms more per
+    call and keeps 24 MiB (the flag is at 8 MiB). The switch follows the soak's own window
+    tick, not a clock of ours: on a loaded machine a clock started outside the soak let the
+    allocation land inside the first window, and then no growth was seen (CI, 2026-11-30)."""
+    from contextlib import contextmanager
 
     def soak(run, x, duration_s, window_s=None, progress=bench.no_progress):
-        t0, kept = time.perf_counter(), []
+        state = {"windows_done": 0, "kept": []}
+
+        @contextmanager
+        def counting(label, total):
+            with progress(label, total) as tick:
+                def counted(n=1):
+                    state["windows_done"] += n
+                    tick(n)
+                yield counted
 
         def worse(batch):
-            if time.perf_counter() - t0 > 1.0:
+            if state["windows_done"] >= 1:
                 time.sleep(0.003)
-                if not kept:  # all at once: a loaded machine may make few calls per window
-                    kept.append(np.ones(24 << 20, np.uint8))   # touched: real RSS
+                if not state["kept"]:   # touched: real RSS
+                    state["kept"].append(np.ones(24 << 20, np.uint8))
             return run(batch)
-        return real_soak(worse, x, duration_s, window_s=1.0, progress=progress)
+        return real_soak(worse, x, duration_s, window_s=1.0, progress=counting)
     return soak
 
 
