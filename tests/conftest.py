@@ -18,8 +18,9 @@ from tiny_bundle import make_tiny_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 
-# keep torch from grabbing every core on CI's 2-core machine
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# keep torch from grabbing every core on CI's 2-core machine; under pytest-xdist (``-n 2``,
+# scripts/test.sh) each worker gets one core's worth, or the two oversubscribe them
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 
 def run_cli(*args: str, env: dict | None = None, check: bool = True, timeout: int = 600
