@@ -1,4 +1,6 @@
-"""Shared fixtures: one tiny trained run on synthetic data, built once per test session.
+"""Shared fixtures, each expensive artefact built once per test session: one tiny trained run
+on synthetic data, its evaluation and x86 bundle, and the tiny numpy-built bundle.
+Plain helpers live in tests/support (``import testkit``).
 
 Fixtures that build on it live next to the tests that use them
 (tests/edgempir/conftest.py for eval, tests/targets/conftest.py for bundles).
@@ -12,11 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_bundle import make_tiny_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 
-# keep torch from grabbing every core on CI's 2-core machine
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# keep torch from grabbing every core on CI's 2-core machine; under pytest-xdist (``-n 2``,
+# scripts/test.sh) each worker gets one core's worth, or the two oversubscribe them
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 
 def run_cli(*args: str, env: dict | None = None, check: bool = True, timeout: int = 600
@@ -68,7 +72,7 @@ def evaluated_run(synthetic_run, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def x86_bundle(evaluated_run, tmp_path_factory) -> Path:
     """An x86 bundle exported from ``evaluated_run`` (64 calibration images: the fault
-    test re-exports with tests/reliability/helpers.py EXPORT_N_CALIB and compares), once per
+    test re-exports with testkit.EXPORT_N_CALIB and compares), once per
     session for tests/cli (as ``bundle``) and tests/reliability. Read-only: copy it before
     damaging it."""
     from edgempir.targets.host.export import export_bundle
@@ -76,3 +80,30 @@ def x86_bundle(evaluated_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("x86-bundle") / "syn-x86"
     export_bundle(evaluated_run, "x86", out, n_calib=64, progress=False)
     return out
+
+
+# ----------------------------------------------------------------- the tiny bundle
+@pytest.fixture(scope="session")
+def tiny_bundle_factory(tmp_path_factory):
+    made = {}
+
+    def make(runtime="onnxruntime", target="x86", fp32=True, vote_mode="full") -> Path:
+        key = (runtime, target, fp32, vote_mode)
+        if key not in made:
+            made[key] = make_tiny_bundle(tmp_path_factory.mktemp("tiny") / f"tiny-{target}",
+                                         runtime, target, fp32, vote_mode)
+        return made[key]
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_bundle_factory) -> Path:
+    return tiny_bundle_factory()
+
+
+@pytest.fixture
+def tiny_copy(tiny_bundle, tmp_path) -> Path:
+    """A private copy a test may damage."""
+    dst = tmp_path / "tiny-x86"
+    shutil.copytree(tiny_bundle, dst)
+    return dst

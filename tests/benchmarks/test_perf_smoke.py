@@ -10,17 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import testkit as H
+
 REPO = Path(__file__).resolve().parents[2]
 PERF = REPO / "benchmarks" / "perf.py"
 
 
-def _tree(root: Path) -> dict:
-    return {p.relative_to(root).as_posix(): p.stat().st_mtime_ns
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_perf_quick_runs_every_section(evaluated_run, tmp_path):
-    before = _tree(evaluated_run)
+    before = H.file_stamps(evaluated_run)
     out = tmp_path / "results.json"
     proc = subprocess.run([sys.executable, str(PERF), "--run", str(evaluated_run), "--quick",
                            "--out", str(out)], capture_output=True, text=True, timeout=600, check=False,
@@ -35,7 +34,7 @@ def test_perf_quick_runs_every_section(evaluated_run, tmp_path):
                    "PGD image-steps/s", "threads: ONNX Runtime", "latency vs batch size"):
         assert needle in table, needle
     assert r["schema"] == "edgempir.perf" and r["quick"] is True
-    assert _tree(evaluated_run) == before                 # perf works on copies
+    assert H.file_stamps(evaluated_run) == before                 # perf works on copies
 
     s = r["summary"]
     assert set(s) == {"latency_b1", "latency_b32", "weight_bytes", "peak_rss", "qat_step",

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
+import testkit as H
 
 from edgempir.targets.device.bench import validate_report
 
@@ -14,12 +14,10 @@ FAST = ("--batch-sizes", "1,4", "--repeats", "15", "--warmup", "2", "--square-qu
         "--square-n", "16")
 
 
-def _tree(path: Path) -> dict:
-    return {str(p.relative_to(path)): p.stat().st_mtime_ns for p in sorted(path.rglob("*"))}
 
 
 def test_bench_prints_its_table_and_writes_a_valid_report_next_to_the_bundle(tiny_copy, cli):
-    before = _tree(tiny_copy)
+    before = H.file_stamps(tiny_copy)
     proc = cli("bench", str(tiny_copy), *FAST, "--duration", "1.5")
     out = proc.stdout
     for heading in ("Latency after warm-up", "Memory (peak RSS", "Accuracy of the deployed",
@@ -31,7 +29,7 @@ def test_bench_prints_its_table_and_writes_a_valid_report_next_to_the_bundle(tin
     assert f"report: {report_path}" in out
     report = json.loads(report_path.read_text())
     assert validate_report(report) == []
-    assert _tree(tiny_copy) == before, "bench must not write inside the bundle"
+    assert H.file_stamps(tiny_copy) == before, "bench must not write inside the bundle"
     assert [r["batch_size"] for r in report["latency"]] == [1, 4]
     assert report["soak"] and len(report["soak"]["windows"]) >= 1
     # the tiny bundle's host figures come from the same vote: no drift

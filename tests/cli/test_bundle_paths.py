@@ -1,5 +1,5 @@
 """SECURITY.md's path rules for the manifest's ``files``, one case per rule, on the tiny
-bundle (tests/cli/conftest.py): NUL and control characters, backslashes, empty and ``.``
+bundle (tests/conftest.py): NUL and control characters, backslashes, empty and ``.``
 parts, ``..``, absolute paths, the reserved names (``manifest.json``, ``engines/``), and a
 symlink that leaves the bundle. Each is refused with one line naming the path."""
 from __future__ import annotations

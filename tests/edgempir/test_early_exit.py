@@ -6,26 +6,12 @@ through the ONNX graph in tests/targets/test_graph.py.
 import numpy as np
 import pytest
 import torch
+from vote_cases import CASES, logits_for
 
 from edgempir.contract import cascade_order
 from edgempir.ensemble import Ensemble
 from edgempir.members import parse_members
 from edgempir.vote import cascade, cascade_from_logits, vote
-
-
-def _load_cases():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parents[1] / "vote_cases.py"
-    spec = importlib.util.spec_from_file_location("vote_cases", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_CASES = _load_cases()
-CASES, logits_for = _CASES.CASES, _CASES.logits_for
 
 
 def _order(m, ref):

@@ -2,20 +2,11 @@
 import numpy as np
 import pytest
 import torch
+from vote_cases import logits_for
 
 from edgempir.ensemble import Ensemble, combine, vote_scores
 from edgempir.members import parse_members
 from edgempir.vote import vote
-
-
-def logits_for(preds_per_member, classes=4):
-    """[M, B, C] logits whose argmax per member and image is the given class."""
-    p = np.asarray(preds_per_member)
-    out = np.zeros(p.shape + (classes,), dtype=np.float32)
-    for idx in np.ndindex(p.shape):
-        out[idx + (p[idx],)] = 1.0
-    return out
-
 
 # (member predictions [M][B], reference index, expected decisions [B])
 CASES = [

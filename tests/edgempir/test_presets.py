@@ -6,13 +6,7 @@ import json
 import shutil
 
 import pytest
-
-
-def _edit_manifest(run, change):
-    path = run / "manifest.json"
-    m = json.loads(path.read_text())
-    change(m)
-    path.write_text(json.dumps(m))
+import testkit as H
 
 
 def _family_of(ens) -> set[str]:
@@ -38,7 +32,7 @@ def test_new_runs_record_preset_and_family(synthetic_run):
 def test_runs_without_a_family_load_as_edge_members(run_copy, legacy):
     from edgempir.rundir import load_run
 
-    _edit_manifest(run_copy, legacy)
+    H.edit_manifest(run_copy, legacy)
     ens = load_run(run_copy)
     assert _family_of(ens) == {"paper"}  # edgempir.models.paper: the edge networks
     assert ens.members[0].quant_input.act_quant.is_quant_enabled  # 8-bit input quantizer
@@ -48,10 +42,10 @@ def test_family_decides_the_networks_and_bad_values_are_one_line_errors(run_copy
     from edgempir.errors import RunDirError
     from edgempir.rundir import load_run
 
-    _edit_manifest(run_copy, lambda m: m.update(quantizer="dorefa"))
+    H.edit_manifest(run_copy, lambda m: m.update(quantizer="dorefa"))
     with pytest.raises(RunDirError, match="do not fit"):  # edge weights, DoReFa networks
         load_run(run_copy)
-    _edit_manifest(run_copy, lambda m: m.update(quantizer="int3"))
+    H.edit_manifest(run_copy, lambda m: m.update(quantizer="int3"))
     with pytest.raises(RunDirError, match="quantizer must be one of edge, dorefa"):
         load_run(run_copy)
 

@@ -13,15 +13,13 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+
+import testkit as H
 
 FAST = ("--batch-sizes", "1,4", "--repeats", "15", "--warmup", "2", "--square-queries", "20",
         "--square-n", "8", "--n", "32", "--duration", "2", "--json")
 
 
-def _tree(root: Path) -> dict:
-    return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*"))}
 
 
 def test_two_bench_processes_on_one_bundle(x86_bundle, tmp_path):
@@ -29,7 +27,7 @@ def test_two_bench_processes_on_one_bundle(x86_bundle, tmp_path):
 
     bundle = tmp_path / "syn-x86"
     shutil.copytree(x86_bundle, bundle)
-    before = _tree(bundle)
+    before = H.file_stamps(bundle)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     procs = [subprocess.Popen([sys.executable, "-m", "edgempir.cli", "bench", str(bundle),
                                *FAST, "--threads", "1", "--seed", str(seed)],
@@ -48,4 +46,4 @@ def test_two_bench_processes_on_one_bundle(x86_bundle, tmp_path):
     written = json.loads((tmp_path / "syn-x86-bench.json").read_text())
     assert written in reports
     assert not list(tmp_path.glob("*.tmp-*")) and not list(tmp_path.glob(".*.tmp-*"))
-    assert _tree(bundle) == before, "bench must not write inside the bundle"
+    assert H.file_stamps(bundle) == before, "bench must not write inside the bundle"

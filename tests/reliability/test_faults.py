@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import testkit as H
 
 from edgempir.errors import EdgempirError, WriteError
 from edgempir.fsutil import atomic_dir, atomic_file, atomic_write_json, sha256_file
@@ -34,23 +35,6 @@ pytestmark = pytest.mark.faults
 SEED = 20261124
 
 
-def _load_helpers():
-    """tests/reliability/helpers.py, loaded by path: tests/ is not on sys.path."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("reliability_helpers",
-                                                  Path(__file__).with_name("helpers.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-H = _load_helpers()
-
-
-def _tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 # ----------------------------------------------------------------- kill at every step
@@ -143,11 +127,11 @@ def test_atomic_dir_replace_is_old_or_new_at_every_kill_point(tmp_path, what):
 
     def read(target):
         if target.exists():
-            return "old" if _tree(target) == old_tree else \
-                ("new" if set(_tree(target)) == {"a.onnx", "sub/b.npz", "manifest.json"}
-                 else f"MIXED {sorted(_tree(target))}")
+            return "old" if H.file_contents(target) == old_tree else \
+                ("new" if set(H.file_contents(target)) == {"a.onnx", "sub/b.npz", "manifest.json"}
+                 else f"MIXED {sorted(H.file_contents(target))}")
         olds = list(target.parent.glob("bundle.old-*"))
-        assert len(olds) == 1 and _tree(olds[0]) == old_tree, "old tree lost"
+        assert len(olds) == 1 and H.file_contents(olds[0]) == old_tree, "old tree lost"
         return "absent, old kept aside"
 
     seen, _ = _kill_at_every_step(tmp_path, what, setup, read)
@@ -381,7 +365,7 @@ def test_full_disk_in_a_writer_keeps_the_previous_file_and_tree(tmp_path, monkey
     with pytest.raises(WriteError, match="No space left on device"), \
             atomic_dir(bundle, replace=True) as tmp:
         (tmp / "manifest.json").write_text("new")
-    assert _tree(bundle) == {"manifest.json": b"old"}
+    assert H.file_contents(bundle) == {"manifest.json": b"old"}
     _no_temp_files(tmp_path)
     # safetensors reports a full disk as its own error type; save_weights maps it
     import torch
@@ -428,11 +412,11 @@ def _prepare(kind: str, synthetic_run, evaluated_run, x86_bundle, where: Path):
 def test_full_disk_injected_is_one_line_and_keeps_the_previous_artefact(
         kind, synthetic_run, evaluated_run, x86_bundle, tmp_path):
     args, prev = _prepare(kind, synthetic_run, evaluated_run, x86_bundle, tmp_path)
-    before = _tree(prev)
+    before = H.file_contents(prev)
     proc = subprocess.run([sys.executable, "-c", _ENOSPC_MAIN, *args], capture_output=True,
                           text=True, timeout=300, check=False)
     H.one_line_error(proc, "No space left on device")
-    assert _tree(prev) == before
+    assert H.file_contents(prev) == before
     leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name != prev.name)
     # nothing half-written: train removes the work folder it made when nothing was trained
     assert leftovers == [], leftovers

@@ -19,36 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import testkit as H
 
 from edgempir.calib import read_set, write_set
 from edgempir.data import DataError, load_dataset, read_idx
-from edgempir.errors import BundleError, EdgempirError, RunDirError
+from edgempir.errors import BundleError, RunDirError
 from edgempir.targets.device.bundle import verify_bundle
 
-
-def _load_helpers():
-    """tests/reliability/helpers.py, loaded by path: tests/ is not on sys.path."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("reliability_helpers",
-                                                  Path(__file__).with_name("helpers.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-H = _load_helpers()
-
-
-def refused(fn, error=EdgempirError, match: str = "") -> str:
-    """``fn()`` raises ``error`` (an EdgempirError) with a one-line message containing
-    ``match``; returns the message."""
-    with pytest.raises(error) as e:
-        fn()
-    msg = str(e.value)
-    assert "\n" not in msg, msg
-    assert match in msg, msg
-    return msg
+refused = H.refused
 
 
 # ----------------------------------------------------------------- pickles never run

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import testkit as H
 from click.testing import CliRunner
 
 from edgempir.calib import read_set
@@ -34,27 +35,7 @@ from edgempir.data import DataError, read_idx, synthetic
 from edgempir.errors import BundleError, EdgempirError, RunDirError, WriteError
 from edgempir.targets.device.bundle import verify_bundle
 
-
-def _load_helpers():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("reliability_helpers",
-                                                  Path(__file__).with_name("helpers.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-H = _load_helpers()
-
-
-def refused(fn, error=EdgempirError, match: str = "") -> str:
-    with pytest.raises(error) as e:
-        fn()
-    msg = str(e.value)
-    assert "\n" not in msg, msg
-    assert match in msg, msg
-    return msg
+refused = H.refused
 
 
 def peak_bytes(fn) -> int:

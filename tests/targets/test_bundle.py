@@ -1,12 +1,12 @@
 """Bundles: what export writes, what verify_bundle accepts, and what it refuses."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
 import onnx
 import pytest
+import testkit as H
 
 from edgempir.calib import read_set
 from edgempir.errors import BundleError
@@ -15,18 +15,6 @@ from edgempir.targets.device.bundle import verify_bundle
 from edgempir.targets.device.runtime import open_model
 from edgempir.targets.host.onnx_export import ExportError
 from edgempir.targets.host.tensorrt_rules import check_rules
-
-
-def _copy(bundle, tmp_path):
-    dst = tmp_path / "copy"
-    shutil.copytree(bundle, dst)
-    return dst
-
-
-def _edit_manifest(path, fn):
-    m = json.loads((path / "manifest.json").read_text())
-    fn(m)
-    (path / "manifest.json").write_text(json.dumps(m))
 
 
 def test_arm_bundle_layout_and_manifest(arm_bundle, evaluated_run):
@@ -86,7 +74,7 @@ def test_bundle_runs_and_reproduces_host_accuracy(arm_bundle):
 
 
 def test_tampered_file_is_refused(arm_bundle, tmp_path):
-    b = _copy(arm_bundle, tmp_path)
+    b = H.copy_tree(arm_bundle, tmp_path)
     with open(b / "members" / "0-w2a4.onnx", "ab") as f:
         f.write(b"\0")
     with pytest.raises(BundleError, match="members/0-w2a4.onnx does not match its sha256"):
@@ -96,14 +84,14 @@ def test_tampered_file_is_refused(arm_bundle, tmp_path):
 @pytest.mark.parametrize("bad", ["../outside.onnx", "/etc/passwd", "members/../../x.onnx",
                                  "members\\0.onnx"])
 def test_paths_outside_the_bundle_are_refused(arm_bundle, tmp_path, bad):
-    b = _copy(arm_bundle, tmp_path)
-    _edit_manifest(b, lambda m: m["files"].__setitem__(bad, "0" * 64))
+    b = H.copy_tree(arm_bundle, tmp_path)
+    H.edit_manifest(b, lambda m: m["files"].__setitem__(bad, "0" * 64))
     with pytest.raises(BundleError, match="outside the bundle|plain relative path"):
         verify_bundle(b)
 
 
 def test_symlink_out_of_the_bundle_is_refused(arm_bundle, tmp_path):
-    b = _copy(arm_bundle, tmp_path)
+    b = H.copy_tree(arm_bundle, tmp_path)
     target = b / "members" / "0-w2a4.onnx"
     outside = tmp_path / "outside.onnx"
     shutil.move(target, outside)
@@ -121,15 +109,15 @@ def test_symlink_out_of_the_bundle_is_refused(arm_bundle, tmp_path):
     (lambda m: m.update(runtime="tflite"), "runtime 'tflite' is unknown"),
 ])
 def test_bad_manifests_are_refused(arm_bundle, tmp_path, edit, needle):
-    b = _copy(arm_bundle, tmp_path)
-    _edit_manifest(b, edit)
+    b = H.copy_tree(arm_bundle, tmp_path)
+    H.edit_manifest(b, edit)
     with pytest.raises(BundleError, match=needle) as e:
         verify_bundle(b)
     assert "\n" not in str(e.value)
 
 
 def test_missing_file_and_missing_bundle(arm_bundle, tmp_path):
-    b = _copy(arm_bundle, tmp_path)
+    b = H.copy_tree(arm_bundle, tmp_path)
     (b / "calib" / "clean.npz").unlink()
     with pytest.raises(BundleError, match="calib/clean.npz is missing"):
         verify_bundle(b)

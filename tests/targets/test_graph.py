@@ -4,42 +4,22 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+import testkit as H
 from onnx import TensorProto, helper, numpy_helper
+from vote_cases import CASES, logits_for
 
 from edgempir.contract import MEMBER_RAN
 from edgempir.targets.device.onnxruntime import make_session
 from edgempir.targets.host.graph import CLASS_IDS, MEMBER_LOGITS, merge_ensemble
 from edgempir.vote import cascade_from_logits, vote
 
-
-def _load_cases():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parents[1] / "vote_cases.py"
-    spec = importlib.util.spec_from_file_location("vote_cases", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-CASES, logits_for = _load_cases().CASES, _load_cases().logits_for
-
 K = 4  # classes; few classes make ties and no-majority cases common
 
 
 def linear_member(seed: int):
-    """input [B, 1, 2, 2] -> Flatten -> MatMul W -> logits [B, K], a member in miniature."""
-    w = np.random.default_rng(seed).normal(size=(4, K)).astype(np.float32)
-    nodes = [helper.make_node("Flatten", ["input"], ["flat"], axis=1, name="flatten"),
-             helper.make_node("MatMul", ["flat", "w"], ["logits"], name="fc")]
-    g = helper.make_graph(nodes, "member",
-                          [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                         ["batch", 1, 2, 2])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
-                                                         ["batch", K])],
-                          initializer=[numpy_helper.from_array(w, "w")])
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    return H.linear_member(seed, K)
+
+
 
 
 @pytest.mark.parametrize("n_members, reference", [(2, 1), (3, 2), (3, 0), (4, 3), (5, 1)])

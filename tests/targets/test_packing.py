@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import numpy as np
 import onnx
 import pytest
+import testkit as H
 from onnx import TensorProto
 
 from edgempir.calib import read_set
@@ -78,16 +78,6 @@ def int8_bundle(evaluated_run, tmp_path_factory):
     return out
 
 
-def _copy(bundle, tmp_path):
-    dst = tmp_path / "copy"
-    shutil.copytree(bundle, dst)
-    return dst
-
-
-def _edit_manifest(path, fn):
-    m = json.loads((path / "manifest.json").read_text())
-    fn(m)
-    (path / "manifest.json").write_text(json.dumps(m))
 
 
 def test_packed_bundle_manifest_lists_and_hashes_the_packed_files(arm_bundle):
@@ -206,7 +196,7 @@ def test_materialize_gives_back_the_int8_graph(arm_bundle, int8_bundle):
 
 
 def test_tampered_packed_file_is_refused(arm_bundle, tmp_path):
-    b = _copy(arm_bundle, tmp_path)
+    b = H.copy_tree(arm_bundle, tmp_path)
     p = b / "members" / "0-w2a4.packed.bin"
     data = bytearray(p.read_bytes())
     data[10] ^= 0x01                     # one weight changes by one level
@@ -225,8 +215,8 @@ def test_tampered_packed_file_is_refused(arm_bundle, tmp_path):
      "names a packed file the manifest does not describe"),
 ])
 def test_inconsistent_storage_tables_are_refused(arm_bundle, tmp_path, edit, needle):
-    b = _copy(arm_bundle, tmp_path)
-    _edit_manifest(b, edit)
+    b = H.copy_tree(arm_bundle, tmp_path)
+    H.edit_manifest(b, edit)
     with pytest.raises(BundleError, match=needle) as e:
         verify_bundle(b)
     assert "\n" not in str(e.value)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+import testkit as H
 import torch
-from onnx import TensorProto, helper, numpy_helper
 
 from edgempir.ensemble import accepted as torch_accepted
 from edgempir.targets.device.onnxruntime import make_session
@@ -23,19 +23,10 @@ K = 3  # few classes: unanimous and split votes both common
 
 
 def linear_member(seed: int):
-    """input [B, 1, 2, 2] -> Flatten -> MatMul W -> logits [B, K]; the members share most of
-    W, so they often agree (and sometimes do not)."""
-    shared = np.random.default_rng(100).normal(size=(4, K))
-    w = (shared + 0.6 * np.random.default_rng(seed).normal(size=(4, K))).astype(np.float32)
-    nodes = [helper.make_node("Flatten", ["input"], ["flat"], axis=1, name="flatten"),
-             helper.make_node("MatMul", ["flat", "w"], ["logits"], name="fc")]
-    g = helper.make_graph(nodes, "member",
-                          [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                         ["batch", 1, 2, 2])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
-                                                         ["batch", K])],
-                          initializer=[numpy_helper.from_array(w, "w")])
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    """The members share most of W, so they often agree (and sometimes do not)."""
+    return H.linear_member(seed, K, shared_seed=100)
+
+
 
 
 @pytest.mark.parametrize("policy", REJECT_POLICIES)

@@ -1,15 +1,21 @@
-"""Helpers for the reliability suite: hostile-bundle editing, the CLI's one-line-error
-contract, and starting / killing commands. Loaded by path (``load_helpers`` in each test
-module), because tests/ is not on sys.path."""
+"""The test suite's shared helpers, one home each: the CLI's one-line-error contract,
+bundle and manifest editing, tree snapshots, tiny ONNX members, and starting / killing
+commands. ``import testkit`` from any test: pyproject's ``[tool.pytest.ini_options]
+pythonpath`` puts tests/support (and only it: tests/edgempir would shadow the installed
+package) on sys.path."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 CLI = [sys.executable, "-m", "edgempir.cli"]
 
@@ -45,6 +51,69 @@ def one_line_error(proc: subprocess.CompletedProcess, needle: str = "") -> str:
     assert "Traceback" not in proc.stderr
     assert needle in lines[0], lines[0]
     return lines[0]
+
+
+def refused(fn, error: type[Exception] | None = None, match: str = "") -> str:
+    """``fn()`` raises ``error`` (default: any EdgempirError) with a one-line message
+    containing ``match``; returns the message."""
+    from edgempir.errors import EdgempirError
+
+    with pytest.raises(error or EdgempirError) as e:
+        fn()
+    msg = str(e.value)
+    assert "\n" not in msg, msg
+    assert match in msg, msg
+    return msg
+
+
+# ----------------------------------------------------------------- trees and manifests
+def copy_tree(src: Path, tmp_path: Path, name: str = "copy") -> Path:
+    """A private copy of a session artefact, for a test that damages it."""
+    dst = tmp_path / name
+    shutil.copytree(src, dst)
+    return dst
+
+
+def edit_manifest(folder: Path, change) -> None:
+    """Apply ``change(manifest)`` to folder/manifest.json and write it back as is (no
+    sha256 recomputed: see ``resign`` for a self-consistent hostile bundle)."""
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def file_contents(root: Path) -> dict[str, bytes]:
+    """Every file below ``root`` and its bytes: equal before and after = nothing changed."""
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def file_stamps(root: Path) -> dict[str, tuple[int, int]]:
+    """Every entry below ``root`` with its size and mtime: a cheap "nothing was written"."""
+    return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*"))}
+
+
+# ----------------------------------------------------------------- tiny ONNX members
+def linear_member(seed: int, classes: int, shared_seed: int | None = None,
+                  spread: float = 0.6):
+    """input [B, 1, 2, 2] -> Flatten -> MatMul W -> logits [B, classes], a member in
+    miniature. With ``shared_seed`` the members share most of W (they mostly agree)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(seed).normal(size=(4, classes))
+    if shared_seed is not None:
+        w = np.random.default_rng(shared_seed).normal(size=(4, classes)) + spread * w
+    nodes = [helper.make_node("Flatten", ["input"], ["flat"], axis=1, name="flatten"),
+             helper.make_node("MatMul", ["flat", "w"], ["logits"], name="fc")]
+    g = helper.make_graph(nodes, "member",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                         ["batch", 1, 2, 2])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                                         ["batch", classes])],
+                          initializer=[numpy_helper.from_array(w.astype(np.float32), "w")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
 
 
 # ----------------------------------------------------------------- killing commands

@@ -1,5 +1,5 @@
 """Hand-made early-exit vote cases, shared by the numpy/torch tests and the ONNX graph tests
-(loaded by path: tests/ is not on sys.path)."""
+(``import vote_cases``: tests/support is on the test path)."""
 import numpy as np
 
 
