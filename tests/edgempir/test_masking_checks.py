@@ -196,3 +196,13 @@ def test_every_registered_check_fires_and_stays_quiet(check_id, tiny_model, tiny
         record = check(ev, eps, first, SETTINGS)
         assert record["id"] == check_id and record["doc"] == f"docs/EVAL.md#{check_id}"
         assert record["passed"] is expected, (scenario, record)
+
+
+def test_square_check_is_not_run_without_a_white_box_attack():
+    """``--attacks square``: nothing to compare Square with, the check says so (skip)."""
+    from types import SimpleNamespace
+
+    ev = SimpleNamespace(plan=(Planned("square", "square", cascade=True),), y=np.zeros(100))
+    record = CHECKS["square-beats-white-box"](
+        ev, 0.1, {"attacks": {"square": {"ensemble": 0.5}}}, SETTINGS)
+    assert record["passed"] is None and "no white-box attack" in record["detail"]
