@@ -68,9 +68,8 @@ def command(run_dir, protocol, config_name, attacks, eps, n, seed, batch_size, d
     require_host("eval")
     import sys
 
+    from edgempir.eval import eval_tables, evaluate
     from edgempir.fsutil import dumps_json
-    from edgempir.report import eval_tables
-    from edgempir.robustness import evaluate
 
     protocols = ["paper", "adaptive"] if protocol == "both" else [protocol]
     names = [a for a in attacks.split(",") if a.strip()] if attacks else None

@@ -72,20 +72,28 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with _removing_on_failure(tmp, path):
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())  # delayed allocation reports ENOSPC here, not at write()
         os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def _removing_on_failure(tmp: Path, path: Path) -> Iterator[None]:
+    """Around the steps of an atomic write that make ``tmp`` and rename it onto ``path``: on
+    any failure the temporary file goes, and an OSError becomes a one-line WriteError."""
+    try:
+        yield
     except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
         if isinstance(e, OSError) and not isinstance(e, EdgempirError):
             raise write_error(path, e) from e
         raise
-    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -124,16 +132,10 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         if isinstance(e, OSError) and _is_disk_error(e):  # the caller's writer hit a full disk
             raise write_error(path, e) from e
         raise
-    try:
+    with _removing_on_failure(tmp, path):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(e, OSError) and not isinstance(e, EdgempirError):
-            raise write_error(path, e) from e
-        raise
     fsync_dir(path.parent)
 
 

@@ -39,7 +39,7 @@ class SlowPathAttack:
         return asdict(self)
 
 
-# eval's configurations (robustness.py): standard attacks harder, quick is labelled lighter
+# eval's configurations (edgempir/eval/config.py): standard attacks harder, quick is labelled lighter
 CONFIGS = {"standard": SlowPathAttack(steps=100, restarts=2), "quick": SlowPathAttack()}
 
 

@@ -12,14 +12,16 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from edgempir.attacks.base import Attack, Decide
+from edgempir.attacks.base import Decide
+from edgempir.attacks.bim import BIM
 from edgempir.attacks.pgd import input_gradient, sign_gradient_ascent
 
 
-class PGDReference(Attack):
+class PGDReference(BIM):
+    """BIM (its parameters, the paper's step 0.01 and 40 steps) whose first step starts
+    from the reference's unclipped random point."""
+
     name: ClassVar[str] = "pgd-ref"
-    norm: ClassVar[str] = "Linf"
-    defaults: ClassVar[dict] = {"steps": 40, "step_size": 0.01}
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 decide: Decide | None) -> torch.Tensor:

@@ -7,29 +7,46 @@ from edgempir.members import MemberSpec
 from edgempir.models import quant as Q
 
 
-class MnistNet(nn.Module):
-    """conv 8x8x64 /2 SAME, conv 6x6x128 /2 VALID, conv 5x5x128 VALID, fc 10; no biases.
+class MnistLayout(nn.Module):
+    """The paper's MNIST layers: conv 8x8x64 /2 SAME, conv 6x6x128 /2 VALID, conv 5x5x128
+    VALID, each followed by its activation, then fc 10 in full precision; no biases.
 
     For 28x28 inputs, TensorFlow's SAME padding of the 8x8/2 conv is 3 on each side.
+    Subclasses give the quantizer family: ``input_quant(spec)``, ``conv(spec, cin, cout, k,
+    stride, padding)``, ``act(spec)`` after the first two convs and ``last_act(spec)``
+    before the classifier.
     """
 
     def __init__(self, spec: MemberSpec, in_channels: int = 1, num_classes: int = 10,
                  image_size: int = 28):
         super().__init__()
         self.spec = spec
-        self.quant_input = Q.input_quant(spec)
-        self.conv1 = Q.conv(spec, in_channels, 64, 8, stride=2, padding=3)
-        self.relu1 = Q.relu(spec)
-        self.conv2 = Q.conv(spec, 64, 128, 6, stride=2)
-        self.relu2 = Q.relu(spec)
-        self.conv3 = Q.conv(spec, 128, 128, 5)
-        self.relu3 = Q.relu(spec, quant_out=False)
+        self.quant_input = self.input_quant(spec)
+        self.conv1 = self.conv(spec, in_channels, 64, 8, stride=2, padding=3)
+        self.relu1 = self.act(spec)
+        self.conv2 = self.conv(spec, 64, 128, 6, stride=2)
+        self.relu2 = self.act(spec)
+        self.conv3 = self.conv(spec, 128, 128, 5)
+        self.relu3 = self.last_act(spec)
         s1 = (image_size + 6 - 8) // 2 + 1
         s2 = (s1 - 6) // 2 + 1
         s3 = s2 - 5 + 1
         if s3 < 1:
-            raise ValueError(f"MnistNet needs images of at least 28 px, got {image_size}")
+            raise ValueError(f"{type(self).__name__} needs images of at least 28 px, got "
+                             f"{image_size}")
         self.fc = nn.Linear(128 * s3 * s3, num_classes, bias=False)  # full precision
+
+
+class MnistNet(MnistLayout):
+    """The paper's MNIST net with the edge quantizers (``models/quant.py``)."""
+
+    input_quant = staticmethod(Q.input_quant)
+    conv = staticmethod(Q.conv)
+    act = staticmethod(Q.relu)
+
+    @staticmethod
+    def last_act(spec: MemberSpec) -> nn.Module:
+        return Q.relu(spec, quant_out=False)
 
     def forward(self, x):
         x = self.quant_input(x)

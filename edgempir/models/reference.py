@@ -14,32 +14,24 @@ from torch import nn
 
 from edgempir.members import MemberSpec
 from edgempir.models import dorefa as D
+from edgempir.models.paper import MnistLayout
 
 
 def _value(x):
     return getattr(x, "value", x)
 
 
-class ReferenceMnistNet(nn.Module):
+class ReferenceMnistNet(MnistLayout):
     """conv 8x8x64 /2 SAME, ReLU, conv 6x6x128 /2 VALID, ReLU, conv 5x5x128 VALID, ReLU,
     fc 10 (full precision). Low-bit members: quantizeAct before each conv."""
 
-    def __init__(self, spec: MemberSpec, in_channels: int = 1, num_classes: int = 10,
-                 image_size: int = 28):
-        super().__init__()
-        self.spec = spec
-        self.quant_input = D.input_quant(spec)
-        self.conv1 = D.conv(spec, in_channels, 64, 8, stride=2, padding=3)
-        self.relu1 = D.relu_then_quant(spec)
-        self.conv2 = D.conv(spec, 64, 128, 6, stride=2)
-        self.relu2 = D.relu_then_quant(spec)
-        self.conv3 = D.conv(spec, 128, 128, 5)
-        self.relu3 = nn.ReLU()  # into the classifier: not quantized, not clipped
-        s1 = (image_size + 6 - 8) // 2 + 1
-        s3 = (s1 - 6) // 2 + 1 - 5 + 1
-        if s3 < 1:
-            raise ValueError(f"ReferenceMnistNet needs images of at least 28 px, got {image_size}")
-        self.fc = nn.Linear(128 * s3 * s3, num_classes, bias=False)
+    input_quant = staticmethod(D.input_quant)
+    conv = staticmethod(D.conv)
+    act = staticmethod(D.relu_then_quant)
+
+    @staticmethod
+    def last_act(spec: MemberSpec) -> nn.Module:
+        return nn.ReLU()  # into the classifier: not quantized, not clipped
 
     def forward(self, x):
         x = self.relu1(self.conv1(self.quant_input(x)))

@@ -9,7 +9,10 @@ for it, on a real Evaluator around an ensemble of the tiny undefended model.
 - ``square-beats-white-box`` is arithmetic on the first figures: built by hand, margin edge
   included.
 
-Disabling any check (``passed`` always True) fails the "fires" test of that check.
+Disabling any check (``passed`` always True) fails the "fires" test of that check, and
+every check in the registry (``edgempir.eval.CHECKS``) must have a firing and a quiet case
+in ``CASES`` below: a new check without them fails
+``test_every_registered_check_fires_and_stays_quiet``.
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ import torch
 from torch import nn
 
 from edgempir.attacks import make_attack
-from edgempir.robustness import (
+from edgempir.eval import (
+    CHECKS,
     LARGE_EPS_MAX_ACCURACY,
     MORE_STEPS_MARGIN,
     SQUARE_MARGIN,
@@ -128,14 +132,12 @@ def test_square_beats_white_box_fires_on_a_gap(white, square, passed, tiny_model
     big = torch.cat([x] * 25)[:800]
     ev = _evaluator(tiny_model, big, torch.cat([y] * 25)[:800], tmp_path)
     assert max(SQUARE_MARGIN, 1.5 / len(ev.y)) == SQUARE_MARGIN
-    from edgempir.robustness import masking_checks as checks_of
-
     first = {"attacks": {"pgd": {"ensemble": white}, "apgd-ce": {"ensemble": white + 0.01},
                          "square": {"ensemble": square}}}
     x_adv, ok = _pgd(tiny_model, ev.x[:32], ev.y[:32], 0.15, 10)
     ev.last_sets = {"pgd@surrogate": {"ok": np.concatenate([ok] * 25)[None], "source": "s",
                                       "x_adv": np.concatenate([x_adv] * 25)}}
-    check = next(c for c in checks_of(ev, 0.15, first, SETTINGS)
+    check = next(c for c in masking_checks(ev, 0.15, first, SETTINGS)
                  if c["id"] == "square-beats-white-box")
     assert check["passed"] is passed, check
     assert check["value"] == pytest.approx(white - square)
@@ -147,3 +149,60 @@ def test_square_check_is_not_run_without_square(tiny_model, tiny_batch, tmp_path
     checks = _run(ev, 0.15, *_pgd(tiny_model, x, y, 0.15, 10),
                   first={"attacks": {"pgd": {"ensemble": 0.0}}})
     assert checks["square-beats-white-box"]["passed"] is None
+
+
+# ----------------------------------------------------------------- the registry
+#: scenarios on the tiny model: model masked or not, PGD steps and eps of the configured
+#: PGD (its examples are the more-steps check's start), and the first eps's figures of the
+#: white-box attacks and Square (None: both the PGD's own accuracy)
+SCENARIOS = {
+    "healthy": {"masked": False, "steps": 10, "eps": 0.15, "figures": None},
+    "masked": {"masked": True, "steps": 10, "eps": 0.1, "figures": None},
+    "stopped-early": {"masked": False, "steps": 5, "eps": 0.1, "figures": None},
+    "square-far-below": {"masked": False, "steps": 10, "eps": 0.15, "figures": (0.8, 0.5)},
+}
+#: per registered check: (the scenario where it fires, the one where it stays quiet)
+CASES = {
+    "zero-gradients": ("masked", "healthy"),
+    "square-beats-white-box": ("square-far-below", "healthy"),
+    "large-eps-not-zero": ("masked", "healthy"),
+    "more-steps-lower": ("stopped-early", "healthy"),
+}
+
+
+def _scenario(name, tiny_model, x, y, tmp_path):
+    s = SCENARIOS[name]
+    model = Masked(tiny_model) if s["masked"] else tiny_model
+    ev = _evaluator(model, x, y, tmp_path, pgd_steps=s["steps"])
+    if s["masked"]:  # PGD cannot move: its examples are the clean inputs, all still right
+        x_adv, ok = x.numpy(), np.ones(len(y), bool)
+    else:
+        x_adv, ok = _pgd(tiny_model, x, y, s["eps"], s["steps"])
+    ev.last_sets = {"pgd@surrogate": {"ok": ok[None], "x_adv": x_adv, "source": "surrogate"}}
+    white, square = s["figures"] or (float(ok.mean()), float(ok.mean()))
+    first = {"attacks": {"pgd": {"ensemble": white}, "square": {"ensemble": square}}}
+    return ev, s["eps"], first
+
+
+@pytest.mark.parametrize("check_id", list(CHECKS))
+def test_every_registered_check_fires_and_stays_quiet(check_id, tiny_model, tiny_batch,
+                                                      tmp_path):
+    assert check_id in CASES, f"check {check_id!r} is registered but has no firing and " \
+                              "quiet case in CASES"
+    check = CHECKS[check_id]
+    assert f"docs/EVAL.md#{check_id}" in check.__doc__, "the docstring names its docs anchor"
+    for scenario, expected in zip(CASES[check_id], (False, True)):
+        ev, eps, first = _scenario(scenario, tiny_model, *tiny_batch, tmp_path / scenario)
+        record = check(ev, eps, first, SETTINGS)
+        assert record["id"] == check_id and record["doc"] == f"docs/EVAL.md#{check_id}"
+        assert record["passed"] is expected, (scenario, record)
+
+
+def test_square_check_is_not_run_without_a_white_box_attack():
+    """``--attacks square``: nothing to compare Square with, the check says so (skip)."""
+    from types import SimpleNamespace
+
+    ev = SimpleNamespace(plan=(Planned("square", "square", cascade=True),), y=np.zeros(100))
+    record = CHECKS["square-beats-white-box"](
+        ev, 0.1, {"attacks": {"square": {"ensemble": 0.5}}}, SETTINGS)
+    assert record["passed"] is None and "no white-box attack" in record["detail"]

@@ -55,6 +55,45 @@ def test_worst_case_pools_and_cascade():
     assert every.accuracy()[0] == 0.5
 
 
+def test_worst_case_runs_a_cascade_only_on_what_is_still_robust():
+    """WorstCase.run, as torchattacks' MultiAttack: a cascade attack sees only the samples
+    that every earlier set left robust for its targets; its figure is cumulative, and the
+    kept example of a sample is the first that fools the ensemble."""
+    from types import SimpleNamespace
+
+    from edgempir.eval import Planned
+
+    y = np.array([0, 1, 2, 3])
+    targets = ["ensemble", "m0"]
+    jobs = [SimpleNamespace(planned=Planned("pgd", "pgd"), source="surrogate",
+                            aims=["ensemble", "m0"], key="pgd@surrogate"),
+            SimpleNamespace(planned=Planned("square", "square", cascade=True),
+                            source="surrogate", aims=["ensemble"], key="square@surrogate")]
+    # pgd breaks sample 0 for both targets; square breaks sample 1 for the ensemble
+    preds = {"pgd": np.array([[9, 1, 2, 3], [9, 1, 2, 3]]),
+             "square": np.array([[9, 9, 2, 3], [0, 1, 2, 3]])}
+    masks = {}
+
+    def attack(job, mask):
+        import torch
+
+        masks[job.planned.name] = mask.copy()
+        x_adv = torch.full((4, 1), float(len(masks)))
+        return x_adv, preds[job.planned.name], np.zeros(4), np.zeros(4)
+
+    wc = WorstCase(np.ones((2, 4), dtype=bool), "all", targets=targets, y=y,
+                   examples_from=np.zeros((4, 1), np.float32), keep_x_adv=["pgd@surrogate"])
+    wc.run(jobs, attack)
+    assert masks["pgd"].all()
+    assert masks["square"].tolist() == [False, True, True, True]   # sample 0 already broken
+    assert wc.figures["square"] == {"_n_attacked": {"ensemble": 3}, "ensemble": 0.5}
+    assert wc.figures["pgd"]["m0"] == 0.75
+    assert wc.accuracy().tolist() == [0.5, 0.75]                  # square aimed at the ensemble
+    assert set(wc.sets) == {"pgd@surrogate", "square@surrogate"}
+    assert "x_adv" in wc.sets["pgd@surrogate"] and "x_adv" not in wc.sets["square@surrogate"]
+    assert wc.examples()[:, 0].tolist() == [1.0, 2.0, 1.0, 1.0]
+
+
 def test_subset_is_fixed_by_the_seed():
     a, b, c = choose_subset(10000, 100, 0), choose_subset(10000, 100, 0), choose_subset(10000, 100, 1)
     assert np.array_equal(a, b) and not np.array_equal(a, c)

@@ -393,14 +393,14 @@ def test_resume_checkpoint_of_the_wrong_shape_is_a_one_line_error(tmp_path):
 
 
 def test_eval_partial_of_the_wrong_shape_is_recomputed(tmp_path):
-    from edgempir.robustness import _load_partial, _save_partial
+    from edgempir.eval.store import load_partial, save_partial
 
     path = tmp_path / "pgd@surrogate.npz"
-    _save_partial(path, "fp", np.zeros((3, 1, 4, 4), np.float32), 1.0)
-    assert _load_partial(path, "fp", (3, 1, 4, 4)) is not None
-    assert _load_partial(path, "fp", (5, 1, 4, 4)) is None
-    _save_partial(path, "fp", np.full((3, 1, 4, 4), np.nan, np.float32), 1.0)
-    assert _load_partial(path, "fp", (3, 1, 4, 4)) is None
+    save_partial(path, "fp", np.zeros((3, 1, 4, 4), np.float32), 1.0)
+    assert load_partial(path, "fp", (3, 1, 4, 4)) is not None
+    assert load_partial(path, "fp", (5, 1, 4, 4)) is None
+    save_partial(path, "fp", np.full((3, 1, 4, 4), np.nan, np.float32), 1.0)
+    assert load_partial(path, "fp", (3, 1, 4, 4)) is None
 
 
 # ----------------------------------------------------------------- 6. small ones
