@@ -42,9 +42,11 @@ from edgempir.targets.device.memory import MemoryProbeError, measure_memory, rss
 from edgempir.targets.device.report import SCHEMA, SCHEMA_VERSION, format_report, validate_report
 from edgempir.targets.device.report import jsonable as _jsonable
 from edgempir.targets.device.report import pct as _pct
+from edgempir.targets.device.runtime import check_runtime_present
 from edgempir.vote import member_ran
 
-__all__ = ["BenchConfig", "format_report", "run_bench", "validate_report"]
+__all__ = ["BenchConfig", "check_runtime_present", "format_report", "run_bench",
+           "validate_report"]
 DRIFT_THRESHOLD_POINTS = 0.5      # DESIGN.md: host vs device accuracy must agree within this
 SOAK_LATENCY_DRIFT_FLAG = 0.10    # p50 of the last soak window vs the first: +-10 %
 SOAK_RSS_GROWTH_FLAG = 8 << 20    # bytes of RSS growth over a soak worth a warning
@@ -353,22 +355,6 @@ def run_square(model, which: str, x: np.ndarray, y: np.ndarray, eps: float, quer
 def runtime_versions(runtime: str) -> dict:
     out = provenance.versions("numpy", "psutil", runtime)
     return {k: v for k, v in out.items() if k not in ("edgempir", "python")}
-
-
-def check_runtime_present(bundle) -> None:
-    """A bundle for a runtime this machine lacks: one line that says what to do."""
-    import importlib.util
-
-    if bundle.runtime == "tensorrt" and importlib.util.find_spec("tensorrt") is None:
-        raise BundleError(f"{bundle.path} is a TensorRT bundle (target {bundle.target}) but "
-                          "TensorRT is not installed here; run it on the Jetson (JetPack's "
-                          "python3-libnvinfer) or export for --target arm or x86")
-    if bundle.runtime == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
-        raise BundleError(f"{bundle.path} needs ONNX Runtime, which is not installed here; "
-                          "pip install 'edgempir[device]'")
-    if bundle.runtime not in ("onnxruntime", "tensorrt"):
-        raise BundleError(f"{bundle.path}: unknown runtime {bundle.runtime!r}; re-export the "
-                          "bundle with this version of edgempir")
 
 
 # --------------------------------------------------------------------------- soak

@@ -30,6 +30,7 @@ from edgempir.fsutil import sha256_file, show_path
 from edgempir.members import MemberSpec
 from edgempir.targets.device import packing
 from edgempir.targets.device.profile import SCHEMA as PROFILE_SCHEMA  # no TOML read on the device
+from edgempir.targets.device.runtime import RUNTIME_NAMES as RUNTIMES
 from edgempir.validate import read_json
 
 BUNDLE_SCHEMA = "edgempir.bundle"
@@ -38,7 +39,6 @@ MANIFEST = "manifest.json"
 ENSEMBLE_FILE = "ensemble.onnx"
 ENGINES_DIR = "engines"
 CALIB_NAMES = ("calibration", "clean", "adv-adaptive")
-RUNTIMES = ("onnxruntime", "tensorrt")
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few kB; refuse to parse absurd files
 MAX_INPUT_ELEMENTS = 1 << 24   # C*H*W of one image: bench allocates batches of them
 MAX_TENSOR_ELEMENTS = 1 << 28  # one ONNX initializer (1 GiB of float32)

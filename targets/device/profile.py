@@ -15,9 +15,9 @@ from typing import Any
 
 from edgempir.contract import VOTE_FULL, VOTE_MODES
 from edgempir.errors import EdgempirError
+from edgempir.targets.device.runtime import RUNTIME_NAMES as RUNTIMES
 from edgempir.validate import MAX_BATCH, MAX_THREADS
 
-RUNTIMES = ("onnxruntime", "tensorrt")
 KNOWN_PASSES = ("tensorrt-qdq",)
 KNOWN_RULES = ("tensorrt",)
 OPT_LEVELS = ("disable", "basic", "extended", "all")
