@@ -1,7 +1,9 @@
 """Target profiles: the grammar (device side; TOML files are read by targets/host/profiles.py).
 
 A profile is data (targets/profiles/{arm,jetson,x86}.toml, or a user's file): which runtime
-runs it, which graph passes ``export`` applies and which graph rules it checks, which ONNX
+runs it (the names: :data:`edgempir.targets.device.runtime.RUNTIMES`), which graph passes
+``export`` applies and which graph rules it checks (the names: the registries of
+``targets/host/passes.py``, checked by the host's profile loader), which ONNX
 Runtime kernels must appear in the low-bit members' optimised graphs, and the runtime's
 settings. :data:`SCHEMA` below is the whole grammar: an unknown table or key, or a value
 of the wrong type, is an error naming it, so a typo never silently falls back to a default.
@@ -18,8 +20,6 @@ from edgempir.errors import EdgempirError
 from edgempir.targets.device.runtime import RUNTIME_NAMES as RUNTIMES
 from edgempir.validate import MAX_BATCH, MAX_THREADS
 
-KNOWN_PASSES = ("tensorrt-qdq",)
-KNOWN_RULES = ("tensorrt",)
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 KNOWN_PROVIDERS_HINT = "CPUExecutionProvider, XnnpackExecutionProvider, ..."
 MAX_WORKSPACE_MIB = 1 << 16    # 64 GiB of TensorRT builder workspace
@@ -50,10 +50,10 @@ SCHEMA: dict[str | None, dict[str, tuple]] = {
     },
     "export": {
         "opset": (lambda v: _int(v) and 13 <= v <= 21, "an integer opset 13..21", 13),
-        "passes": (lambda v: _str_list(v) and all(p in KNOWN_PASSES for p in v),
-                   f"a list of passes from: {', '.join(KNOWN_PASSES)}", []),
-        "graph_rules": (lambda v: _str_list(v) and all(r in KNOWN_RULES for r in v),
-                        f"a list of rule sets from: {', '.join(KNOWN_RULES)}", []),
+        # the names are the host's registries' (targets/host/passes.py): the host's profile
+        # loader checks them; on the device they are a record of what export applied
+        "passes": (_str_list, "a list of graph pass names", []),
+        "graph_rules": (_str_list, "a list of graph rule set names", []),
         "integer_kernels": (_str_list, "a list of ONNX op types", []),
         # how ensemble.onnx runs the vote (targets/host/graph.py): every member on every row,
         # or each member only where it can still change the decision (same decisions)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -296,26 +297,41 @@ def _dq_weight(G: _Graph, prod: dict, name: str):
 def tensorrt_qdq_pass(model, what: str = "graph"):
     """Return (new model, PassReport); ``model`` is not modified."""
     import onnx
-    from onnx import helper
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
     _unique_names(model.graph)
     G = _Graph(model)
     rep = PassReport()
     _fold_constants(G, rep)
-
-    zero_i8 = None
-    new_nodes = []
-    removed = set()
-    prod = G.producers()
-    cons = G.consumers()
+    rewrite = _QdqRewrite(G, rep, what)
     for q in list(G.g.node):
-        if q.op_type != "QuantizeLinear" or q.name in removed:
-            continue
+        if q.op_type == "QuantizeLinear" and q.name not in rewrite.removed:
+            rewrite.quantize(q)
+    rewrite.rebuild()
+    onnx.checker.check_model(model)
+    return model, rep
+
+
+class _QdqRewrite:
+    """One pass over a graph's uint8 QuantizeLinear nodes (module docstring: what and why).
+
+    New nodes are collected with the node they serve (``anchor``) and inserted right before
+    it by :meth:`rebuild`; replaced nodes are named in ``removed``."""
+
+    def __init__(self, G: _Graph, rep: PassReport, what: str):
+        self.G, self.rep, self.what = G, rep, what
+        self.zero_i8: str | None = None
+        self.new_nodes: list = []        # (anchor node, new node)
+        self.removed: set[str] = set()
+        self.prod = G.producers()
+        self.cons = G.consumers()
+
+    def quantize(self, q) -> None:
+        G, what = self.G, self.what
         zp_name = q.input[2] if len(q.input) > 2 and q.input[2] else None
         zp = G.const(zp_name) if zp_name else np.array(0, dtype=np.uint8)
         if zp is None or zp.dtype != np.uint8:
-            continue  # already signed (or not ours): the checker judges it
+            return  # already signed (or not ours): the checker judges it
         if np.any(zp != 0):
             raise ExportError(f"{what}: {q.name} quantizes to uint8 with zero point "
                               f"{int(np.max(zp))}; TensorRT needs zero point 0 and edgempir "
@@ -324,7 +340,18 @@ def tensorrt_qdq_pass(model, what: str = "graph"):
         if s is None:
             raise ExportError(f"{what}: {q.name} has a per-channel activation scale; the jetson "
                               "pass handles per-tensor activation scales only")
-        # QuantizeLinear -> [Clip lo..hi on integers] -> DequantizeLinear (one chain)
+        clip, lo, hi, dqs = self.chain(q)
+        if self.zero_i8 is None:
+            self.zero_i8 = G.add_const("trt", np.array(0, dtype=np.int8))
+        if hi <= 127:
+            self.retype_int8(q, clip, lo, hi, s, dqs)
+        else:
+            self.shift_uint8(q, clip, lo, hi, s, dqs)
+
+    def chain(self, q) -> tuple[Any, int, int, list]:
+        """QuantizeLinear -> [Clip lo..hi on integers] -> DequantizeLinear(s): the Clip (or
+        None), its bounds within 0..255 and the DequantizeLinear nodes."""
+        G, cons = self.G, self.cons
         chain = cons[q.output[0]]
         clip = None
         lo, hi = 0, 255
@@ -335,113 +362,138 @@ def tensorrt_qdq_pass(model, what: str = "graph"):
             lo, hi = max(lo, 0), min(hi, 255)
             chain = cons[clip.output[0]]
         if not chain or any(c is None or c.op_type != "DequantizeLinear" for c, _ in chain):
-            raise ExportError(f"{what}: {q.name} does not feed DequantizeLinear only; the jetson "
-                              "pass cannot rewrite it")
-        dqs = [c for c, _ in chain]
-        if zero_i8 is None:
-            zero_i8 = G.add_const("trt", np.array(0, dtype=np.int8))
-        x = q.input[0]
-        base = q.name or q.output[0]
-        if hi <= 127:
-            # same integers in int8: retype the zero points, move the Clip onto floats
-            if clip is not None or lo > 0:
-                lo_f = G.add_const(base, np.array(lo * s, dtype=np.float32))
-                hi_f = G.add_const(base, np.array(hi * s, dtype=np.float32))
-                xc = G.fresh(base + "/clipped")
-                new_nodes.append((q, helper.make_node("Clip", [x, lo_f, hi_f], [xc],
-                                                      name=base + "/float_clip")))
-                q.input[0] = xc
-            _set_zp(q, zero_i8)
-            for dq in dqs:
-                dq.input[0] = q.output[0]
-                _set_zp(dq, zero_i8)
-            if clip is not None:
-                removed.add(clip.name)
-            rep.retyped_int8 += 1
-            continue
-        # levels beyond 127: re-express q - 128 in int8 where the consumers are convolutions
-        removed.add(q.name)
+            raise ExportError(f"{self.what}: {q.name} does not feed DequantizeLinear only; the "
+                              "jetson pass cannot rewrite it")
+        return clip, lo, hi, [c for c, _ in chain]
+
+    def retype_int8(self, q, clip, lo: int, hi: int, s: float, dqs: list) -> None:
+        """Levels within 0..127: the same integers in int8; retype the zero points and move
+        the Clip onto floats before the QuantizeLinear."""
+        from onnx import helper
+
+        G, base = self.G, q.name or q.output[0]
+        if clip is not None or lo > 0:
+            lo_f = G.add_const(base, np.array(lo * s, dtype=np.float32))
+            hi_f = G.add_const(base, np.array(hi * s, dtype=np.float32))
+            xc = G.fresh(base + "/clipped")
+            self.new_nodes.append((q, helper.make_node("Clip", [q.input[0], lo_f, hi_f], [xc],
+                                                       name=base + "/float_clip")))
+            q.input[0] = xc
+        _set_zp(q, self.zero_i8)
+        for dq in dqs:
+            dq.input[0] = q.output[0]
+            _set_zp(dq, self.zero_i8)
         if clip is not None:
-            removed.add(clip.name)
+            self.removed.add(clip.name)
+        self.rep.retyped_int8 += 1
+
+    def shift_uint8(self, q, clip, lo: int, hi: int, s: float, dqs: list) -> None:
+        """Levels beyond 127: the levels computed in float, then re-expressed q - 128 in
+        int8 where the consumers are convolutions, kept float for the others."""
+        from onnx import helper
+
+        G, base = self.G, q.name or q.output[0]
+        self.removed.add(q.name)
+        if clip is not None:
+            self.removed.add(clip.name)
         s_name = G.add_const(base, np.array(s, dtype=np.float32))
         r = G.fresh(base + "/levels")
         ops = [
-            helper.make_node("Div", [x, s_name], [r + "_div"], name=base + "/div_scale"),
+            helper.make_node("Div", [q.input[0], s_name], [r + "_div"], name=base + "/div_scale"),
             helper.make_node("Round", [r + "_div"], [r + "_round"], name=base + "/round"),
             helper.make_node("Clip", [r + "_round", G.add_const(base, np.array(lo, np.float32)),
                                       G.add_const(base, np.array(hi, np.float32))], [r],
                              name=base + "/clip_levels"),
         ]
         for dq in dqs:
-            removed.add(dq.name)
+            self.removed.add(dq.name)
             v = dq.output[0]
-            users = cons[v]
+            users = self.cons[v]
             convs = [(c, k) for c, k in users if c is not None and c.op_type == "Conv" and k == 0
-                     and _dq_weight(G, prod, c.input[1]) is not None
+                     and _dq_weight(G, self.prod, c.input[1]) is not None
                      and _attr(c, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")]
             others = [(c, k) for c, k in users if (c, k) not in convs]
             if convs:
-                shifted = G.fresh(base + "/shifted")
-                ops.append(helper.make_node(
-                    "Sub", [r, G.add_const(base, np.array(128, np.float32))], [shifted + "_lv"],
-                    name=base + "/shift_levels"))
-                ops.append(helper.make_node("Mul", [shifted + "_lv", s_name], [shifted],
-                                            name=base + "/shift_rescale"))
-                for conv, _ in convs:
-                    src = shifted
-                    pads = list(_attr(conv, "pads", []) or [])
-                    if any(pads):
-                        half = len(pads) // 2
-                        full = [0, 0] + pads[:half] + [0, 0] + pads[half:]
-                        src = G.fresh(conv.name + "/padded")
-                        ops.append(helper.make_node(
-                            "Pad", [shifted, G.add_const(conv.name, np.array(full, np.int64)),
-                                    G.add_const(conv.name, np.array(-128 * s, np.float32))],
-                            [src], mode="constant", name=conv.name + "/explicit_pad"))
-                        _set_attr(conv, "pads", [0] * len(pads))
-                    qo = G.fresh(conv.name + "/q_int8")
-                    dqo = G.fresh(conv.name + "/dq_int8")
-                    ops.append(helper.make_node("QuantizeLinear", [src, s_name, zero_i8], [qo],
-                                                name=conv.name + "/quantize_int8"))
-                    ops.append(helper.make_node("DequantizeLinear", [qo, s_name, zero_i8], [dqo],
-                                                name=conv.name + "/dequantize_int8"))
-                    conv.input[0] = dqo
-                    w = _dq_weight(G, prod, conv.input[1])
-                    corr = 128.0 * s * w.reshape(w.shape[0], -1).sum(axis=1)
-                    if len(conv.input) > 2 and conv.input[2]:
-                        b = G.const(conv.input[2])
-                        if b is None:
-                            raise ExportError(f"{what}: {conv.name} has a non-constant bias")
-                        corr = corr + b.astype(np.float64)
-                        conv.input[2] = G.add_const(conv.name, corr.astype(np.float32))
-                    else:
-                        conv.input.append(G.add_const(conv.name, corr.astype(np.float32)))
-                rep.shifted_uint8.append(v)
+                ops += self.shifted_convs(base, r, s, s_name, [c for c, _ in convs])
+                self.rep.shifted_uint8.append(v)
             if others:
-                fv = G.fresh(base + "/float_value")
-                ops.append(helper.make_node("Mul", [r, s_name], [fv], name=base + "/to_float"))
-                for c, k in others:
-                    if c is None:  # a graph output
-                        raise ExportError(f"{what}: {v} is a graph output; cannot rewrite it")
-                    c.input[k] = fv
-                rep.float_tensors.append(v)
-        new_nodes.extend((q, op) for op in ops)
+                ops += self.float_value(base, r, s_name, v, others)
+                self.rep.float_tensors.append(v)
+        self.new_nodes.extend((q, op) for op in ops)
 
-    # rebuild the node list: new nodes go right before the node they serve, then toposort
-    nodes = []
-    extra = collections.defaultdict(list)
-    for anchor, op in new_nodes:
-        extra[anchor.name].append(op)
-    for n in G.g.node:
-        nodes.extend(extra.get(n.name, []))
-        if n.name not in removed:
-            nodes.append(n)
-    del G.g.node[:]
-    G.g.node.extend(nodes)
-    G.toposort()
-    G.cleanup()
-    onnx.checker.check_model(model)
-    return model, rep
+    def shifted_convs(self, base: str, r: str, s: float, s_name: str, convs: list) -> list:
+        """q' = q - 128 in float, then per convolution: explicit padding with q = 0's value,
+        an int8 Q/DQ pair, and the shift back as a per-channel bias 128 * s * sum(W)."""
+        from onnx import helper
+
+        G = self.G
+        shifted = G.fresh(base + "/shifted")
+        ops = [helper.make_node("Sub", [r, G.add_const(base, np.array(128, np.float32))],
+                                [shifted + "_lv"], name=base + "/shift_levels"),
+               helper.make_node("Mul", [shifted + "_lv", s_name], [shifted],
+                                name=base + "/shift_rescale")]
+        for conv in convs:
+            src = shifted
+            pads = list(_attr(conv, "pads", []) or [])
+            if any(pads):
+                half = len(pads) // 2
+                full = [0, 0] + pads[:half] + [0, 0] + pads[half:]
+                src = G.fresh(conv.name + "/padded")
+                ops.append(helper.make_node(
+                    "Pad", [shifted, G.add_const(conv.name, np.array(full, np.int64)),
+                            G.add_const(conv.name, np.array(-128 * s, np.float32))],
+                    [src], mode="constant", name=conv.name + "/explicit_pad"))
+                _set_attr(conv, "pads", [0] * len(pads))
+            qo = G.fresh(conv.name + "/q_int8")
+            dqo = G.fresh(conv.name + "/dq_int8")
+            ops.append(helper.make_node("QuantizeLinear", [src, s_name, self.zero_i8], [qo],
+                                        name=conv.name + "/quantize_int8"))
+            ops.append(helper.make_node("DequantizeLinear", [qo, s_name, self.zero_i8], [dqo],
+                                        name=conv.name + "/dequantize_int8"))
+            conv.input[0] = dqo
+            self.shift_bias(conv, s)
+        return ops
+
+    def shift_bias(self, conv, s: float) -> None:
+        """The conv's bias plus 128 * s * sum(W) per output channel (the shift, undone)."""
+        G = self.G
+        w = _dq_weight(G, self.prod, conv.input[1])
+        corr = 128.0 * s * w.reshape(w.shape[0], -1).sum(axis=1)
+        if len(conv.input) > 2 and conv.input[2]:
+            b = G.const(conv.input[2])
+            if b is None:
+                raise ExportError(f"{self.what}: {conv.name} has a non-constant bias")
+            corr = corr + b.astype(np.float64)
+            conv.input[2] = G.add_const(conv.name, corr.astype(np.float32))
+        else:
+            conv.input.append(G.add_const(conv.name, corr.astype(np.float32)))
+
+    def float_value(self, base: str, r: str, s_name: str, v: str, others: list) -> list:
+        """Consumers other than convolutions get the same value in float."""
+        from onnx import helper
+
+        fv = self.G.fresh(base + "/float_value")
+        for c, k in others:
+            if c is None:  # a graph output
+                raise ExportError(f"{self.what}: {v} is a graph output; cannot rewrite it")
+            c.input[k] = fv
+        return [helper.make_node("Mul", [r, s_name], [fv], name=base + "/to_float")]
+
+    def rebuild(self) -> None:
+        """New nodes right before the node they serve, replaced ones dropped; then sort."""
+        G = self.G
+        nodes = []
+        extra = collections.defaultdict(list)
+        for anchor, op in self.new_nodes:
+            extra[anchor.name].append(op)
+        for n in G.g.node:
+            nodes.extend(extra.get(n.name, []))
+            if n.name not in self.removed:
+                nodes.append(n)
+        del G.g.node[:]
+        G.g.node.extend(nodes)
+        G.toposort()
+        G.cleanup()
 
 
 def _unique_names(graph) -> None:
