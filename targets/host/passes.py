@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from edgempir.targets.host import tensorrt_qdq as QDQ
 from edgempir.targets.host import tensorrt_rules as TRT
 from edgempir.targets.host.onnx_export import ExportError
 
@@ -25,12 +26,12 @@ RuleSet = Callable[[Any, str], None]
 def _tensorrt_qdq(proto, what: str) -> tuple[Any, dict]:
     # the measurement that keeps this pass: how many TensorRT rules the raw graph breaks
     before = TRT.check_rules(proto)
-    proto, rep = TRT.tensorrt_qdq_pass(proto, what)
+    proto, rep = QDQ.tensorrt_qdq_pass(proto, what)
     return proto, {**rep.to_json(), "rule_violations_before": len(before),
                    "rule_violations_after": len(TRT.check_rules(proto))}
 
 
-PASSES: dict[str, GraphPass] = {TRT.PASS: _tensorrt_qdq}
+PASSES: dict[str, GraphPass] = {QDQ.PASS: _tensorrt_qdq}
 RULES: dict[str, RuleSet] = {TRT.RULES: TRT.enforce_rules}
 
 
