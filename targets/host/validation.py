@@ -8,6 +8,7 @@ import numpy as np
 
 from edgempir import contract as C
 from edgempir.targets.device import bundle as B
+from edgempir.targets.device.accuracy import predict_all  # the device's batched run, reused
 from edgempir.targets.host.onnx_export import ExportError
 
 VALIDATION_SETS = ("clean", "adv-adaptive")
@@ -65,8 +66,8 @@ def validate_set(name: str, x: np.ndarray, y: np.ndarray, ens, sessions: list, e
 
     ref = torch_member_logits(ens.members, x)
     ref_ids = vote(ref, ens.reference)
-    files = np.stack([batched(sess, x)[1] for sess in sessions])
-    ids, ens_logits = batched(ens_model, x)
+    files = np.stack([predict_all(sess, x, BATCH)[1] for sess in sessions])
+    ids, ens_logits = predict_all(ens_model, x, BATCH)
     check_accepted(ens_model, x, ens_logits, reject_policy)
     ran = member_ran(ens_logits)
     rep_files = agreement_report(ref, files, ref_ids, vote(files, ens.reference), y)
@@ -103,15 +104,3 @@ def check_accepted(ens_model, x: np.ndarray, ens_logits: np.ndarray, reject_poli
     if not np.array_equal(graph_accepted, accepted(ens_logits, reject_policy)):
         raise ExportError("validation failed: 'accepted' inside ensemble.onnx disagrees "
                           "with edgempir.vote.accepted on its own member outputs")
-
-
-def batched(model, x: np.ndarray, batch: int = BATCH):
-    """(class ids, logits) of ``model`` over ``x`` in batches; ensemble logits are
-    [members, N, classes], a member's [N, classes]."""
-    ids, logits = [], []
-    for s in range(0, len(x), batch):
-        a, b = model.run(x[s:s + batch])
-        ids.append(a)
-        logits.append(b)
-    axis = 1 if logits and logits[0].ndim == 3 else 0
-    return np.concatenate(ids), np.concatenate(logits, axis=axis)
