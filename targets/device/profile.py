@@ -18,6 +18,7 @@ from typing import Any
 from edgempir.contract import VOTE_FULL, VOTE_MODES
 from edgempir.errors import EdgempirError
 from edgempir.targets.device.runtime import RUNTIME_NAMES as RUNTIMES
+from edgempir.targets.device.runtime import RUNTIMES as RUNTIME_REGISTRY
 from edgempir.validate import MAX_BATCH, MAX_THREADS
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -123,13 +124,23 @@ def validate(data: Any, source: str) -> dict:
                     where = key if table is None else f"{table}.{key}"
                     raise ProfileError(f"{source}: {where} is missing; it must be {what}")
                 dest[key] = list(default) if isinstance(default, list) else default
-    if out["runtime"] == "tensorrt" and "tensorrt" not in data:
-        raise ProfileError(f"{source}: runtime 'tensorrt' needs a [tensorrt] table")
-    if out["runtime"] != "tensorrt" and "tensorrt" in data:
-        raise ProfileError(f"{source}: [tensorrt] is only for runtime = 'tensorrt'")
-    if out["runtime"] != "tensorrt":
-        out.pop("tensorrt")
+    _check_runtime_tables(out, data, source)
     t = out.get("tensorrt")
     if t and not t["min_batch"] <= t["opt_batch"] <= t["max_batch"]:
         raise ProfileError(f"{source}: [tensorrt] needs min_batch <= opt_batch <= max_batch")
     return out
+
+
+def _check_runtime_tables(out: dict, data: dict, source: str) -> None:
+    """A runtime whose registry entry says ``own_table`` needs its table and no other
+    runtime may have it (the [onnxruntime] table is shared: export validates with ONNX
+    Runtime whatever the target runs)."""
+    for name, rt in RUNTIME_REGISTRY.items():
+        if not rt.own_table:
+            continue
+        if out["runtime"] == name and name not in data:
+            raise ProfileError(f"{source}: runtime '{name}' needs a [{name}] table")
+        if out["runtime"] != name and name in data:
+            raise ProfileError(f"{source}: [{name}] is only for runtime = '{name}'")
+        if out["runtime"] != name:
+            out.pop(name)

@@ -1,8 +1,8 @@
 """The runtimes a bundle can name, and opening a bundle's model with its own (device side).
 
-:data:`RUNTIMES` is the one registry: a target profile's ``runtime``, a manifest's
-``runtime``, ``bench``'s "is it installed here" check, ``export``'s default weight storage
-and ``build`` all read it, so no module branches on a runtime's name. Add a runtime by
+:data:`RUNTIMES` is the one registry: a target profile's ``runtime`` (and which runtime
+tables it needs), a manifest's ``runtime``, ``bench``'s "is it installed here" check,
+``export``'s default weight storage and ``build`` all read it, so no module branches on a runtime's name. Add a runtime by
 adding an entry here (and its module).
 
 ``open_model(bundle, which)`` returns an object with ``run(x) -> (class_ids, logits)``,
@@ -40,6 +40,7 @@ class Runtime:
     open: Callable[..., Any]    # (bundle, onnx path, kind, threads, providers) -> model
     packed_weights: bool        # takes initializers from the side (packed 2/4-bit storage)
     builds_engines: bool        # has engines for ``edgempir build`` to build on the device
+    own_table: bool             # a profile for it needs its [<name>] table, others may not
 
 
 def _open_onnxruntime(bundle: Bundle, path: Path, kind: str, threads: int | None,
@@ -82,13 +83,13 @@ RUNTIMES: dict[str, Runtime] = {
         name="onnxruntime", label="ONNX Runtime", package="onnxruntime",
         missing="{path} needs ONNX Runtime, which is not installed here; "
                 "pip install 'edgempir[device]'",
-        open=_open_onnxruntime, packed_weights=True, builds_engines=False),
+        open=_open_onnxruntime, packed_weights=True, builds_engines=False, own_table=False),
     "tensorrt": Runtime(
         name="tensorrt", label="TensorRT", package="tensorrt",
         missing="{path} is a TensorRT bundle (target {target}) but TensorRT is not installed "
                 "here; run it on the Jetson (JetPack's python3-libnvinfer) or export for "
                 "--target arm or x86",
-        open=_open_tensorrt, packed_weights=False, builds_engines=True),
+        open=_open_tensorrt, packed_weights=False, builds_engines=True, own_table=True),
 }
 RUNTIME_NAMES = tuple(RUNTIMES)
 
