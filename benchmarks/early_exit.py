@@ -71,12 +71,12 @@ def _sets(bundle) -> dict[str, np.ndarray]:
 
 
 def measure(run: Path, s, cores: int) -> dict:
+    from dataclasses import replace
+
     from edgempir.targets.device import early_exit as EE
-    from edgempir.targets.device import packing
-    from edgempir.targets.device.bench import compare_latency
     from edgempir.targets.device.bundle import verify_bundle
-    from edgempir.targets.device.onnxruntime import OrtModel
     from edgempir.targets.device.runtime import open_model
+    from edgempir.targets.device.timing import compare_latency
 
     with tempfile.TemporaryDirectory(prefix="edgempir-ee-") as tmp:
         paths = export_pair(run, Path(tmp))
@@ -96,12 +96,9 @@ def measure(run: Path, s, cores: int) -> dict:
         members = [open_model(ee, i, threads=1) for i in range(len(ee.members))]
         order = ee.manifest["vote_execution"]["order"]
         parallel = {**ee.profile["onnxruntime"], "inter_op_threads": max(cores, 2)}
-        def par(b):
-            rel = b.ensemble_file.relative_to(b.path).as_posix()
-            return OrtModel(b.ensemble_file, "ensemble", parallel, 1, None, b.input_name,
-                            packing.external_initializers(b.path, b.manifest["weight_storage"],
-                                                          rel),
-                            lead_member=order[0] if b is ee else fp)
+        def par(b):  # the library's session (lead branch as deployed), parallel streams
+            return open_model(replace(b, profile={**b.profile, "onnxruntime": parallel}),
+                              "ensemble", threads=1)
 
         clean, rot = sets["clean"], EE.Rotating  # every runner cycles through its set
         runners = {

@@ -34,11 +34,9 @@ figures are not for quoting.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as _dt
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -132,17 +130,15 @@ def export_bundles(run: Path, work: Path, s: Settings) -> dict[str, Path]:
 
 
 def open_session(bundle, which, ort_profile: dict):
-    """An OrtModel over ``which`` with ``ort_profile`` (packed weights unpacked as on the
-    device)."""
-    from edgempir.targets.device import packing
-    from edgempir.targets.device.onnxruntime import OrtModel
+    """The library's own model over ``which`` (``runtime.open_model``, as ``bench`` and
+    ``load_bundle`` open it: packed weights unpacked, branch streams as deployed), with the
+    bundle profile's ``[onnxruntime]`` table replaced by ``ort_profile`` (the sweep)."""
+    from dataclasses import replace
 
-    path = bundle.ensemble_file if which == "ensemble" else bundle.member_file(which)
-    rel = path.relative_to(bundle.path).as_posix()
-    ext = packing.external_initializers(bundle.path, bundle.manifest.get("weight_storage"), rel)
-    return OrtModel(path, "ensemble" if which == "ensemble" else "member", ort_profile,
-                    None, None, bundle.input_name, external_initializers=ext,
-                    lead_member=baseline_member(bundle))
+    from edgempir.targets.device.runtime import open_model
+
+    return open_model(replace(bundle, profile={**bundle.profile, "onnxruntime": ort_profile}),
+                      which)
 
 
 def baseline_member(bundle) -> int:
@@ -150,9 +146,11 @@ def baseline_member(bundle) -> int:
 
 
 def clean_images(bundle) -> np.ndarray:
-    from edgempir.calib import read_set
+    """The bundle's clean set, read and checked as ``bench`` reads it."""
+    from edgempir.calib import INPUT_NAME
+    from edgempir.targets.device.accuracy import read_eval_sets
 
-    return read_set(bundle.calib_file("clean"))["input"]
+    return read_eval_sets(bundle)["clean"][INPUT_NAME]
 
 
 def ort_threads_desc(prof: dict) -> dict:
@@ -183,7 +181,7 @@ def thread_configs(profile_ort: dict, cores: int) -> dict[str, dict]:
 
 # --------------------------------------------------------------------------- 1. latency
 def measure_latency(bundle, s: Settings) -> dict:
-    from edgempir.targets.device.bench import compare_latency
+    from edgempir.targets.device.timing import compare_latency
 
     x = clean_images(bundle)
     fp = baseline_member(bundle)
@@ -481,7 +479,7 @@ def measure_pgd(run: Path, bundle_path: Path, s: Settings) -> dict:
 
 # --------------------------------------------------------------------------- 6. growth
 def measure_scaling(bundle, s: Settings) -> dict:
-    from edgempir.targets.device.bench import compare_latency
+    from edgempir.targets.device.timing import compare_latency
 
     x = clean_images(bundle)
     prof = bundle.profile.get("onnxruntime", {})
@@ -552,19 +550,15 @@ def summarize(r: dict) -> dict:
 
 
 def machine_info() -> dict:
-    import psutil
+    """This report's machine keys, from the library's description (bench's)."""
+    from edgempir.targets.device.machine import machine_info as describe
 
-    cpu = None
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"cpu_model": cpu, "cores_logical": psutil.cpu_count(),
-            "cores_physical": psutil.cpu_count(logical=False), "cores_usable": usable_cores(),
-            "memory_bytes": psutil.virtual_memory().total, "os": platform.platform(),
-            "python": platform.python_version(),
-            "load_average_start": [round(v, 2) for v in os.getloadavg()]}
+    m = describe()
+    return {"cpu_model": m["cpu_model"], "cores_logical": m["cores_logical"],
+            "cores_physical": m["cores_physical"],
+            "cores_usable": m["cores_usable"] or usable_cores(),
+            "memory_bytes": m["memory_total_bytes"], "os": m["os"], "python": m["python"],
+            "load_average_start": m["load_average"]}
 
 
 def versions() -> dict:

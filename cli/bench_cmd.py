@@ -28,6 +28,15 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
     return sizes
 
 
+MAX_COUNT = 1_000_000  # calls, images and queries: far beyond any bench, below any overflow
+
+
+def _count_option(name: str, default: int | None, low: int, help_text: str):
+    """A count option (calls, images, queries) from ``low`` up to :data:`MAX_COUNT`."""
+    return click.option(name, default=default, type=click.IntRange(low, MAX_COUNT),
+                        help=help_text)
+
+
 def default_report_path(bundle: Path) -> Path:
     """Next to the bundle, not inside it: a deployed bundle directory may be read-only."""
     bundle = bundle.resolve()
@@ -51,20 +60,18 @@ Example:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--batch-sizes", default="1,8,32", callback=_batch_sizes,
               help="Batch sizes to time, comma-separated.")
-@click.option("--repeats", default=200, type=click.IntRange(1, 1_000_000),
-              help="Timed calls per model and batch size (at most; see --time-cap).")
-@click.option("--warmup", default=10, type=click.IntRange(0, 1_000_000),
-              help="Untimed calls per model and batch size before timing.")
+@_count_option("--repeats", 200, 1,
+               "Timed calls per model and batch size (at most; see --time-cap).")
+@_count_option("--warmup", 10, 0, "Untimed calls per model and batch size before timing.")
 @click.option("--time-cap", default=2.0, type=seconds_type(0.01),
               help="Seconds of timed calls per model and batch size (at most).")
 @click.option("--threads", default=None, type=threads_type(),
               help="Runtime threads  [default: the bundle profile's]")
-@click.option("--n", "n", default=None, type=click.IntRange(1, 1_000_000),
-              help="Images per evaluation set  [default: the whole set, as the host did]")
-@click.option("--square-queries", default=300, type=click.IntRange(0, 1_000_000),
-              help="Square attack query budget per image (0 skips the attack).")
-@click.option("--square-n", default=100, type=click.IntRange(0, 1_000_000),
-              help="Clean images the Square attack runs on (0 skips the attack).")
+@_count_option("--n", None, 1,
+               "Images per evaluation set  [default: the whole set, as the host did]")
+@_count_option("--square-queries", 300, 0,
+               "Square attack query budget per image (0 skips the attack).")
+@_count_option("--square-n", 100, 0, "Clean images the Square attack runs on (0 skips the attack).")
 @click.option("--duration", default=0.0, type=seconds_type(0),
               help="Soak test length in seconds (0: no soak); reports latency drift and RSS "
                    "growth over time.")

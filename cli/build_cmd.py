@@ -28,9 +28,10 @@ def command(bundle, force, as_json):
     from edgempir.errors import BundleError
     from edgempir.targets.device import tensorrt
     from edgempir.targets.device.bundle import verify_bundle
+    from edgempir.targets.device.runtime import runtime_of
 
     b = verify_bundle(bundle)
-    if b.runtime != "tensorrt":
+    if not runtime_of(b).builds_engines:
         raise BundleError(f"bundle {bundle} targets {b.target} ({b.runtime}); only TensorRT "
                           "bundles have engines to build: run 'edgempir bench' directly")
     tensorrt.require_tensorrt(b)

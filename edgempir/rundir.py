@@ -7,7 +7,8 @@ Layout (docs/FORMATS.md has the full schema)::
       members/<i>-<spec>.safetensors
       checkpoints/<i>-<spec>.safetensors   last finished epoch (weights, optimizer, history)
       train.log
-      eval/...                      written by ``edgempir eval`` (model cards: here)
+      eval/...                      written by ``edgempir eval`` (model cards: here; its
+                                    reports are read by others through read_eval_report)
 
 ``train`` builds the run in ``<name>.partial/`` and renames it to ``<name>`` when every
 member is trained, so a kill leaves either the complete run or a partial one that
@@ -258,7 +259,7 @@ def load_run(path: str | os.PathLike, combiner: str | None = None):
 
 
 def model_card_path(run: str | os.PathLike, protocol: str, config: str) -> Path:
-    return Path(run) / "eval" / f"model-card-{protocol}-{config}.json"
+    return Path(run) / EVAL_DIR / f"model-card-{protocol}-{config}.json"
 
 
 def write_model_card(run: str | os.PathLike, protocol: str, config: str, card: dict) -> Path:
@@ -268,6 +269,46 @@ def write_model_card(run: str | os.PathLike, protocol: str, config: str, card: d
     path = model_card_path(run, protocol, config)
     atomic_write_json(path, card)
     return path
+
+
+# ------------------------------------------------------------------ eval's reports
+EVAL_DIR = "eval"
+EVAL_SCHEMA = "edgempir.eval"  # what edgempir.robustness writes (its SCHEMA; docs/EVAL.md)
+
+
+def read_eval_report(run: str | os.PathLike, protocol: str, config: str | None = None
+                     ) -> tuple[Path, dict] | None:
+    """Eval's report of ``protocol`` in RUN (``eval/<protocol>-<config>.json``; config None:
+    the newest of that protocol) as (path, summary), or None when there is none.
+
+    The one reader of eval's report for other commands: bytes capped, depth bounded, NaN
+    refused, the schema checked. The summary holds what other artefacts record about the
+    evaluation: ``config``, ``eps``, ``norm``, ``n_examples``, ``seed``, the headline
+    ``results`` (``eps``, ``clean``, ``worst_case`` per eps) and ``worst_case_over``.
+    """
+    eval_dir = Path(run) / EVAL_DIR
+    candidates = [eval_dir / f"{protocol}-{config}.json"] if config else \
+        sorted(eval_dir.glob(f"{protocol}-*.json"), key=lambda p: p.stat().st_mtime)[::-1]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:  # bytes capped, depth bounded, NaN refused
+            report = read_json(path, error=RunDirError, hint=f"rerun 'edgempir eval {run}'")
+        except OSError as e:
+            raise RunDirError(f"{show_path(path)} cannot be read ({e.strerror or e}); rerun "
+                              f"'edgempir eval {run}'") from None
+        if not isinstance(report, dict) or report.get("schema") != EVAL_SCHEMA:
+            raise RunDirError(f"{path} is not an edgempir eval report; rerun 'edgempir eval'")
+        if report.get("protocol") != protocol:
+            continue
+        results = [{"eps": r.get("eps"), "clean": r.get("clean"),
+                    "worst_case": r.get("worst_case")}
+                   for r in report.get("results", []) if isinstance(r, dict)]
+        return path, {"protocol": protocol, "config": report.get("config"),
+                      "eps": report.get("eps"), "norm": report.get("norm", "Linf"),
+                      "n_examples": report.get("n_examples"), "seed": report.get("seed"),
+                      "results": results, "worst_case_over": report.get("worst_case_over")}
+    return None
 
 
 def build_model_for(arch: str, spec: MemberSpec, data, quantizer: str = "edge"):

@@ -1,7 +1,9 @@
 """Target profiles: the grammar (device side; TOML files are read by targets/host/profiles.py).
 
 A profile is data (targets/profiles/{arm,jetson,x86}.toml, or a user's file): which runtime
-runs it, which graph passes ``export`` applies and which graph rules it checks, which ONNX
+runs it (the names: :data:`edgempir.targets.device.runtime.RUNTIMES`), which graph passes
+``export`` applies and which graph rules it checks (the names: the registries of
+``targets/host/passes.py``, checked by the host's profile loader), which ONNX
 Runtime kernels must appear in the low-bit members' optimised graphs, and the runtime's
 settings. :data:`SCHEMA` below is the whole grammar: an unknown table or key, or a value
 of the wrong type, is an error naming it, so a typo never silently falls back to a default.
@@ -15,11 +17,10 @@ from typing import Any
 
 from edgempir.contract import VOTE_FULL, VOTE_MODES
 from edgempir.errors import EdgempirError
+from edgempir.targets.device.runtime import RUNTIME_NAMES as RUNTIMES
+from edgempir.targets.device.runtime import RUNTIMES as RUNTIME_REGISTRY
 from edgempir.validate import MAX_BATCH, MAX_THREADS
 
-RUNTIMES = ("onnxruntime", "tensorrt")
-KNOWN_PASSES = ("tensorrt-qdq",)
-KNOWN_RULES = ("tensorrt",)
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 KNOWN_PROVIDERS_HINT = "CPUExecutionProvider, XnnpackExecutionProvider, ..."
 MAX_WORKSPACE_MIB = 1 << 16    # 64 GiB of TensorRT builder workspace
@@ -50,10 +51,10 @@ SCHEMA: dict[str | None, dict[str, tuple]] = {
     },
     "export": {
         "opset": (lambda v: _int(v) and 13 <= v <= 21, "an integer opset 13..21", 13),
-        "passes": (lambda v: _str_list(v) and all(p in KNOWN_PASSES for p in v),
-                   f"a list of passes from: {', '.join(KNOWN_PASSES)}", []),
-        "graph_rules": (lambda v: _str_list(v) and all(r in KNOWN_RULES for r in v),
-                        f"a list of rule sets from: {', '.join(KNOWN_RULES)}", []),
+        # the names are the host's registries' (targets/host/passes.py): the host's profile
+        # loader checks them; on the device they are a record of what export applied
+        "passes": (_str_list, "a list of graph pass names", []),
+        "graph_rules": (_str_list, "a list of graph rule set names", []),
         "integer_kernels": (_str_list, "a list of ONNX op types", []),
         # how ensemble.onnx runs the vote (targets/host/graph.py): every member on every row,
         # or each member only where it can still change the decision (same decisions)
@@ -123,13 +124,23 @@ def validate(data: Any, source: str) -> dict:
                     where = key if table is None else f"{table}.{key}"
                     raise ProfileError(f"{source}: {where} is missing; it must be {what}")
                 dest[key] = list(default) if isinstance(default, list) else default
-    if out["runtime"] == "tensorrt" and "tensorrt" not in data:
-        raise ProfileError(f"{source}: runtime 'tensorrt' needs a [tensorrt] table")
-    if out["runtime"] != "tensorrt" and "tensorrt" in data:
-        raise ProfileError(f"{source}: [tensorrt] is only for runtime = 'tensorrt'")
-    if out["runtime"] != "tensorrt":
-        out.pop("tensorrt")
+    _check_runtime_tables(out, data, source)
     t = out.get("tensorrt")
     if t and not t["min_batch"] <= t["opt_batch"] <= t["max_batch"]:
         raise ProfileError(f"{source}: [tensorrt] needs min_batch <= opt_batch <= max_batch")
     return out
+
+
+def _check_runtime_tables(out: dict, data: dict, source: str) -> None:
+    """A runtime whose registry entry says ``own_table`` needs its table and no other
+    runtime may have it (the [onnxruntime] table is shared: export validates with ONNX
+    Runtime whatever the target runs)."""
+    for name, rt in RUNTIME_REGISTRY.items():
+        if not rt.own_table:
+            continue
+        if out["runtime"] == name and name not in data:
+            raise ProfileError(f"{source}: runtime '{name}' needs a [{name}] table")
+        if out["runtime"] != name and name in data:
+            raise ProfileError(f"{source}: [{name}] is only for runtime = '{name}'")
+        if out["runtime"] != name:
+            out.pop(name)

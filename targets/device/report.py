@@ -203,9 +203,24 @@ def _early_exit_lines(ee: dict, b: dict) -> str:
 
 
 def format_report(r: dict) -> str:
-    b, m, rt = r["bundle"], r["machine"], r["runtime"]
+    """The readable table of a bench report: one block per measurement, then warnings."""
+    b = r["bundle"]
     specs = "+".join(x["spec"] for x in b["members"])
     base = f"member {b['baseline_member']} ({b['members'][b['baseline_member']]['spec']})"
+    out = _header_lines(r, specs)
+    out += _latency_lines(r, specs, base)
+    out += _memory_lines(r, base)
+    out += _accuracy_lines(r["accuracy"])
+    out += _square_lines(r["square"], specs, base)
+    out += _soak_lines(r["soak"])
+    for wmsg in r["warnings"]:
+        out.append(f"warning [{wmsg['code']}]: {wmsg['message']} (see {wmsg['doc']})")
+    out.append(f"bench took {r['timings_s']['total']:.1f} s")
+    return "\n".join(out)
+
+
+def _header_lines(r: dict, specs: str) -> list[str]:
+    b, m, rt = r["bundle"], r["machine"], r["runtime"]
     emu = m["emulation"]
     out = [f"edgempir bench: {b['name']} (target {b['target']}, {specs}, vote), sha256 verified",
            f"machine: {m['arch']}, {m['cpu_model'] or 'unknown CPU'}, {m['cores_logical']} "
@@ -222,8 +237,10 @@ def format_report(r: dict) -> str:
     if emu["emulated"]:
         out.append("EMULATED: " + "; ".join(emu["evidence"])
                    + " -- latency figures are the emulator's, not the device's")
-    out.append("")
+    return out + [""]
 
+
+def _latency_lines(r: dict, specs: str, base: str) -> list[str]:
     ee = r.get("early_exit")
     clean_label = f"ensemble ({specs})" + (", clean set" if ee else "")
     rows = []
@@ -241,15 +258,17 @@ def format_report(r: dict) -> str:
                          f"{s['p99_ms']:.3f}", f"{s['max_ms']:.3f}",
                          f"{s['throughput_img_s']:.0f}" if s["throughput_img_s"] else "-",
                          _ratio(row[ratio]) if ratio else "1.00x", s["repeats"]])
-    out.append(format_table(["batch", "model", "p50 ms", "p90 ms", "p99 ms", "max ms", "img/s",
-                             "p50 vs fp32", "calls"], rows,
-                            title="Latency after warm-up, single stream (ensemble and baseline "
-                                  "alternating)"))
+    out = [format_table(["batch", "model", "p50 ms", "p90 ms", "p99 ms", "max ms", "img/s",
+                         "p50 vs fp32", "calls"], rows,
+                        title="Latency after warm-up, single stream (ensemble and baseline "
+                              "alternating)")]
     if ee:
-        out.append(_early_exit_lines(ee, b))
-    out.append("")
+        out.append(_early_exit_lines(ee, r["bundle"]))
+    return out + [""]
 
-    mem = r["memory"]
+
+def _memory_lines(r: dict, base: str) -> list[str]:
+    b, mem = r["bundle"], r["memory"]
     d = mem["disk"]
     rows = []
     for name, label in (("ensemble", "ensemble"), ("fp32_member", base)):
@@ -264,28 +283,27 @@ def format_report(r: dict) -> str:
     title = ("Memory (peak RSS of a fresh process running only that model at batch "
              f"{(mem['ensemble'] or {}).get('batch_size', '-')}; 'model' = peak minus the RSS "
              "after imports)")
-    out.append(format_table(["model", "peak RSS", "model peak", "onnx on disk", "runtime"],
-                            rows, title=title))
-    out.append(f"ensemble vs baseline: peak RSS {_ratio(mem['overhead_peak_rss'])}, model peak "
-               f"{_ratio(mem['overhead_model_peak'])}, onnx bytes {_ratio(d['overhead_onnx'])}; "
-               f"weights of all members: {_mib(w['true_bits'])} at true bit widths, "
-               f"{_mib(w['stored'])} as stored, {_mib(w['float32'])} as float32")
-    out.append("")
+    return [format_table(["model", "peak RSS", "model peak", "onnx on disk", "runtime"],
+                         rows, title=title),
+            (f"ensemble vs baseline: peak RSS {_ratio(mem['overhead_peak_rss'])}, model peak "
+            f"{_ratio(mem['overhead_model_peak'])}, onnx bytes {_ratio(d['overhead_onnx'])}; "
+            f"weights of all members: {_mib(w['true_bits'])} at true bit widths, "
+            f"{_mib(w['stored'])} as stored, {_mib(w['float32'])} as float32"), ""]
 
-    acc = r["accuracy"]
+
+def _accuracy_lines(acc: dict) -> list[str]:
     rows = []
     for s in acc["sets"]:
         flag = "DRIFT" if s["drift"] else ("subset" if not s["same_set_as_host"] else "ok")
         rows.append([s["name"], s["n"], pct(s["deployed_accuracy"]), pct(s["host_accuracy"]),
                      "-" if s["drift_points"] is None else f"{s['drift_points']:+.2f}", flag,
                      " ".join(pct(a) for a in s["member_accuracy"])])
-    out.append(format_table(["set", "n", "deployed", "host (PyTorch)", "drift pts", "",
-                             "members (deployed)"], rows,
-                            title="Accuracy of the deployed engine (the vote in the graph) vs "
-                                  f"the host's before export (drift flagged beyond "
-                                  f"{acc['drift_threshold_points']} points)"))
-    for s in acc["sets"]:
-        out.append(f"  {s['name']}: {s['description']}")
+    out = [format_table(["set", "n", "deployed", "host (PyTorch)", "drift pts", "",
+                         "members (deployed)"], rows,
+                        title="Accuracy of the deployed engine (the vote in the graph) vs "
+                              f"the host's before export (drift flagged beyond "
+                              f"{acc['drift_threshold_points']} points)")]
+    out += [f"  {s['name']}: {s['description']}" for s in acc["sets"]]
     for s in acc["sets"]:
         if s["reject_policy"] is not None:
             drift = "-" if s["rejection_drift_points"] is None \
@@ -294,33 +312,30 @@ def format_report(r: dict) -> str:
                        f"'accepted'): deployed {pct(s['deployed_rejection_rate'])}, host "
                        f"{pct(s['host_rejection_rate'])}, drift {drift}"
                        f"{' DRIFT' if s['rejection_drift'] else ''}")
-    out.append("")
+    return out + [""]
 
-    sq = r["square"]
-    if sq:
-        rows = []
-        for name, label in (("ensemble", f"ensemble ({specs}, vote)"), ("fp32_member", base)):
-            s = sq[name]
-            rows.append([label, pct(s["clean_accuracy"]), pct(s["robust_accuracy"]),
-                         "-" if s["queries_median_success"] is None
-                         else f"{s['queries_median_success']:.0f}", f"{s['seconds']:.1f} s"])
-        out.append(format_table(["model", "clean", "under attack", "median queries to break",
-                                 "time"], rows, title=f"Black-box robustness: {sq['description']}"))
-        out.append("")
 
-    sk = r["soak"]
-    if sk:
-        out.append(f"Soak: {sk['duration_s']:.0f} s at batch {sk['batch_size']}, "
-                   f"{len(sk['windows'])} windows: p50 {sk['windows'][0]['p50_ms']:.3f} -> "
-                   f"{sk['windows'][-1]['p50_ms']:.3f} ms (drift "
-                   f"{100 * (sk['latency_drift'] or 0):+.1f}%"
-                   f"{', FLAGGED' if sk['latency_drift_flag'] else ''}), RSS "
-                   f"{_mib(sk['windows'][0]['rss_bytes'])} -> "
-                   f"{_mib(sk['windows'][-1]['rss_bytes'])} (growth "
-                   f"{sk['rss_growth_bytes'] / 2**20:+.1f} MiB"
-                   f"{', FLAGGED' if sk['rss_growth_flag'] else ''})")
-        out.append("")
-    for wmsg in r["warnings"]:
-        out.append(f"warning [{wmsg['code']}]: {wmsg['message']} (see {wmsg['doc']})")
-    out.append(f"bench took {r['timings_s']['total']:.1f} s")
-    return "\n".join(out)
+def _square_lines(sq: dict | None, specs: str, base: str) -> list[str]:
+    if not sq:
+        return []
+    rows = []
+    for name, label in (("ensemble", f"ensemble ({specs}, vote)"), ("fp32_member", base)):
+        s = sq[name]
+        rows.append([label, pct(s["clean_accuracy"]), pct(s["robust_accuracy"]),
+                     "-" if s["queries_median_success"] is None
+                     else f"{s['queries_median_success']:.0f}", f"{s['seconds']:.1f} s"])
+    return [format_table(["model", "clean", "under attack", "median queries to break", "time"],
+                         rows, title=f"Black-box robustness: {sq['description']}"), ""]
+
+
+def _soak_lines(sk: dict | None) -> list[str]:
+    if not sk:
+        return []
+    first, last = sk["windows"][0], sk["windows"][-1]
+    return [(f"Soak: {sk['duration_s']:.0f} s at batch {sk['batch_size']}, "
+            f"{len(sk['windows'])} windows: p50 {first['p50_ms']:.3f} -> "
+            f"{last['p50_ms']:.3f} ms (drift {100 * (sk['latency_drift'] or 0):+.1f}%"
+            f"{', FLAGGED' if sk['latency_drift_flag'] else ''}), RSS "
+            f"{_mib(first['rss_bytes'])} -> {_mib(last['rss_bytes'])} (growth "
+            f"{sk['rss_growth_bytes'] / 2**20:+.1f} MiB"
+            f"{', FLAGGED' if sk['rss_growth_flag'] else ''})"), ""]

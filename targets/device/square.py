@@ -107,29 +107,19 @@ def square_linf(query: QueryFn, x: np.ndarray, y: np.ndarray, eps: float,
     rng = np.random.default_rng(seed)
     x = np.ascontiguousarray(x, dtype=np.float32)
     y = np.asarray(y, dtype=np.int64)
-    n, c, h, w = x.shape
-    n_features = c * h * w
-
     ids, _ = _query(query, x)
     clean_correct = ids == y
-    queries = np.ones(n, dtype=np.int64)
-    x_adv = x.copy()
-    robust = clean_correct.copy()
-    result = SquareResult(x, x_adv, clean_correct, robust, queries, 0)
+    result = SquareResult(x, x.copy(), clean_correct, clean_correct.copy(),
+                          np.ones(len(x), dtype=np.int64), 0)
     att = np.flatnonzero(clean_correct)      # images still being attacked
     if att.size == 0 or n_queries == 1 or eps == 0:
         return result
 
     # vertical stripes: each column of the image moves by +eps or -eps
+    c, w = x.shape[1], x.shape[3]
     stripes = rng.choice(np.array([-eps, eps], dtype=np.float32), size=(att.size, c, 1, w))
     x_best = np.clip(x[att] + stripes, 0.0, 1.0).astype(np.float32)
-    ids, scores = _query(query, x_best)
-    queries[att] += 1
-    m_best = margin(scores, y[att])
-    fooled = ids != y[att]
-    x_adv[att] = x_best
-    robust[att[fooled]] = False
-
+    fooled, m_best = _try(query, result, y, att, x_best)
     iterations = 1
     for i_iter in range(1, n_queries - 1):
         keep = ~fooled
@@ -137,41 +127,60 @@ def square_linf(query: QueryFn, x: np.ndarray, y: np.ndarray, eps: float,
         if att.size == 0:
             break
         x_clean = x[att]
-        deltas = x_best - x_clean
-        p = p_selection(p_init, i_iter, n_queries)
-        s = round(float(np.sqrt(p * n_features / c)))
-        s = min(max(s, 1), h - 1)            # at least 1x1, at most (h-1)x(h-1)
-        # one s x s square per image, at a random place, set to +eps or -eps per channel
-        ch = rng.integers(0, h - s + 1, size=att.size)
-        cw = rng.integers(0, w - s + 1, size=att.size)
-        rows = (ch[:, None] + np.arange(s))[:, :, None]           # [n, s, 1]
-        cols = (cw[:, None] + np.arange(s))[:, None, :]           # [n, 1, s]
-        img = np.arange(att.size)[:, None, None]
-        todo = np.arange(att.size)
-        for _ in range(16):
-            # advanced indices around the channel slice put it last: [n, s, s, c]
-            signs = rng.choice(np.array([-eps, eps], dtype=np.float32), size=(todo.size, 1, 1, c))
-            deltas[img[todo], :, rows[todo], cols[todo]] = signs
-            # a square that would not change the image wastes a query: draw those again
-            win_new = np.clip(x_clean[img[todo], :, rows[todo], cols[todo]]
-                              + deltas[img[todo], :, rows[todo], cols[todo]], 0, 1)
-            unchanged = np.all(np.abs(win_new - x_best[img[todo], :, rows[todo], cols[todo]])
-                               < 1e-7, axis=(1, 2, 3))
-            todo = todo[unchanged]
-            if todo.size == 0:
-                break
+        deltas = _square_deltas(rng, x_clean, x_best, p_selection(p_init, i_iter, n_queries),
+                                eps)
         x_new = np.clip(x_clean + deltas, 0.0, 1.0).astype(np.float32)
-        ids, scores = _query(query, x_new)
-        queries[att] += 1
-        m_new = margin(scores, y[att])
-        fooled = ids != y[att]
+        fooled, m_new = _try(query, result, y, att, x_new, update=False)
         improved = (m_new < m_best) | fooled   # a fooling image is kept even if its margin rose
         x_best = np.where(improved[:, None, None, None], x_new, x_best)
         m_best = np.where(improved, m_new, m_best)
-        x_adv[att] = x_best
-        robust[att[fooled]] = False
+        result.x_adv[att] = x_best
+        result.robust[att[fooled]] = False
         iterations = i_iter + 1
         if on_iteration is not None:
             on_iteration(i_iter, int((~fooled).sum()))
     result.iterations = iterations
     return result
+
+
+def _try(query: QueryFn, result: SquareResult, y: np.ndarray, att: np.ndarray,
+         x_try: np.ndarray, update: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Query the engine on candidates for the images ``att``: (fooled, margins). Counts the
+    query; ``update``: also keep the candidates as the images' adversarial examples."""
+    ids, scores = _query(query, x_try)
+    result.queries[att] += 1
+    fooled = ids != y[att]
+    if update:
+        result.x_adv[att] = x_try
+        result.robust[att[fooled]] = False
+    return fooled, margin(scores, y[att])
+
+
+def _square_deltas(rng: np.random.Generator, x_clean: np.ndarray, x_best: np.ndarray,
+                   p: float, eps: float) -> np.ndarray:
+    """The perturbations of ``x_best`` with one s x s square per image (s from the pixel
+    fraction ``p``), at a random place, set to +eps or -eps per channel; a square that
+    would not change its image is drawn again (up to 16 times): it would waste a query."""
+    n, c, h, w = x_clean.shape
+    n_features = c * h * w
+    deltas = x_best - x_clean
+    s = round(float(np.sqrt(p * n_features / c)))
+    s = min(max(s, 1), h - 1)            # at least 1x1, at most (h-1)x(h-1)
+    ch = rng.integers(0, h - s + 1, size=n)
+    cw = rng.integers(0, w - s + 1, size=n)
+    rows = (ch[:, None] + np.arange(s))[:, :, None]           # [n, s, 1]
+    cols = (cw[:, None] + np.arange(s))[:, None, :]           # [n, 1, s]
+    img = np.arange(n)[:, None, None]
+    todo = np.arange(n)
+    for _ in range(16):
+        # advanced indices around the channel slice put it last: [n, s, s, c]
+        signs = rng.choice(np.array([-eps, eps], dtype=np.float32), size=(todo.size, 1, 1, c))
+        deltas[img[todo], :, rows[todo], cols[todo]] = signs
+        win_new = np.clip(x_clean[img[todo], :, rows[todo], cols[todo]]
+                          + deltas[img[todo], :, rows[todo], cols[todo]], 0, 1)
+        unchanged = np.all(np.abs(win_new - x_best[img[todo], :, rows[todo], cols[todo]])
+                           < 1e-7, axis=(1, 2, 3))
+        todo = todo[unchanged]
+        if todo.size == 0:
+            break
+    return deltas

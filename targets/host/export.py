@@ -1,40 +1,45 @@
 """``edgempir export``: a run directory (trained and evaluated) -> a bundle for one target.
 
-Steps, all inside ``OUT.tmp-<pid>`` (renamed onto OUT only when every check passed, so a
-failure or a kill leaves nothing half-written):
+The export is a sequence of named stages (:data:`STAGES`), each a small function over one
+:class:`Work` object, all inside ``OUT.tmp-<pid>`` (renamed onto OUT only when every check
+passed, so a failure or a kill leaves nothing half-written). Before them,
+:func:`prepare` reads and checks everything the stages need (profile, run, eval report,
+data) without touching OUT.
 
-1. profile: built-in target or the user's TOML file, checked strictly;
-2. sets: calibration (training images), clean (the test images eval attacked) and the
+1. ``sets``: calibration (training images), clean (the test images eval attacked) and the
    adversarial examples of eval's adaptive protocol, in calib/;
-3. members: Brevitas QCDQ export, the profile's graph passes, the profile's graph rules,
-   and the ONNX Runtime kernel check (every quantized conv/linear an integer kernel);
-4. ensemble.onnx: the members and the vote in one graph, checked the same way;
-   weight storage: for ONNX Runtime targets the 2- and 4-bit integer weights are packed
-   into ``members/<i>-<spec>.packed.bin`` and the ONNX files reference them as external
-   data (targets/device/packing.py); the kernel check runs on the packed files, weights supplied
-   the way the device supplies them;
-5. validation: ONNX Runtime against PyTorch on the clean and adversarial sets, per member
-   and for the ensemble; top-1 agreement below the floor (0.995) fails the export;
-6. manifest.json with the profile, members, weight bytes, host accuracies, validation
-   figures, eval provenance and the sha256 of every file.
+2. ``export members``: Brevitas QCDQ export of each member;
+3. ``passes`` and ``rules``: the profile's graph passes and graph rule sets, looked up in
+   the registries of :mod:`~edgempir.targets.host.passes`;
+4. ``merge``: ensemble.onnx, the members and the vote in one graph, checked by the same
+   rules;
+5. ``pack``: for ONNX Runtime targets the 2- and 4-bit integer weights are packed into
+   ``members/<i>-<spec>.packed.bin`` and the ONNX files reference them as external data
+   (targets/device/packing.py);
+6. ``kernels``: the files are saved and ONNX Runtime's optimised graphs checked (every
+   quantized conv/linear an integer kernel), weights supplied the way the device
+   supplies them;
+7. ``validate``: ONNX Runtime against PyTorch on the clean and adversarial sets, per
+   member and for the ensemble; top-1 agreement below the floor (0.995) fails the export
+   (validation.py);
+8. ``write``: manifest.json with the profile, members, weight bytes, host accuracies,
+   validation figures, eval provenance and the sha256 of every file (manifest.py).
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from edgempir import contract as C
-from edgempir import provenance
 from edgempir.errors import EdgempirError, RunDirError
 from edgempir.fsutil import show_path
 from edgempir.targets.device import bundle as B
+from edgempir.targets.device.runtime import RUNTIMES
 from edgempir.targets.host.onnx_export import ExportError
-from edgempir.validate import read_json
+from edgempir.targets.host.passes import apply_passes, check_graph_rules
 
 PROTOCOL = "adaptive"
 
@@ -46,147 +51,277 @@ def default_out(run: Path, target_name: str) -> Path:
 # ------------------------------------------------------------------ inputs
 def find_eval(run: Path, adv: dict) -> dict:
     """The adaptive eval report that produced the adversarial set, as provenance."""
-    from edgempir.fsutil import sha256_file
+    import numpy as np
 
-    eval_dir = run / "eval"
+    from edgempir.fsutil import sha256_file
+    from edgempir.rundir import EVAL_DIR, read_eval_report
+
     config = str(adv["config"]) if "config" in adv else None
-    candidates = [eval_dir / f"{PROTOCOL}-{config}.json"] if config else \
-        sorted(eval_dir.glob(f"{PROTOCOL}-*.json"), key=lambda p: p.stat().st_mtime)[::-1]
-    for path in candidates:
-        if not path.is_file():
-            continue
-        try:  # bytes capped, depth bounded, NaN refused
-            report = read_json(path, error=RunDirError, hint=f"rerun 'edgempir eval {run}'")
-        except OSError as e:
-            raise RunDirError(f"{show_path(path)} cannot be read ({e.strerror or e}); rerun "
-                              f"'edgempir eval {run}'") from None
-        if not isinstance(report, dict) or report.get("schema") != "edgempir.eval":
-            raise RunDirError(f"{path} is not an edgempir eval report; rerun 'edgempir eval'")
-        if report.get("protocol") != PROTOCOL:
-            continue
-        headline = [{"eps": r.get("eps"), "clean": r.get("clean"),
-                     "worst_case": r.get("worst_case")}
-                    for r in report.get("results", []) if isinstance(r, dict)]
-        return {"protocol": PROTOCOL, "config": report.get("config"),
-                "eps": report.get("eps"), "norm": report.get("norm", "Linf"),
-                "adv_eps": float(np.asarray(adv["eps"]).reshape(-1)[0]) if "eps" in adv
-                else None,
-                "n_examples": report.get("n_examples"), "seed": report.get("seed"),
-                "report_file": f"eval/{path.name}", "report_sha256": sha256_file(path),
-                "adv_sha256": sha256_file(eval_dir / "adv-adaptive.npz"),
-                "report": {"results": headline,
-                           "worst_case_over": report.get("worst_case_over")}}
-    raise RunDirError(f"{run} has eval/adv-adaptive.npz but no {PROTOCOL} eval report "
-                      f"(eval/{PROTOCOL}-<config>.json); rerun 'edgempir eval {run}'")
+    found = read_eval_report(run, PROTOCOL, config)
+    if found is None:
+        raise RunDirError(f"{run} has eval/adv-adaptive.npz but no {PROTOCOL} eval report "
+                          f"(eval/{PROTOCOL}-<config>.json); rerun 'edgempir eval {run}'")
+    path, report = found
+    return {"protocol": PROTOCOL, "config": report["config"], "eps": report["eps"],
+            "norm": report["norm"],
+            "adv_eps": float(np.asarray(adv["eps"]).reshape(-1)[0]) if "eps" in adv else None,
+            "n_examples": report["n_examples"], "seed": report["seed"],
+            "report_file": f"{EVAL_DIR}/{path.name}", "report_sha256": sha256_file(path),
+            "adv_sha256": sha256_file(Path(run) / EVAL_DIR / "adv-adaptive.npz"),
+            "report": {"results": report["results"],
+                       "worst_case_over": report["worst_case_over"]}}
 
 
 def check_out(out: Path, force: bool) -> None:
     if out.exists() and not force:
-        raise EdgempirError(f"output directory {show_path(out)} already exists; pass --force to replace "
-                            "it or choose another --out")
+        raise EdgempirError(f"output directory {show_path(out)} already exists; pass --force to "
+                            "replace it or choose another --out")
     if out.exists() and not out.is_dir():
-        raise EdgempirError(f"{show_path(out)} exists and is not a directory; choose another --out")
-
-
-# ------------------------------------------------------------------ weight bytes
-def weight_bytes(model, spec, proto, packed_rows: list | None = None) -> dict:
-    """Weight memory of a member: at its real bit width, as stored in the bundle, and as
-    float32.
-
-    ``stored``: the initializers left inside the member's ONNX file plus its packed file
-    (``packed_rows``: the tensors moved there); ``int8_initializers``: what the same
-    member takes with every low-bit weight as an int8 initializer (the storage before
-    packing, and the jetson bundle's).
-    """
-    from torch import nn
-
-    from edgempir.targets.host.onnx_export import inline_bytes
-
-    quant = float_n = 0
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            n = m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
-            if type(m).__module__.startswith("brevitas") and not spec.is_float:
-                quant += m.weight.numel()
-                float_n += m.bias.numel() if m.bias is not None else 0
-            else:
-                float_n += n
-    params = quant + float_n
-    bits = spec.weight_bits or 32
-    rows = packed_rows or []
-    inline = inline_bytes(proto)
-    packed = sum(r["nbytes"] for r in rows)
-    unpacked = sum(math.prod(r["shape"]) for r in rows)
-    if spec.is_float:
-        storage = "float32"
-    elif rows:
-        storage = f"packed-int{rows[0]['bits']}"
-    else:
-        storage = "int8-initializers"
-    return {"parameters": int(params), "quantized_parameters": int(quant),
-            "true_bits": int(-(-quant * bits // 8) + 4 * float_n), "stored": int(inline + packed),
-            "int8_initializers": int(inline + unpacked),
-            "float32": int(4 * params), "storage": storage}
+        raise EdgempirError(f"{show_path(out)} exists and is not a directory; choose another "
+                            "--out")
 
 
 def storage_choice(profile: dict, requested: str | None) -> str:
-    """``packed`` or ``int8``: packed for ONNX Runtime targets, int8 for TensorRT."""
+    """``packed`` or ``int8``: packed where the runtime takes initializers from the side
+    (ONNX Runtime), int8 where it builds from the ONNX file alone (TensorRT)."""
+    takes_packed = RUNTIMES[profile["runtime"]].packed_weights
     if requested is None:
-        return "packed" if profile["runtime"] == "onnxruntime" else "int8"
+        return "packed" if takes_packed else "int8"
     if requested not in ("packed", "int8"):
         raise EdgempirError(f"weight storage {requested!r} is unknown; use 'packed' or 'int8'")
-    if requested == "packed" and profile["runtime"] != "onnxruntime":
+    if requested == "packed" and not takes_packed:
         raise EdgempirError(f"target {profile['name']} runs {profile['runtime']}, which builds "
                             "from the ONNX file alone: packed weight storage is for ONNX "
                             "Runtime targets; use int8")
     return requested
 
 
-def pack_bundle_weights(tmp: Path, protos: list, ens_proto, specs) -> tuple[dict, list]:
-    """Pack every 2/4-bit member's integer weights; mark them external in the member files
-    and in the ensemble graph (both protos changed in place).
+@dataclass
+class Work:
+    """What the stages share: the checked inputs (set by :func:`prepare`), then what each
+    stage adds, in stage order."""
 
-    Returns the manifest's ``weight_storage`` and, per member, the packed tensor rows.
-    """
-    from edgempir.fsutil import atomic_write_bytes
-    from edgempir.targets.device import packing
+    run: Path
+    out: Path
+    profile: dict
+    run_manifest: dict
+    ens: Any                      # the PyTorch ensemble (edgempir.ensemble)
+    data: Any                     # the data set the sets are drawn from
+    data_record: dict             # source_run.data: which data was used
+    adv: dict                     # eval's adversarial examples
+    eval_info: dict
+    storage_kind: str             # packed | int8
+    weight_storage: str | None    # as requested (None: the runtime's default)
+    reject_policy: str
+    n_calib: int
+    seed: int
+    progress: bool
+    started: float
+    perturb: Callable | None = None
+    bar: Any = None
+    tmp: Path = Path()
+    calib: dict = field(default_factory=dict)
+    protos: list = field(default_factory=list)
+    pass_reports: list = field(default_factory=list)
+    ens_proto: Any = None
+    storage: dict = field(default_factory=dict)
+    packed_rows: list = field(default_factory=list)
+    members: list = field(default_factory=list)
+    ens_counts: dict = field(default_factory=dict)
+    validation: dict = field(default_factory=dict)
+    host_accuracy: dict = field(default_factory=dict)
+    host_rejection: dict = field(default_factory=dict)
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def specs(self) -> list:
+        return self.ens.specs
+
+    @property
+    def dataset(self) -> dict:
+        return self.run_manifest["dataset"]
+
+    @property
+    def input_shape(self) -> tuple:
+        return tuple(self.dataset["input_shape"])
+
+    @property
+    def opset(self) -> int:
+        return self.profile["export"]["opset"]
+
+    @property
+    def vote_mode(self) -> str:
+        if self.reject_policy != "majority":
+            # accepting only unanimous votes needs every member's vote on every row: the
+            # early exit would skip exactly the votes the policy reads
+            return C.VOTE_FULL
+        return self.profile["export"].get("vote", C.VOTE_FULL)
+
+    def external(self, rel: str) -> dict:
+        """The packed weights of one file, unpacked as the device unpacks them."""
+        from edgempir.targets.device import packing
+
+        return packing.external_initializers(self.tmp, self.storage, rel)
+
+
+def prepare(run: str | Path, target: str, out: str | Path | None, *, force: bool,
+            data_dir: str | None, reject_policy: str, weight_storage: str | None,
+            allow_other_data: bool, **settings) -> Work:
+    """Read and check every input before OUT is touched; ``settings``: the rest of
+    :class:`Work`'s fields (n_calib, seed, progress, started, perturb)."""
+    from edgempir import rundir
+    from edgempir.calib.build import read_adversarial
+    from edgempir.data import load_dataset
+    from edgempir.targets.host.profiles import load_profile
+    from edgempir.vote import REJECT_POLICIES
+
+    if reject_policy not in REJECT_POLICIES:
+        raise ExportError(f"--reject-policy {reject_policy!r} is unknown; choose one of "
+                          f"{', '.join(REJECT_POLICIES)}")
+    profile = load_profile(target)
+    storage_kind = storage_choice(profile, weight_storage)
+    run = Path(run)
+    out = Path(out) if out is not None else default_out(run, profile["name"])
+    check_out(out, force)
+    manifest = rundir.read_manifest(run)
+    if not (run / rundir.EVAL_DIR).is_dir():
+        raise RunDirError(f"{run} has not been evaluated (no eval/ folder); run 'edgempir eval "
+                          f"{run}' first: the bundle carries its adversarial examples")
+    ds = manifest["dataset"]
+    input_shape = tuple(ds["input_shape"])
+    adv = read_adversarial(run, input_shape, ds["num_classes"])
+    eval_info = find_eval(run, adv)
+    ens = rundir.load_run(run)
+    data = load_dataset(ds["name"], data_dir)
+    if tuple(data.input_shape) != input_shape or data.num_classes != ds["num_classes"]:
+        raise RunDirError(f"data set {ds['name']} from {data.source} has shape "
+                          f"{data.input_shape} / {data.num_classes} classes, the run was "
+                          f"trained on {list(input_shape)} / {ds['num_classes']}")
+    return Work(run=run, out=out, profile=profile, run_manifest=manifest, ens=ens, data=data,
+                data_record=rundir.data_used(manifest, data, ("train", "test"),
+                                             allow_other_data),
+                adv=adv, eval_info=eval_info, storage_kind=storage_kind,
+                weight_storage=weight_storage, reject_policy=reject_policy, **settings)
+
+
+# ------------------------------------------------------------------ the stages
+def build_calib_sets(w: Work) -> None:
+    from edgempir.calib.build import build_sets
+
+    w.calib = build_sets(w.data, w.adv, w.tmp / "calib", n_calib=w.n_calib, seed=w.seed)
+
+
+def export_members(w: Work) -> None:
+    """Brevitas QCDQ export of each member into members/<i>-<spec>.onnx."""
     from edgempir.targets.host import onnx_export as OX
 
-    packed_files, graphs, rows_per_member = {}, {B.ENSEMBLE_FILE: []}, []
-    for i, (proto, spec) in enumerate(zip(protos, specs)):
-        # DoReFa's k-bit weights (preset paper) are the odd integers in [-(2^k-1), 2^k-1]:
-        # k + 1 signed bits, so the container follows the stored integers, not the spec
-        bits = None if spec.is_float else packing.container_bits(
-            max(spec.weight_bits, OX.integer_weight_bits(proto)))
-        rows: list = []
-        if bits is not None:
-            blob, rows = OX.pack_weights(proto, bits)
-        rows_per_member.append(rows)
-        if not rows:
-            continue
-        member_rel = B.member_relpath(i, spec.name)
-        rel = member_rel[:-len(".onnx")] + packing.PACKED_SUFFIX
-        atomic_write_bytes(tmp / rel, blob)
-        OX.make_external(proto, rows, Path(rel).name)                 # next to the member
-        OX.make_external(ens_proto, rows, rel, prefix=f"m{i}/")      # from the bundle root
-        packed_files[rel] = {"member": i, "bytes": len(blob), "tensors": rows}
-        graphs[member_rel] = [{"file": rel, "prefix": ""}]
-        graphs[B.ENSEMBLE_FILE].append({"file": rel, "prefix": f"m{i}/"})
-    if not packed_files:
-        return packing.int8_storage("no member has integer weights of 4 bits or fewer"), \
-            rows_per_member
-    storage = {
-        "format": packing.PACKED_FORMAT, "unpacked_at": "load", "layout": packing.LAYOUT,
-        "onnx": "the packed tensors are initializers with data_location EXTERNAL (location: "
-                "the packed file, offset/length: the packed bytes, not raw int8); the runtime "
-                "unpacks them to int8 and passes them with "
-                "SessionOptions.add_external_initializers",
-        "packed_files": packed_files, "graphs": graphs,
-        "bytes": {"packed": sum(e["bytes"] for e in packed_files.values()),
-                  "unpacked": sum(math.prod(t["shape"]) for e in packed_files.values()
-                                  for t in e["tensors"])},
-    }
-    return storage, rows_per_member
+    w.bar = _bar(len(w.specs) + 1, f"export {w.profile['name']}: members", w.progress)
+    for i, (model, spec) in enumerate(zip(w.ens.members, w.specs)):
+        path = w.tmp / B.member_relpath(i, spec.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        w.protos.append(OX.export_member(model, path, w.input_shape, w.opset))
+
+
+def _member_label(i: int, spec) -> str:
+    return f"member {i} ({spec})"
+
+
+def run_passes(w: Work) -> None:
+    """The profile's graph passes on every member (registry: passes.PASSES)."""
+    for i, spec in enumerate(w.specs):
+        w.protos[i], reports = apply_passes(w.protos[i], w.profile["export"]["passes"],
+                                            _member_label(i, spec))
+        w.pass_reports.append(reports)
+
+
+def check_member_rules(w: Work) -> None:
+    """The profile's graph rule sets on every member (registry: passes.RULES)."""
+    for i, (proto, spec) in enumerate(zip(w.protos, w.specs)):
+        check_graph_rules(proto, w.profile["export"]["graph_rules"], _member_label(i, spec))
+        w.bar.update(1)
+
+
+def merge(w: Work) -> None:
+    """ensemble.onnx: every member and the vote in one graph, plus the reject policy's
+    ``accepted`` output; checked by the same rule sets as the members."""
+    from edgempir.targets.host import graph
+
+    ens_proto = graph.merge_ensemble(w.protos, w.ens.reference, w.dataset["num_classes"],
+                                     w.opset, vote=w.vote_mode,
+                                     order=C.cascade_order(w.specs))
+    w.ens_proto = graph.add_accepted(ens_proto, w.reject_policy)
+    check_graph_rules(w.ens_proto, w.profile["export"]["graph_rules"], B.ENSEMBLE_FILE)
+
+
+def pack(w: Work) -> None:
+    """Packed 2/4-bit weights (ONNX Runtime targets), else int8 initializers."""
+    from edgempir.targets.device import packing
+    from edgempir.targets.host.pack import pack_bundle_weights
+
+    if w.storage_kind == "packed":
+        w.storage, w.packed_rows = pack_bundle_weights(w.tmp, w.protos, w.ens_proto, w.specs)
+        return
+    w.storage = packing.int8_storage(
+        "requested" if w.weight_storage == "int8" else
+        f"{w.profile['runtime']} builds its engine from the ONNX file itself and cannot "
+        "take initializers from the side (no 2-bit type either): int8 initializers")
+    w.packed_rows = [[] for _ in w.specs]
+
+
+def save_and_check_kernels(w: Work) -> None:
+    """Save the files, then check ONNX Runtime's optimised graphs of them as stored, with
+    the weights supplied the way the device supplies them (unpacked: packing.py)."""
+    import onnx
+
+    from edgempir.targets.host import onnx_export as OX
+    from edgempir.targets.host.manifest import member_entry
+
+    ort_prof = w.profile.get("onnxruntime", {})
+    for i, (model, spec, proto) in enumerate(zip(w.ens.members, w.specs, w.protos)):
+        rel = B.member_relpath(i, spec.name)
+        onnx.save(proto, str(w.tmp / rel))
+        layers = OX.expected_layers(model)
+        counts = OX.kernel_counts(w.tmp / rel, ort_prof, w.external(rel))
+        OX.check_integer_kernels(counts, layers, w.profile["export"]["integer_kernels"],
+                                 _member_label(i, spec))
+        w.members.append(member_entry(w, i, layers, counts))
+    onnx.save(w.ens_proto, str(w.tmp / B.ENSEMBLE_FILE))
+    w.ens_counts = OX.kernel_counts(w.tmp / B.ENSEMBLE_FILE, ort_prof,
+                                    w.external(B.ENSEMBLE_FILE))
+    w.bar.update(1)
+    w.bar.close()
+
+
+def validate(w: Work) -> None:
+    from edgempir.targets.host.validation import validate_bundle
+
+    if w.perturb is not None:
+        w.perturb(w.ens)
+    w.validation, w.host_accuracy, w.host_rejection = validate_bundle(
+        w.tmp, w.ens, w.members, w.calib, w.profile.get("onnxruntime", {}),
+        w.profile["validation"]["min_agreement"], w.progress, w.storage, w.reject_policy)
+
+
+def write(w: Work) -> None:
+    from edgempir.targets.host.manifest import bundle_manifest
+
+    manifest = bundle_manifest(w)
+    manifest["export_seconds"] = round(time.perf_counter() - w.started, 2)
+    w.manifest = B.write_manifest(w.tmp, manifest)
+
+
+#: the export, in order: (name, stage); each stage reads and extends the Work
+STAGES: tuple[tuple[str, Callable[[Work], None]], ...] = (
+    ("sets", build_calib_sets),
+    ("export members", export_members),
+    ("passes", run_passes),
+    ("rules", check_member_rules),
+    ("merge", merge),
+    ("pack", pack),
+    ("kernels", save_and_check_kernels),
+    ("validate", validate),
+    ("write", write),
+)
 
 
 # ------------------------------------------------------------------ the export
@@ -208,289 +343,21 @@ def export_bundle(run: str | Path, target: str, out: str | Path | None = None, *
     ``allow_other_data``: build the sets from data whose fingerprint differs from the run's
     (refused otherwise); ``source_run.data`` records which data was used.
     """
-    import onnx
+    from edgempir.fsutil import atomic_dir
 
-    from edgempir import rundir
-    from edgempir.calib.build import build_sets, read_adversarial
-    from edgempir.data import load_dataset
-    from edgempir.fsutil import atomic_dir, sha256_file
-    from edgempir.targets.device import packing
-    from edgempir.targets.host import graph
-    from edgempir.targets.host import onnx_export as OX
-    from edgempir.targets.host.profiles import load_profile
-    from edgempir.vote import REJECT_POLICIES
-
-    if reject_policy not in REJECT_POLICIES:
-        raise ExportError(f"--reject-policy {reject_policy!r} is unknown; choose one of "
-                          f"{', '.join(REJECT_POLICIES)}")
-    t0 = time.perf_counter()
-    profile = load_profile(target)
-    storage_kind = storage_choice(profile, weight_storage)
-    run = Path(run)
-    out = Path(out) if out is not None else default_out(run, profile["name"])
-    check_out(out, force)
-    manifest = rundir.read_manifest(run)
-    if not (run / "eval").is_dir():
-        raise RunDirError(f"{run} has not been evaluated (no eval/ folder); run 'edgempir eval "
-                          f"{run}' first: the bundle carries its adversarial examples")
-    ds = manifest["dataset"]
-    input_shape = tuple(ds["input_shape"])
-    adv = read_adversarial(run, input_shape, ds["num_classes"])
-    eval_info = find_eval(run, adv)
-    ens = rundir.load_run(run)
-    specs = ens.specs
-    data = load_dataset(ds["name"], data_dir)
-    if tuple(data.input_shape) != input_shape or data.num_classes != ds["num_classes"]:
-        raise RunDirError(f"data set {ds['name']} from {data.source} has shape "
-                          f"{data.input_shape} / {data.num_classes} classes, the run was "
-                          f"trained on {list(input_shape)} / {ds['num_classes']}")
-    data_record = rundir.data_used(manifest, data, ("train", "test"), allow_other_data)
-    opset = profile["export"]["opset"]
-    passes = profile["export"]["passes"]
-    rules = profile["export"]["graph_rules"]
-    int_ops = profile["export"]["integer_kernels"]
-    ort_prof = profile.get("onnxruntime", {})
-    floor = profile["validation"]["min_agreement"]
-
-    with atomic_dir(out, replace=force) as tmp:
-        calib = build_sets(data, adv, tmp / "calib", n_calib=n_calib, seed=seed)
-        protos, members, pass_reports = [], [], []
-        bar = _bar(len(specs) + 1, f"export {profile['name']}: members", progress)
-        for i, (model, spec) in enumerate(zip(ens.members, specs)):
-            rel = B.member_relpath(i, spec.name)
-            path = tmp / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            what = f"member {i} ({spec})"
-            proto = OX.export_member(model, path, input_shape, opset)
-            proto, reports = apply_passes(proto, passes, what)
-            check_graph_rules(proto, rules, what)
-            protos.append(proto)
-            pass_reports.append(reports)
-            bar.update(1)
-        vote_mode = profile["export"].get("vote", C.VOTE_FULL)
-        if reject_policy != "majority":
-            # accepting only unanimous votes needs every member's vote on every row: the
-            # early exit would skip exactly the votes the policy reads
-            vote_mode = C.VOTE_FULL
-        order = C.cascade_order(specs)
-        ens_proto = graph.merge_ensemble(protos, ens.reference, ds["num_classes"], opset,
-                                         vote=vote_mode, order=order)
-        ens_proto = graph.add_accepted(ens_proto, reject_policy)
-        check_graph_rules(ens_proto, rules, "ensemble.onnx")
-        if storage_kind == "packed":
-            storage, packed_rows = pack_bundle_weights(tmp, protos, ens_proto, specs)
-        else:
-            storage = packing.int8_storage(
-                "requested" if weight_storage == "int8" else
-                f"{profile['runtime']} builds its engine from the ONNX file itself and cannot "
-                "take initializers from the side (no 2-bit type either): int8 initializers")
-            packed_rows = [[] for _ in specs]
-        # the kernel check runs on the files as stored, with the weights supplied the way
-        # the device supplies them (unpacked from the packed files: packing.py)
-        for i, (model, spec, proto) in enumerate(zip(ens.members, specs, protos)):
-            rel = B.member_relpath(i, spec.name)
-            onnx.save(proto, str(tmp / rel))
-            layers = OX.expected_layers(model)
-            counts = OX.kernel_counts(tmp / rel, ort_prof,
-                                      packing.external_initializers(tmp, storage, rel))
-            OX.check_integer_kernels(counts, layers, int_ops, f"member {i} ({spec})")
-            members.append({
-                "index": i, **spec.to_json(), "file": rel,
-                "parameters": manifest["members"][i].get("parameters"),
-                "weight_bytes": weight_bytes(model, spec, proto, packed_rows[i]),
-                "layers": layers, "optimized_ops": counts,
-                "integer_kernels": int(sum(counts.get(op, 0) for op in OX.INTEGER_OPS)),
-                "passes": pass_reports[i],
-                "host_clean_accuracy_run": manifest["members"][i].get("clean_accuracy"),
-            })
-        onnx.save(ens_proto, str(tmp / B.ENSEMBLE_FILE))
-        ens_counts = OX.kernel_counts(tmp / B.ENSEMBLE_FILE, ort_prof,
-                                      packing.external_initializers(tmp, storage,
-                                                                    B.ENSEMBLE_FILE))
-        bar.update(1)
-        bar.close()
-
-        if perturb is not None:
-            perturb(ens)
-        validation, host_accuracy, host_rejection = validate_bundle(
-            tmp, ens, members, calib, ort_prof, floor, progress, storage, reject_policy)
-        fp32 = next((i for i, s in enumerate(specs) if s.is_float), None)
-        bundle_manifest = {
-            "schema": B.BUNDLE_SCHEMA, "schema_version": B.SCHEMA_VERSION,
-            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "target": profile["name"], "runtime": profile["runtime"], "profile": profile,
-            "input": {"name": C.INPUT_NAME, "shape": list(input_shape), "dtype": "float32",
-                      "range": [0.0, 1.0], "batch": "dynamic", "layout": "NCHW"},
-            "outputs": {"ensemble": {C.CLASS_IDS: "int64 [batch]",
-                                     C.MEMBER_LOGITS: "float32 [members, batch, classes]; "
-                                                      "NaN rows where a member did not run",
-                                     C.MEMBER_RAN: "bool [members, batch]",
-                                     C.ACCEPTED: "bool [batch]"},
-                        "member": {C.MEMBER_OUTPUT: "float32 [batch, classes]"}},
-            "dataset": ds["name"], "num_classes": int(ds["num_classes"]),
-            "class_names": list(ds["class_names"]),
-            "arch": manifest["arch"], "combiner": "vote",
-            "vote": "strict majority of member argmaxes, else the reference member's argmax",
-            "vote_execution": vote_execution(vote_mode, order, ens.reference),
-            "reference_member": int(ens.reference), "fp32_member": fp32,
-            "ensemble_file": B.ENSEMBLE_FILE, "ensemble_optimized_ops": ens_counts,
-            "weight_storage": storage,
-            "members": members, "calib": calib,
-            "host_accuracy": host_accuracy,
-            "reject_policy": {"name": reject_policy, "rule": REJECT_RULES[reject_policy]},
-            "host_rejection": host_rejection,
-            "host_accuracy_how": "PyTorch ensemble (vote) on exactly calib/clean.npz and "
-                                 "calib/adv-adaptive.npz, measured by export",
-            "eval_info": eval_info, "validation": validation,
-            "source_run": {"path": str(run.resolve()), "name": run.resolve().name,
-                           "manifest_sha256": sha256_file(run / "manifest.json"),
-                           "seed": manifest.get("seed"), "data": data_record},
-            "versions": _versions(),
-            "export_seconds": None,
-        }
-        bundle_manifest["export_seconds"] = round(time.perf_counter() - t0, 2)
-        bundle_manifest = B.write_manifest(tmp, bundle_manifest)
-    echo(f"wrote {out}")
-    return bundle_manifest
-
-
-def vote_execution(mode: str, order: list[int], reference: int) -> dict:
-    """The manifest's account of how ensemble.onnx runs the vote (docs/BUNDLE.md)."""
-    if mode == C.VOTE_FULL:
-        how = "every member runs on every row"
-    else:
-        how = ("members run in 'order' (cheapest first, the reference last); each member after "
-               "the first always_open runs only on the rows where its vote can still change "
-               "the decision; the decisions equal the full vote's")
-    from edgempir.vote import always_open
-
-    return {"mode": mode, "order": list(order), "reference_member": int(reference),
-            "always_open": always_open(len(order)) if mode != C.VOTE_FULL else len(order),
-            "how": how}
-
-
-def apply_passes(proto, passes: list[str], what: str):
-    reports = []
-    for name in passes:
-        if name == "tensorrt-qdq":
-            from edgempir.targets.host.tensorrt_rules import check_rules, tensorrt_qdq_pass
-
-            # the measurement that keeps this pass: how many TensorRT rules the raw graph breaks
-            before = check_rules(proto)
-            proto, rep = tensorrt_qdq_pass(proto, what)
-            reports.append({**rep.to_json(), "rule_violations_before": len(before),
-                            "rule_violations_after": len(check_rules(proto))})
-        else:  # profile.py only admits known passes
-            raise ExportError(f"unknown graph pass {name!r}")
-    return proto, reports
-
-
-def check_graph_rules(proto, rules: list[str], what: str) -> None:
-    for name in rules:
-        if name == "tensorrt":
-            from edgempir.targets.host.tensorrt_rules import enforce_rules
-
-            enforce_rules(proto, what)
-        else:
-            raise ExportError(f"unknown graph rule set {name!r}")
-
-
-REJECT_RULES = {
-    "majority": "every vote accepted (accepted is always true)",
-    "unanimous": "the vote is accepted only when every member's argmax is the same class",
-}
-
-
-def validate_bundle(root: Path, ens, members: list, calib: dict, ort_prof: dict, floor: float,
-                    progress: bool, storage: dict | None = None,
-                    reject_policy: str = "majority") -> tuple[dict, dict, dict]:
-    """ONNX Runtime (member files and ensemble.onnx) against PyTorch on clean and adv sets.
-
-    Packed weights (``storage``) are unpacked and supplied exactly as on the device. Also
-    the host's rejection rate per set (PyTorch members, ``edgempir.ensemble.accepted``) and
-    the graph's ``accepted`` against numpy's rule on the graph's own member outputs.
-    """
-    import torch
-
-    from edgempir.calib.npz import INPUT_NAME, LABEL_NAME, read_set
-    from edgempir.ensemble import accepted as torch_accepted
-    from edgempir.targets.device import packing
-    from edgempir.targets.device.onnxruntime import OrtModel
-    from edgempir.targets.host.onnx_export import (
-        agreement_report,
-        check_agreement,
-        torch_member_logits,
-    )
-    from edgempir.vote import accepted, member_ran, vote
-
-    def external(rel: str) -> dict:
-        return packing.external_initializers(root, storage, rel)
-
-    validation, host_accuracy, host_rejection = {}, {}, {}
-    sessions = [OrtModel(root / m["file"], "member", ort_prof,
-                         external_initializers=external(m["file"])) for m in members]
-    ens_model = OrtModel(root / B.ENSEMBLE_FILE, "ensemble", ort_prof,
-                         external_initializers=external(B.ENSEMBLE_FILE))
-    names = ("clean", "adv-adaptive")
-    bar = _bar(len(names), "validate: ONNX Runtime vs PyTorch", progress)
-    for name in names:
-        s = read_set(root / calib[name]["file"])
-        x, y = s[INPUT_NAME], s[LABEL_NAME]
-        ref = torch_member_logits(ens.members, x)
-        ref_ids = vote(ref, ens.reference)
-        host_accuracy[name] = float((ref_ids == y).mean())
-        files = np.stack([_batched(sess, x)[1] for sess in sessions])
-        ids, ens_logits = _batched(ens_model, x)
-        graph_accepted = np.concatenate([ens_model.run_outputs(x[s:s + 256])[C.ACCEPTED]
-                                         for s in range(0, len(x), 256)])
-        host_rejection[name] = float(1 - torch_accepted(torch.from_numpy(ref),
-                                                        reject_policy).float().mean())
-        if not np.array_equal(graph_accepted, accepted(ens_logits, reject_policy)):
-            raise ExportError("validation failed: 'accepted' inside ensemble.onnx disagrees "
-                              "with edgempir.vote.accepted on its own member outputs")
-        ran = member_ran(ens_logits)
-        rep_files = agreement_report(ref, files, ref_ids, vote(files, ens.reference), y)
-        rep_ens = agreement_report(ref, ens_logits, ref_ids, ids, y, ran=ran)
-        # the vote inside the graph must be the vote of its own member outputs, exactly
-        graph_vote_ok = bool(np.array_equal(ids, vote(ens_logits, ens.reference)))
-        # and, early exit or not, the full vote of every member on every row (member files)
-        full_ids = vote(files, ens.reference)
-        validation[name] = {"n": len(y), "member_files": rep_files,
-                            "ensemble_graph": rep_ens, "graph_vote_matches_numpy": graph_vote_ok,
-                            "full_vote_agreement": float((ids == full_ids).mean()),
-                            "member_ran_fraction": [float(r.mean()) for r in ran]}
-        check_agreement(rep_files, floor, f"{name} (member files)")
-        check_agreement(rep_ens, floor, f"{name} (ensemble.onnx)")
-        if not graph_vote_ok:
-            raise ExportError("validation failed: the vote inside ensemble.onnx disagrees with "
-                              "edgempir.vote on its own member outputs")
-        if validation[name]["full_vote_agreement"] < 1.0:
-            raise ExportError(f"validation failed on {name}: ensemble.onnx decides differently "
-                              "from the full vote of the member files on "
-                              f"{int((ids != full_ids).sum())} images; the early exit must not "
-                              "change a decision")
-        bar.update(1)
-    bar.close()
-    validation["min_agreement"] = floor
-    validation["runtime"] = ens_model.info()
-    return validation, host_accuracy, host_rejection
-
-
-def _batched(model, x: np.ndarray, batch: int = 256):
-    ids, logits = [], []
-    for s in range(0, len(x), batch):
-        a, b = model.run(x[s:s + batch])
-        ids.append(a)
-        logits.append(b)
-    axis = 1 if logits and logits[0].ndim == 3 else 0
-    return np.concatenate(ids), np.concatenate(logits, axis=axis)
+    w = prepare(run, target, out, force=force, data_dir=data_dir, reject_policy=reject_policy,
+                weight_storage=weight_storage, allow_other_data=allow_other_data,
+                n_calib=n_calib, seed=seed, progress=progress, started=time.perf_counter(),
+                perturb=perturb)
+    with atomic_dir(w.out, replace=force) as tmp:
+        w.tmp = tmp
+        for _name, stage in STAGES:
+            stage(w)
+    echo(f"wrote {w.out}")
+    return w.manifest
 
 
 def _bar(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
-
-
-def _versions() -> dict:
-    return provenance.versions("torch", "brevitas", "onnx", "onnxruntime", "numpy")

@@ -64,5 +64,18 @@ def load_profile(target: str | os.PathLike) -> dict:
     # the grammar is two levels deep; bound the rest before anything walks it
     check_depth(data, source, error=ProfileError, max_depth=PROFILE_DEPTH)
     profile = validate(data, source)
+    check_registered(profile, source)
     profile["source"] = "builtin" if text in BUILTIN else str(path)
     return profile
+
+
+def check_registered(profile: dict, source: str) -> None:
+    """Every pass and rule set the profile names is in its registry (passes.py)."""
+    from edgempir.targets.host.passes import PASSES, RULES
+
+    for key, what, registry in (("passes", "passes", PASSES),
+                                ("graph_rules", "rule sets", RULES)):
+        value = profile["export"][key]
+        if any(name not in registry for name in value):
+            raise ProfileError(f"{source}: export.{key} = {value!r} is invalid; it must be a "
+                               f"list of {what} from: {', '.join(registry)}")
