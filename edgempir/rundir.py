@@ -273,7 +273,7 @@ def write_model_card(run: str | os.PathLike, protocol: str, config: str, card: d
 
 # ------------------------------------------------------------------ eval's reports
 EVAL_DIR = "eval"
-EVAL_SCHEMA = "edgempir.eval"  # what edgempir.robustness writes (its SCHEMA; docs/EVAL.md)
+EVAL_SCHEMA = "edgempir.eval"  # what edgempir.eval writes (docs/EVAL.md)
 
 
 def read_eval_report(run: str | os.PathLike, protocol: str, config: str | None = None

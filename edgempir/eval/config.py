@@ -10,8 +10,8 @@ import numpy as np
 
 from edgempir.attacks.base import AttackError, check_eps
 from edgempir.data import DEFAULT_EPS  # one table for eval and adversarial training
+from edgempir.rundir import EVAL_SCHEMA as SCHEMA  # the run directory owns its formats
 
-SCHEMA = "edgempir.eval"
 SCHEMA_VERSION = 1
 PROTOCOLS = ("paper", "adaptive")
 DOC = "docs/EVAL.md"

@@ -52,7 +52,9 @@ def _rewrite(bundle: Path, edit_manifest=None, tie_breaker: int | None = None) -
 
 def _degrading_soak(real_soak):
     """bench.soak over an engine that, once the first window is recorded, takes 3 ms more per
-    call and keeps 24 MiB (the flag is at 8 MiB). The switch follows the soak's own window
+    call and keeps 64 MiB in use (the flag is at 8 MiB; 24 MiB once went unseen under load). Every call touches each page it keeps,
+    as an engine's live buffers are: this VM runs kdamond (DAMON), which may reclaim pages
+    left cold, and then RSS would not show them. The switch follows the soak's own window
     tick, not a clock of ours: on a loaded machine a clock started outside the soak let the
     allocation land inside the first window, and then no growth was seen (CI, 2026-11-30)."""
     from contextlib import contextmanager
@@ -71,8 +73,9 @@ def _degrading_soak(real_soak):
         def worse(batch):
             if state["windows_done"] >= 1:
                 time.sleep(0.003)
-                if not state["kept"]:   # touched: real RSS
-                    state["kept"].append(np.ones(24 << 20, np.uint8))
+                if not state["kept"]:
+                    state["kept"].append(np.ones(64 << 20, np.uint8))
+                state["kept"][0][::4096] += 1   # every page in use: real, resident RSS
             return run(batch)
         return real_soak(worse, x, duration_s, window_s=1.0, progress=counting)
     return soak
