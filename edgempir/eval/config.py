@@ -10,7 +10,7 @@ import numpy as np
 
 from edgempir.attacks.base import AttackError, check_eps
 from edgempir.data import DEFAULT_EPS  # one table for eval and adversarial training
-from edgempir.rundir import EVAL_SCHEMA as SCHEMA  # the run directory owns its formats
+from edgempir.rundir import EVAL_SCHEMA as SCHEMA  # noqa: F401  (re-exported; rundir owns the formats)
 
 SCHEMA_VERSION = 1
 PROTOCOLS = ("paper", "adaptive")

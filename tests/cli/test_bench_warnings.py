@@ -52,11 +52,11 @@ def _rewrite(bundle: Path, edit_manifest=None, tie_breaker: int | None = None) -
 
 def _degrading_soak(real_soak):
     """bench.soak over an engine that, once the first window is recorded, takes 3 ms more per
-    call and keeps 64 MiB in use (the flag is at 8 MiB; 24 MiB once went unseen under load). Every call touches each page it keeps,
-    as an engine's live buffers are: this VM runs kdamond (DAMON), which may reclaim pages
-    left cold, and then RSS would not show them. The switch follows the soak's own window
-    tick, not a clock of ours: on a loaded machine a clock started outside the soak let the
-    allocation land inside the first window, and then no growth was seen (CI, 2026-11-30)."""
+    call and keeps 64 MiB in use (the flag is at 8 MiB; 24 MiB once went unseen under load),
+    touching each kept page on every call as an engine's live buffers are. The switch follows
+    the soak's own window tick, not a clock of ours: on a loaded machine a clock started
+    outside the soak let the allocation land inside the first window, and then no growth was
+    seen (CI, 2026-11-30)."""
     from contextlib import contextmanager
 
     def soak(run, x, duration_s, window_s=None, progress=bench.no_progress):
