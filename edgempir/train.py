@@ -58,13 +58,19 @@ class TrainConfig:
     adv_steps: int = 10
     adv_step_size: float | None = None  # default 2.5 * eps / steps
     trades_beta: float = 6.0
+    image_size: int | None = None  # --dataset folder: side the images are resized to
+    workers: int = 2               # --dataset folder: DataLoader processes decoding images
+    distributed: str = "none"      # "members" or "ddp" under torchrun (edgempir.distributed)
 
     def to_json(self) -> dict:
+        """The settings that decide the result (compared on --resume)."""
         d = dataclasses.asdict(self)
         d["members"] = [m.name for m in self.members]
-        d.pop("out")
-        d.pop("threads")
-        d.pop("data_dir")
+        # where the data is, how many processes load it or train: same result either way
+        for key in ("out", "threads", "data_dir", "workers", "distributed"):
+            d.pop(key)
+        if d["image_size"] is None:  # runs of the other data sets keep their old settings
+            d.pop("image_size")
         return d
 
 
@@ -125,12 +131,34 @@ def _load_optimizer_state(opt, flat: dict) -> None:
     opt.load_state_dict(sd)
 
 
-def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[str], None],
-                 progress: bool) -> tuple[object, list[dict]]:
-    import torch
-    from tqdm import tqdm
+@dataclass
+class _EpochStats:
+    seen: int = 0
+    correct: int = 0
+    adv_correct: int = 0
+    loss_sum: float = 0.0
+    seconds: float = 0.0
+    skipped: dict = field(default_factory=dict)   # path -> why it did not decode
 
-    from edgempir.adv_train import default_step_size, training_step_loss
+    def add(self, loss: float, out, out_adv, yb) -> None:
+        self.seen += len(yb)
+        self.correct += int((out.argmax(1) == yb).sum())
+        if out_adv is not None:
+            self.adv_correct += int((out_adv.argmax(1) == yb).sum())
+        self.loss_sum += loss * len(yb)
+
+    def postfix(self, adversarial: bool, t0: float) -> dict:
+        post = {"loss": f"{self.loss_sum / self.seen:.3f}", "acc": f"{self.correct / self.seen:.3f}"}
+        if adversarial:
+            post["adv_acc"] = f"{self.adv_correct / self.seen:.3f}"
+        post["img_s"] = f"{self.seen / (time.perf_counter() - t0):.0f}"
+        return post
+
+
+def _restore(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[str], None]):
+    """The member's model and optimizer, from its checkpoint when an earlier train was
+    killed; (model, optimizer, history, first epoch to train, checkpoint path)."""
+    import torch
 
     torch.manual_seed(_member_seed(cfg.seed, m.index))
     model = rundir.build_model_for(cfg.arch, m.spec, data, cfg.quantizer)
@@ -153,72 +181,133 @@ def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[
             _load_optimizer_state(opt, optim_state)
         except (ValueError, KeyError, RuntimeError) as e:
             raise _unusable(ckpt, e) from None
+    return model, opt, history, start_epoch, ckpt
+
+
+def _epoch_batches(cfg: TrainConfig, data, order: np.ndarray, stats: _EpochStats):
+    """Per step of one epoch: (images as floats in [0, 1], labels, the positions in
+    ``order`` of the batch's images). In-memory data sets index their arrays; an image
+    folder streams through a DataLoader's workers, and images that do not decode are left
+    out of their batch (recorded in ``stats.skipped``)."""
+    import torch
+
+    from edgempir.datasets.folder import LazyImages, loader
+
+    bs = cfg.batch_size
+    if not isinstance(data.x_train, LazyImages):
+        x_all, y_all = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+        for start in range(0, len(order), bs):
+            idx = torch.from_numpy(order[start:start + bs])
+            yield x_all[idx].float().div_(255.0), y_all[idx], slice(start, start + bs)
+        return
+    split = data.x_train.split
+    batches = [order[s:s + bs] for s in range(0, len(order), bs)]
+    for k, (xb, yb, ok, reasons) in enumerate(loader(split, batches, cfg.workers)):
+        for i, good, why in zip(batches[k], ok.tolist(), reasons):
+            if not good:
+                stats.skipped[split.entries[int(i)].path] = why
+        rows = np.arange(k * bs, k * bs + len(yb))[ok.numpy()]
+        yield xb[ok].float().div_(255.0), yb[ok], rows
+
+
+def _train_epoch(cfg: TrainConfig, data, model, opt, m: _Member, epoch: int,
+                 progress: bool) -> _EpochStats:
+    import torch
+    from tqdm import tqdm
+
+    from edgempir.adv_train import default_step_size, training_step_loss
 
     eps = cfg.adv_eps if cfg.adv_eps is not None else DEFAULT_EPS[cfg.dataset]
     step_size = cfg.adv_step_size or default_step_size(eps, cfg.adv_steps)
-    n = len(data.x_train)
+    n = len(data.y_train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    x_all = torch.from_numpy(data.x_train)
-    y_all = torch.from_numpy(data.y_train)
+    torch.manual_seed(_member_seed(cfg.seed, m.index) * 100003 + epoch)
+    rng = np.random.default_rng([cfg.seed, m.index, epoch])
+    order = rng.permutation(n)
+    flips = rng.random(n) < 0.5
+    model.train()
+    t0 = time.perf_counter()
+    stats = _EpochStats()
+    bar = tqdm(_epoch_batches(cfg, data, order, stats), total=steps_per_epoch,
+               disable=not progress, leave=False, unit="batch",
+               desc=f"member {m.index + 1} {m.spec} epoch {epoch + 1}/{cfg.epochs}")
+    for step, (xb, yb, rows) in enumerate(bar):
+        if not len(yb):  # every image of the batch failed to decode
+            continue
+        if cfg.augment == "hflip":
+            flip = torch.from_numpy(flips[rows])
+            xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(epoch * steps_per_epoch + step, total_steps, cfg.lr, cfg.schedule)
+        loss, out, out_adv = training_step_loss(model, xb, yb, cfg.adv_train, eps,
+                                                cfg.adv_steps, step_size, cfg.trades_beta,
+                                                label_smoothing=cfg.label_smoothing)
+        if not math.isfinite(loss.item()):
+            raise TrainingError(
+                f"member {m.index} ({m.spec}) diverged: its training loss became "
+                f"{loss.item()} at epoch {epoch + 1}, step {step + 1} (learning rate "
+                f"{opt.param_groups[0]['lr']:.3g}); rerun with a smaller --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        stats.add(loss.item(), out, out_adv, yb)
+        if step % 20 == 0 or step == steps_per_epoch - 1:
+            bar.set_postfix(stats.postfix(cfg.adv_train != "none", t0))
+    bar.close()
+    stats.seconds = time.perf_counter() - t0
+    if not stats.seen:
+        raise TrainingError(f"member {m.index} ({m.spec}): no training image of epoch "
+                            f"{epoch + 1} could be decoded")
+    return stats
+
+
+def test_predictions(model, data, workers: int = 0, batch_size: int = 1000):
+    """(logits, labels) of ``model`` on the test split. An image folder is streamed, and
+    images that do not decode are left out (the same ones for every member)."""
+    import torch
+
+    from edgempir.datasets.folder import LazyImages, loader
+
+    if not isinstance(data.x_test, LazyImages):
+        return predict_logits(model, data.x_test, batch_size), torch.from_numpy(data.y_test)
+    split = data.x_test.split
+    idx = np.arange(len(split))
+    outs, ys = [], []
+    model.eval()
+    with torch.no_grad():
+        for xb, yb, ok, _ in loader(split, [idx[s:s + batch_size] for s in
+                                            range(0, len(idx), batch_size)], workers):
+            outs.append(model(xb[ok].float().div_(255.0)))
+            ys.append(yb[ok])
+    return torch.cat(outs), torch.cat(ys)
+
+
+def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[str], None],
+                 progress: bool) -> tuple[object, list[dict]]:
+    model, opt, history, start_epoch, ckpt = _restore(cfg, data, work, m, log)
     for epoch in range(start_epoch, cfg.epochs):
-        torch.manual_seed(_member_seed(cfg.seed, m.index) * 100003 + epoch)
-        rng = np.random.default_rng([cfg.seed, m.index, epoch])
-        order = rng.permutation(n)
-        flips = rng.random(n) < 0.5
-        model.train()
-        t0 = time.perf_counter()
-        seen = correct = adv_correct = 0
-        loss_sum = 0.0
-        bar = tqdm(range(steps_per_epoch), disable=not progress, leave=False, unit="batch",
-                   desc=f"member {m.index + 1} {m.spec} epoch {epoch + 1}/{cfg.epochs}")
-        for step in bar:
-            idx = torch.from_numpy(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
-            xb = x_all[idx].float().div_(255.0)
-            yb = y_all[idx]
-            if cfg.augment == "hflip":
-                flip = torch.from_numpy(flips[step * cfg.batch_size:(step + 1) * cfg.batch_size])
-                xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(epoch * steps_per_epoch + step, total_steps, cfg.lr,
-                                 cfg.schedule)
-            loss, out, out_adv = training_step_loss(model, xb, yb, cfg.adv_train, eps,
-                                                    cfg.adv_steps, step_size, cfg.trades_beta,
-                                                    label_smoothing=cfg.label_smoothing)
-            if not math.isfinite(loss.item()):
-                raise TrainingError(
-                    f"member {m.index} ({m.spec}) diverged: its training loss became "
-                    f"{loss.item()} at epoch {epoch + 1}, step {step + 1} (learning rate "
-                    f"{opt.param_groups[0]['lr']:.3g}); rerun with a smaller --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            seen += len(yb)
-            correct += int((out.argmax(1) == yb).sum())
-            if out_adv is not None:
-                adv_correct += int((out_adv.argmax(1) == yb).sum())
-            loss_sum += loss.item() * len(yb)
-            if step % 20 == 0 or step == steps_per_epoch - 1:
-                post = {"loss": f"{loss_sum / seen:.3f}", "acc": f"{correct / seen:.3f}"}
-                if cfg.adv_train != "none":
-                    post["adv_acc"] = f"{adv_correct / seen:.3f}"
-                post["img_s"] = f"{seen / (time.perf_counter() - t0):.0f}"
-                bar.set_postfix(post)
-        bar.close()
-        seconds = time.perf_counter() - t0
-        test_acc = float((predict_logits(model, data.x_test).argmax(1)
-                          == torch.from_numpy(data.y_test)).float().mean())
-        history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen,
-                        "test_accuracy": test_acc, "seconds": seconds,
-                        "images_per_second": seen / seconds})
+        stats = _train_epoch(cfg, data, model, opt, m, epoch, progress)
+        seconds = stats.seconds
+        logits, y = test_predictions(model, data, cfg.workers)
+        test_acc = float((logits.argmax(1) == y).float().mean())
+        seen = stats.seen
+        history.append({"epoch": epoch + 1, "loss": stats.loss_sum / seen,
+                        "train_accuracy": stats.correct / seen, "test_accuracy": test_acc,
+                        "seconds": seconds, "images_per_second": seen / seconds})
         if cfg.adv_train != "none":
-            history[-1]["train_adversarial_accuracy"] = adv_correct / seen
+            history[-1]["train_adversarial_accuracy"] = stats.adv_correct / seen
+        if stats.skipped:
+            history[-1]["skipped"] = [{"path": p, "reason": r}
+                                      for p, r in sorted(stats.skipped.items())]
+            log(f"member {m.index} ({m.spec}) epoch {epoch + 1}: {len(stats.skipped)} "
+                f"image(s) did not decode and were skipped, e.g. {next(iter(stats.skipped))}")
         state = {f"model.{k}": v for k, v in model.state_dict().items()}
         state.update(_optimizer_state(opt))
         rundir.save_weights(ckpt, state, {"epoch": str(epoch + 1), "history": json.dumps(history)})
-        log(f"member {m.index} ({m.spec}) epoch {epoch + 1}/{cfg.epochs}: loss {loss_sum / seen:.4f} "
-            f"train acc {correct / seen:.4f} test acc {test_acc:.4f} ({seconds:.1f} s, "
-            f"{seen / seconds:.0f} img/s)")
+        log(f"member {m.index} ({m.spec}) epoch {epoch + 1}/{cfg.epochs}: loss "
+            f"{stats.loss_sum / seen:.4f} train acc {stats.correct / seen:.4f} test acc "
+            f"{test_acc:.4f} ({seconds:.1f} s, {seen / seconds:.0f} img/s)")
     return model.eval(), history
 
 
@@ -309,7 +398,7 @@ def _train(cfg: TrainConfig, *, resume: bool, force: bool, progress: bool,
     if work == Path(cfg.out):
         echo(f"{cfg.out} is already complete; nothing to resume")
         return rundir.read_manifest(work)
-    data = load_dataset(cfg.dataset, cfg.data_dir)
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.image_size)
     for spec in cfg.members:  # a bad --arch or an arch that does not fit the data fails here
         rundir.build_model_for(cfg.arch, spec, data, cfg.quantizer)
     if cfg.threads:
@@ -336,65 +425,115 @@ def _train(cfg: TrainConfig, *, resume: bool, force: bool, progress: bool,
         raise
 
 
-def _train_members(cfg: TrainConfig, work: Path, data, progress: bool,
-                   echo: Callable[[str], None]) -> dict:
-    import torch
-
-    from edgempir.data import data_fingerprint
-    from edgempir.ensemble import combine
-
-    if not (work / "config.json").is_file():
-        atomic_write_json(work / "config.json", cfg.to_json())
+def _member_log(work: Path, progress: bool, echo: Callable[[str], None]) -> Callable[[str], None]:
     log_path = work / "train.log"
 
     def log(msg: str) -> None:
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}"
         with open(log_path, "a") as f:
             f.write(line + "\n")
-        if not progress:
-            return
-        echo(msg)
+        if progress:
+            echo(msg)
+    return log
 
+
+def trained_member(cfg: TrainConfig, work: Path, data, i: int, progress: bool,
+                   log: Callable[[str], None]):
+    """Member ``i``'s final weights: loaded when an earlier (killed) train finished it,
+    else trained and saved; (model, history)."""
+    spec = cfg.members[i]
+    final = rundir.member_weights_path(work, i, spec)
+    if final.is_file():
+        model = rundir.build_model_for(cfg.arch, spec, data, cfg.quantizer)
+        state, meta = rundir.load_weights(final)
+        history = _load_saved(final, model, state, meta)
+        return model.eval(), history
+    model, history = train_member(cfg, data, work, _Member(i, spec), log, progress)
+    rundir.save_weights(final, model.state_dict(), {"history": json.dumps(history),
+                                                    "spec": spec.name})
+    return model, history
+
+
+def _train_members(cfg: TrainConfig, work: Path, data, progress: bool,
+                   echo: Callable[[str], None], mine: Callable[[int], bool] = lambda i: True,
+                   after_training: Callable[[], bool] = lambda: True) -> dict | None:
+    """Train the members ``mine`` selects; then, if ``after_training()`` says this process
+    writes the run (rank 0 after a barrier under torchrun), load every member and publish."""
+    import torch
+
+    if not (work / "config.json").is_file():
+        atomic_write_json(work / "config.json", cfg.to_json())
+    log = _member_log(work, progress, echo)
     log(f"training {len(cfg.members)} members {[m.name for m in cfg.members]} on {data.name} "
-        f"({len(data.x_train)} train / {len(data.x_test)} test images, arch {cfg.arch}, "
+        f"({len(data.y_train)} train / {len(data.y_test)} test images, arch {cfg.arch}, "
         f"{torch.get_num_threads()} threads)")
+    if data.folder is not None and data.folder["skipped_count"]:
+        first = data.folder["skipped"][0]
+        log(f"{data.folder['skipped_count']} file(s) of {data.source} skipped, not readable "
+            f"images (the manifest lists them), e.g. {first['path']}: {first['reason']}")
+    for i in range(len(cfg.members)):
+        if mine(i):
+            trained_member(cfg, work, data, i, progress, log)
+    if not after_training():
+        return None
     members_meta, logits, histories = [], [], []
     for i, spec in enumerate(cfg.members):
-        m = _Member(i, spec)
-        final = rundir.member_weights_path(work, i, spec)
-        if final.is_file():
-            model = rundir.build_model_for(cfg.arch, spec, data, cfg.quantizer)
-            state, meta = rundir.load_weights(final)
-            history = _load_saved(final, model, state, meta)
-            model.eval()
-        else:
-            model, history = train_member(cfg, data, work, m, log, progress)
-            rundir.save_weights(final, model.state_dict(), {"history": json.dumps(history),
-                                                            "spec": spec.name})
+        model, history = trained_member(cfg, work, data, i, progress, log)
+        member_logits, y = test_predictions(model, data, cfg.workers)
         histories.append(history)
-        logits.append(predict_logits(model, data.x_test))
+        logits.append(member_logits)
         members_meta.append({
             "index": i, "spec": spec.name, **spec.to_json(),
-            "file": str(final.relative_to(work)),
+            "file": str(rundir.member_weights_path(work, i, spec).relative_to(work)),
             "parameters": int(sum(p.numel() for p in model.parameters())),
-            "clean_accuracy": float((logits[-1].argmax(1) == torch.from_numpy(data.y_test))
-                                    .float().mean()),
+            "clean_accuracy": float((member_logits.argmax(1) == y).float().mean()),
             "time_per_epoch_s": [h["seconds"] for h in history],
             "history": history,
         })
-    stacked = torch.stack(logits)
-    y = torch.from_numpy(data.y_test)
+    manifest = _manifest(cfg, data, members_meta, torch.stack(logits), y)
+    atomic_write_json(work / rundir.MANIFEST, manifest)
+    _publish(work, Path(cfg.out))
+    return manifest
+
+
+def _dataset_record(data) -> dict:
+    from edgempir.data import data_fingerprint
+
+    record = {"name": data.name, "source": data.source, "fingerprint": data_fingerprint(data),
+              "input_shape": list(data.input_shape), "input_range": [0.0, 1.0],
+              "num_classes": data.num_classes, "class_names": list(data.class_names),
+              "n_train": len(data.y_train), "n_test": len(data.y_test)}
+    if data.folder is not None:
+        record["folder"] = data.folder
+    return record
+
+
+def _skipped_in_training(members_meta: list[dict]) -> list[dict]:
+    """Images that passed the header scan but did not decode, from the members' histories."""
+    seen: dict[str, dict] = {}
+    for m in members_meta:
+        for h in m["history"]:
+            for s in h.get("skipped", []):
+                seen.setdefault(s["path"], s)
+    return [seen[p] for p in sorted(seen)]
+
+
+def _manifest(cfg: TrainConfig, data, members_meta: list[dict], stacked, y) -> dict:
+    import torch
+
+    from edgempir.ensemble import combine
+
     ref = reference_index(cfg.members)
     ensemble_acc = {c: float((combine(stacked, c, ref).argmax(1) == y).float().mean())
                     for c in ("vote", "mean-softmax", "mean-logits")}
-    manifest = {
+    dataset = _dataset_record(data)
+    if data.folder is not None:
+        dataset["folder"] = {**data.folder,
+                             "skipped_in_training": _skipped_in_training(members_meta)}
+    return {
         "schema": rundir.SCHEMA, "schema_version": rundir.SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "dataset": {"name": data.name, "source": data.source,
-                    "fingerprint": data_fingerprint(data),
-                    "input_shape": list(data.input_shape), "input_range": [0.0, 1.0],
-                    "num_classes": data.num_classes, "class_names": list(data.class_names),
-                    "n_train": len(data.x_train), "n_test": len(data.x_test)},
+        "dataset": dataset,
         "arch": cfg.arch,
         "preset": cfg.preset,
         "quantizer": cfg.quantizer,
@@ -406,6 +545,7 @@ def _train_members(cfg: TrainConfig, work: Path, data, progress: bool,
                      "label_smoothing": cfg.label_smoothing,
                      "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                      "augment": cfg.augment, "threads": torch.get_num_threads(),
+                     "distributed": _distributed_record(cfg),
                      "adversarial": None if cfg.adv_train == "none" else {
                          "method": cfg.adv_train, "norm": "Linf",
                          "eps": cfg.adv_eps if cfg.adv_eps is not None else DEFAULT_EPS[cfg.dataset],
@@ -416,11 +556,20 @@ def _train_members(cfg: TrainConfig, work: Path, data, progress: bool,
                     "n_test": len(y)},
         "versions": versions(),
     }
-    atomic_write_json(work / rundir.MANIFEST, manifest)
-    out = Path(cfg.out)
+
+
+def _distributed_record(cfg: TrainConfig) -> dict | None:
+    if cfg.distributed == "none":
+        return None
+    import torch.distributed as dist
+
+    return {"strategy": cfg.distributed, "world_size": dist.get_world_size(),
+            "backend": dist.get_backend()}
+
+
+def _publish(work: Path, out: Path) -> None:
     if out.exists():  # --force: swap only now that the new run is complete, in one step
         swap_in(work, out)
     else:
         os.replace(work, out)
     fsync_dir(out.parent)
-    return manifest
