@@ -389,13 +389,38 @@ def train(cfg: TrainConfig, *, resume: bool = False, force: bool = False, progre
 
 
 def _train(cfg: TrainConfig, *, resume: bool, force: bool, progress: bool,
-           echo: Callable[[str], None]) -> dict:
+           echo: Callable[[str], None]) -> dict | None:
+    from edgempir.distributed import process_group
+
+    with process_group(cfg.distributed) as group:
+        return _train_in_group(cfg, group, resume=resume, force=force, progress=progress,
+                               echo=echo)
+
+
+def _make_work(work: Path) -> bool:
+    """Create the .partial folder; True when this call created it."""
+    created = not work.exists()
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a read-only or full file system: nothing was written
+        raise write_error(work, e) from None
+    return created
+
+
+def _train_in_group(cfg: TrainConfig, group, *, resume: bool, force: bool, progress: bool,
+                    echo: Callable[[str], None]) -> dict | None:
+    """``group``: None in one process; under torchrun, rank 0 checks and creates the run
+    folder and writes the manifest, and every rank trains (edgempir.distributed)."""
     import torch
 
     from edgempir.data import load_dataset
+    from edgempir.distributed import decided_by_leader
 
-    work = _check_out(cfg, resume, force)
+    leader = group is None or group.leader
+    work = decided_by_leader(group, lambda: _check_out(cfg, resume, force))
     if work == Path(cfg.out):
+        if not leader:
+            return None
         echo(f"{cfg.out} is already complete; nothing to resume")
         return rundir.read_manifest(work)
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.image_size)
@@ -403,15 +428,11 @@ def _train(cfg: TrainConfig, *, resume: bool, force: bool, progress: bool,
         rundir.build_model_for(cfg.arch, spec, data, cfg.quantizer)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    created = not work.exists()
+    created = decided_by_leader(group, lambda: _make_work(work))
     try:
-        work.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # a read-only or full file system: nothing was written
-        raise write_error(work, e) from None
-    try:
-        return _train_members(cfg, work, data, progress, echo)
+        return _train_members(cfg, work, data, progress and leader, echo, group)
     except TrainingError as e:
-        if created:  # nothing worth resuming: leave no .partial to block the rerun
+        if created and leader:  # nothing worth resuming: leave no .partial to block the rerun
             shutil.rmtree(work, ignore_errors=True)
             raise TrainingError(f"{e}; nothing was kept") from None
         raise TrainingError(f"{e}; the epochs finished before are kept in "
@@ -420,7 +441,7 @@ def _train(cfg: TrainConfig, *, resume: bool, force: bool, progress: bool,
     except EdgempirError:
         # e.g. a full disk before the first epoch was saved: a .partial without weights
         # would only make the rerun ask for --resume or --force
-        if created and not any(work.rglob("*.safetensors")):
+        if created and leader and not any(work.rglob("*.safetensors")):
             shutil.rmtree(work, ignore_errors=True)
         raise
 
@@ -438,7 +459,7 @@ def _member_log(work: Path, progress: bool, echo: Callable[[str], None]) -> Call
 
 
 def trained_member(cfg: TrainConfig, work: Path, data, i: int, progress: bool,
-                   log: Callable[[str], None]):
+                   log: Callable[[str], None], group=None):
     """Member ``i``'s final weights: loaded when an earlier (killed) train finished it,
     else trained and saved; (model, history)."""
     spec = cfg.members[i]
@@ -455,10 +476,9 @@ def trained_member(cfg: TrainConfig, work: Path, data, i: int, progress: bool,
 
 
 def _train_members(cfg: TrainConfig, work: Path, data, progress: bool,
-                   echo: Callable[[str], None], mine: Callable[[int], bool] = lambda i: True,
-                   after_training: Callable[[], bool] = lambda: True) -> dict | None:
-    """Train the members ``mine`` selects; then, if ``after_training()`` says this process
-    writes the run (rank 0 after a barrier under torchrun), load every member and publish."""
+                   echo: Callable[[str], None], group=None) -> dict | None:
+    """Train every member (strategy members: this rank's share), then, on rank 0 once
+    every rank is done, load them all, write the manifest and publish the run."""
     import torch
 
     if not (work / "config.json").is_file():
@@ -471,14 +491,16 @@ def _train_members(cfg: TrainConfig, work: Path, data, progress: bool,
         first = data.folder["skipped"][0]
         log(f"{data.folder['skipped_count']} file(s) of {data.source} skipped, not readable "
             f"images (the manifest lists them), e.g. {first['path']}: {first['reason']}")
-    for i in range(len(cfg.members)):
-        if mine(i):
-            trained_member(cfg, work, data, i, progress, log)
-    if not after_training():
-        return None
+    if group is not None:
+        for i in range(len(cfg.members)):
+            if cfg.distributed == "ddp" or group.owns_member(i):
+                trained_member(cfg, work, data, i, progress, log, group)
+        group.barrier()  # every member's final weights are on disk
+        if not group.leader:
+            return None
     members_meta, logits, histories = [], [], []
     for i, spec in enumerate(cfg.members):
-        model, history = trained_member(cfg, work, data, i, progress, log)
+        model, history = trained_member(cfg, work, data, i, progress, log, group)
         member_logits, y = test_predictions(model, data, cfg.workers)
         histories.append(history)
         logits.append(member_logits)
