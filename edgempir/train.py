@@ -184,7 +184,7 @@ def _restore(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[str]
     return model, opt, history, start_epoch, ckpt
 
 
-def _epoch_batches(cfg: TrainConfig, data, order: np.ndarray, stats: _EpochStats):
+def _epoch_batches(cfg: TrainConfig, data, order: np.ndarray, bs: int, stats: _EpochStats):
     """Per step of one epoch: (images as floats in [0, 1], labels, the positions in
     ``order`` of the batch's images). In-memory data sets index their arrays; an image
     folder streams through a DataLoader's workers, and images that do not decode are left
@@ -193,7 +193,6 @@ def _epoch_batches(cfg: TrainConfig, data, order: np.ndarray, stats: _EpochStats
 
     from edgempir.datasets.folder import LazyImages, loader
 
-    bs = cfg.batch_size
     if not isinstance(data.x_train, LazyImages):
         x_all, y_all = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
         for start in range(0, len(order), bs):
@@ -210,8 +209,27 @@ def _epoch_batches(cfg: TrainConfig, data, order: np.ndarray, stats: _EpochStats
         yield xb[ok].float().div_(255.0), yb[ok], rows
 
 
+def _epoch_order(cfg: TrainConfig, m: _Member, epoch: int, n: int, group=None
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
+    """The epoch's image order, flips and batch size. One process: a permutation seeded by
+    (seed, member, epoch). Strategy ddp: this rank's share of a DistributedSampler seeded
+    by the member and set to the epoch, in batches of batch_size / world (the ranks'
+    batches together make one batch of the recipe's size)."""
+    if group is None:
+        rng = np.random.default_rng([cfg.seed, m.index, epoch])
+        return rng.permutation(n), rng.random(n) < 0.5, cfg.batch_size
+    from torch.utils.data.distributed import DistributedSampler
+
+    sampler = DistributedSampler(range(n), num_replicas=group.world, rank=group.rank,
+                                 shuffle=True, seed=_member_seed(cfg.seed, m.index))
+    sampler.set_epoch(epoch)
+    order = np.fromiter(iter(sampler), dtype=np.int64)
+    flips = np.random.default_rng([cfg.seed, m.index, epoch, group.rank]).random(len(order))
+    return order, flips < 0.5, math.ceil(cfg.batch_size / group.world)
+
+
 def _train_epoch(cfg: TrainConfig, data, model, opt, m: _Member, epoch: int,
-                 progress: bool) -> _EpochStats:
+                 progress: bool, group=None) -> _EpochStats:
     import torch
     from tqdm import tqdm
 
@@ -219,17 +237,14 @@ def _train_epoch(cfg: TrainConfig, data, model, opt, m: _Member, epoch: int,
 
     eps = cfg.adv_eps if cfg.adv_eps is not None else DEFAULT_EPS[cfg.dataset]
     step_size = cfg.adv_step_size or default_step_size(eps, cfg.adv_steps)
-    n = len(data.y_train)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    order, flips, bs = _epoch_order(cfg, m, epoch, len(data.y_train), group)
+    steps_per_epoch = math.ceil(len(order) / bs)
     total_steps = steps_per_epoch * cfg.epochs
     torch.manual_seed(_member_seed(cfg.seed, m.index) * 100003 + epoch)
-    rng = np.random.default_rng([cfg.seed, m.index, epoch])
-    order = rng.permutation(n)
-    flips = rng.random(n) < 0.5
     model.train()
     t0 = time.perf_counter()
     stats = _EpochStats()
-    bar = tqdm(_epoch_batches(cfg, data, order, stats), total=steps_per_epoch,
+    bar = tqdm(_epoch_batches(cfg, data, order, bs, stats), total=steps_per_epoch,
                disable=not progress, leave=False, unit="batch",
                desc=f"member {m.index + 1} {m.spec} epoch {epoch + 1}/{cfg.epochs}")
     for step, (xb, yb, rows) in enumerate(bar):
@@ -251,6 +266,8 @@ def _train_epoch(cfg: TrainConfig, data, model, opt, m: _Member, epoch: int,
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if group is not None:
+            _take_rank_zero_state(model)
         stats.add(loss.item(), out, out_adv, yb)
         if step % 20 == 0 or step == steps_per_epoch - 1:
             bar.set_postfix(stats.postfix(cfg.adv_train != "none", t0))
@@ -283,11 +300,26 @@ def test_predictions(model, data, workers: int = 0, batch_size: int = 1000):
     return torch.cat(outs), torch.cat(ys)
 
 
+def _ddp_group(cfg: TrainConfig, group):
+    """The group when this member is trained by every rank together (strategy ddp)."""
+    return group if group is not None and cfg.distributed == "ddp" else None
+
+
 def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[str], None],
-                 progress: bool) -> tuple[object, list[dict]]:
+                 progress: bool, group=None) -> tuple[object, list[dict]]:
+    """Train one member from its checkpoint (if any) to the last epoch, saving a checkpoint
+    after every epoch. Strategy ddp: every rank runs this for the same member."""
     model, opt, history, start_epoch, ckpt = _restore(cfg, data, work, m, log)
+    ddp = _ddp_group(cfg, group)
+    trained = model
+    if ddp is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model)  # checkpoints hold the plain model
     for epoch in range(start_epoch, cfg.epochs):
-        stats = _train_epoch(cfg, data, model, opt, m, epoch, progress)
+        stats = _train_epoch(cfg, data, trained, opt, m, epoch, progress, ddp)
+        if ddp is not None:
+            _sum_over_ranks(stats)
         seconds = stats.seconds
         logits, y = test_predictions(model, data, cfg.workers)
         test_acc = float((logits.argmax(1) == y).float().mean())
@@ -302,13 +334,64 @@ def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[
                                       for p, r in sorted(stats.skipped.items())]
             log(f"member {m.index} ({m.spec}) epoch {epoch + 1}: {len(stats.skipped)} "
                 f"image(s) did not decode and were skipped, e.g. {next(iter(stats.skipped))}")
-        state = {f"model.{k}": v for k, v in model.state_dict().items()}
-        state.update(_optimizer_state(opt))
-        rundir.save_weights(ckpt, state, {"epoch": str(epoch + 1), "history": json.dumps(history)})
+        if ddp is None or ddp.leader:  # ddp: the ranks hold the same weights
+            state = {f"model.{k}": v for k, v in model.state_dict().items()}
+            state.update(_optimizer_state(opt))
+            rundir.save_weights(ckpt, state, {"epoch": str(epoch + 1),
+                                              "history": json.dumps(history)})
+        if ddp is not None:
+            _check_in_sync(model, m, epoch)
+            ddp.barrier()
         log(f"member {m.index} ({m.spec}) epoch {epoch + 1}/{cfg.epochs}: loss "
             f"{stats.loss_sum / seen:.4f} train acc {stats.correct / seen:.4f} test acc "
             f"{test_acc:.4f} ({seconds:.1f} s, {seen / seconds:.0f} img/s)")
     return model.eval(), history
+
+
+def _take_rank_zero_state(ddp_model) -> None:
+    """Strategy ddp, after every step: every rank takes rank 0's weights and buffers.
+
+    DDP averages gradients, which keeps the gradient-trained weights equal; but Brevitas
+    initialises some quantizer scales from statistics of the first batches each rank sees
+    (ParameterFromRuntimeStats), so without this the ranks would drift apart from step 1
+    (measured: _check_in_sync failed after epoch 1). The cost is one broadcast of the
+    model per step, as much traffic again as DDP's own all-reduce."""
+    import torch.distributed as dist
+
+    net = ddp_model.module
+    # the module's own tensors: Brevitas' state_dict computes some scales afresh (copies)
+    for t in [*net.parameters(), *net.buffers()]:
+        dist.broadcast(t.data, src=0)
+
+
+def _check_in_sync(model, m: _Member, epoch: int) -> None:
+    """Strategy ddp: every rank must hold the very weights rank 0 saved (DDP averages the
+    gradients, Adam is deterministic); a rank that drifted is a bug, not a result."""
+    import hashlib
+
+    import torch.distributed as dist
+
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().contiguous().cpu().numpy().tobytes())
+    digests: list = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, h.hexdigest())
+    if len(set(digests)) != 1:
+        raise TrainingError(f"member {m.index} ({m.spec}): the ranks' weights differ after "
+                            f"epoch {epoch + 1} under --distributed ddp (out of sync)")
+
+
+def _sum_over_ranks(stats: _EpochStats) -> None:
+    """Strategy ddp: the epoch's loss and accuracies over every rank's share."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([stats.seen, stats.correct, stats.adv_correct, stats.loss_sum],
+                     dtype=torch.float64)
+    dist.all_reduce(t)
+    stats.seen, stats.correct, stats.adv_correct = (int(v) for v in t[:3].tolist())
+    stats.loss_sum = float(t[3])
 
 
 def _unusable(ckpt: Path, e: BaseException) -> RunDirError:
@@ -458,6 +541,10 @@ def _member_log(work: Path, progress: bool, echo: Callable[[str], None]) -> Call
     return log
 
 
+def _no_log(msg: str) -> None:
+    pass
+
+
 def trained_member(cfg: TrainConfig, work: Path, data, i: int, progress: bool,
                    log: Callable[[str], None], group=None):
     """Member ``i``'s final weights: loaded when an earlier (killed) train finished it,
@@ -469,9 +556,13 @@ def trained_member(cfg: TrainConfig, work: Path, data, i: int, progress: bool,
         state, meta = rundir.load_weights(final)
         history = _load_saved(final, model, state, meta)
         return model.eval(), history
-    model, history = train_member(cfg, data, work, _Member(i, spec), log, progress)
-    rundir.save_weights(final, model.state_dict(), {"history": json.dumps(history),
-                                                    "spec": spec.name})
+    model, history = train_member(cfg, data, work, _Member(i, spec), log, progress, group)
+    ddp = _ddp_group(cfg, group)
+    if ddp is None or ddp.leader:
+        rundir.save_weights(final, model.state_dict(), {"history": json.dumps(history),
+                                                        "spec": spec.name})
+    if ddp is not None:
+        ddp.barrier()
     return model, history
 
 
@@ -484,6 +575,8 @@ def _train_members(cfg: TrainConfig, work: Path, data, progress: bool,
     if not (work / "config.json").is_file():
         atomic_write_json(work / "config.json", cfg.to_json())
     log = _member_log(work, progress, echo)
+    if _ddp_group(cfg, group) is not None and not group.leader:
+        log = _no_log  # every rank computes the same epoch figures: rank 0 writes them
     log(f"training {len(cfg.members)} members {[m.name for m in cfg.members]} on {data.name} "
         f"({len(data.y_train)} train / {len(data.y_test)} test images, arch {cfg.arch}, "
         f"{torch.get_num_threads()} threads)")

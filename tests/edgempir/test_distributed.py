@@ -48,7 +48,7 @@ def one_process_run(tmp_path, **kw):
     from edgempir.train import TrainConfig, train
 
     cfg = TrainConfig(out=str(tmp_path / "single"), dataset="synthetic", arch="mnist",
-                      members=parse_members("w2a4,fp32"), epochs=1, threads=1, **kw)
+                      members=parse_members("w2a4,fp32"), threads=1, **{"epochs": 1, **kw})
     train(cfg, progress=False)
     return tmp_path / "single"
 
@@ -117,3 +117,60 @@ def test_two_nodes_rendezvous_on_localhost(tmp_path):
     assert all(p.returncode == 0 for p in nodes), results[0][1][-2000:] + results[1][1][-2000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["distributed"]["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_learn_like_one_process(tmp_path):
+    out = tmp_path / "ddp"
+    proc = torchrun("train", "--dataset", "synthetic", "--members", "w2a4,fp32", "--epochs",
+                    "2", "--threads", "1", "--distributed", "ddp", "--json", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = json.loads(proc.stdout)["manifest"]
+    assert ddp["training"]["distributed"] == {"strategy": "ddp", "world_size": 2,
+                                             "backend": "gloo"}
+    single = json.loads((one_process_run(tmp_path, epochs=2) / "manifest.json").read_text())
+    for m_ddp, m_one in zip(ddp["members"], single["members"]):
+        losses = [h["loss"] for h in m_ddp["history"]]
+        assert losses[1] < losses[0], losses
+        assert abs(m_ddp["clean_accuracy"] - m_one["clean_accuracy"]) <= 0.03
+
+
+@pytest.mark.slow
+def test_ddp_resumes_after_one_rank_is_killed(tmp_path):
+    """SIGKILL one rank once member 0's first epoch is saved: torchrun stops the other,
+    and the same command with --resume continues from that checkpoint."""
+    import time
+
+    import psutil
+
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "synthetic", "--members", "w2a4,fp32", "--epochs", "2",
+            "--threads", "1", "--distributed", "ddp", "--out", str(out)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+           "-m", "edgempir.cli", *args]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    agent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=env, start_new_session=True)
+    ckpt = tmp_path / "run.partial" / "checkpoints" / "0-w2a4.safetensors"
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not ckpt.is_file() and agent.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ckpt.is_file(), "no checkpoint was written"
+        ranks = [p for p in psutil.Process(agent.pid).children(recursive=True)
+                 if "edgempir.cli" in " ".join(p.cmdline())]
+        assert len(ranks) == 2
+        os.kill(ranks[1].pid, signal.SIGKILL)
+        agent.wait(timeout=TIMEOUT_S)
+    finally:
+        if agent.poll() is None:
+            os.killpg(agent.pid, signal.SIGKILL)
+            agent.wait()
+    assert agent.returncode != 0 and not (out / "manifest.json").exists()
+    proc = torchrun(*args, "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (out / "train.log").read_text()
+    assert "member 0 (w2a4): resuming after epoch" in log
+    assert json.loads((out / "manifest.json").read_text())["training"]["distributed"][
+        "strategy"] == "ddp"
