@@ -72,3 +72,18 @@ def test_folder_run_evaluates_and_exports(cli, folder_run, image_folder, tmp_pat
     finally:
         extra.unlink()
     assert proc.returncode == 2 and "differ from the data the run was trained on" in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "synthetic", "--image-size", "32"], "applies to --dataset folder only"),
+    (["--dataset", "folder"], "no --data-dir"),
+    (["--dataset", "folder", "--data-dir", "MISSING"], "does not exist"),
+])
+def test_folder_options_are_checked_in_one_line(cli, tmp_path, monkeypatch, args, message):
+    monkeypatch.delenv("EDGEMPIR_DATA", raising=False)
+    args = [a.replace("MISSING", str(tmp_path / "missing")) for a in args]
+    proc = cli("train", *args, "--out", str(tmp_path / "run"), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
