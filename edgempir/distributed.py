@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
-from edgempir.errors import EdgempirError
+from edgempir.errors import EdgempirError, TrainingError
 
 T = TypeVar("T")
 
@@ -104,3 +104,49 @@ def _error_class(name: str) -> type[EdgempirError]:
 
     cls = getattr(errors, name, EdgempirError)
     return cls if isinstance(cls, type) and issubclass(cls, EdgempirError) else EdgempirError
+
+
+def take_rank_zero_state(ddp_model) -> None:
+    """Strategy ddp, after every step: every rank takes rank 0's weights and buffers.
+
+    DDP averages gradients, which keeps the gradient-trained weights equal; but Brevitas
+    initialises some quantizer scales from statistics of the first batches each rank sees
+    (ParameterFromRuntimeStats), so without this the ranks would drift apart from step 1
+    (measured: check_in_sync failed after epoch 1). The cost is one broadcast of the
+    model per step, as much traffic again as DDP's own all-reduce."""
+    import torch.distributed as dist
+
+    net = ddp_model.module
+    # the module's own tensors: Brevitas' state_dict computes some scales afresh (copies)
+    for t in [*net.parameters(), *net.buffers()]:
+        dist.broadcast(t.data, src=0)
+
+
+def check_in_sync(model, what: str) -> None:
+    """Strategy ddp: every rank must hold the very weights rank 0 saved (DDP averages the
+    gradients, Adam is deterministic); a rank that drifted is a bug, not a result."""
+    import hashlib
+
+    import torch.distributed as dist
+
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().contiguous().cpu().numpy().tobytes())
+    digests: list = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, h.hexdigest())
+    if len(set(digests)) != 1:
+        raise TrainingError(f"{what}: the ranks' weights differ under --distributed ddp "
+                            "(out of sync)")
+
+
+def sum_over_ranks(stats) -> None:
+    """Strategy ddp: the epoch's loss and accuracies over every rank's share."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([stats.seen, stats.correct, stats.adv_correct, stats.loss_sum],
+                     dtype=torch.float64)
+    dist.all_reduce(t)
+    stats.seen, stats.correct, stats.adv_correct = (int(v) for v in t[:3].tolist())
+    stats.loss_sum = float(t[3])

@@ -7,12 +7,14 @@ uninterrupted run computes. The learning rate follows a cosine schedule over all
 derived from the step number, so it needs no saved state either. Preset ``paper`` trains
 with the reference's constant learning rate (``schedule="constant"``) and, on CIFAR-10, label
 smoothing 0.1.
+
+One epoch (order, batches, steps) is edgempir.epoch; under torchrun (``--distributed
+members|ddp``) the process group and its helpers are edgempir.distributed.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import time
@@ -20,11 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from edgempir import provenance, rundir
 from edgempir.contract import reference_index
 from edgempir.data import DEFAULT_EPS
+from edgempir.epoch import Member, member_seed, predict_test_split, train_epoch
 from edgempir.errors import EdgempirError, RunDirError, TrainingError
 from edgempir.fsutil import atomic_write_json, fsync_dir, show_path, swap_in, write_error
 from edgempir.members import MemberSpec
@@ -81,35 +82,6 @@ def versions() -> dict[str, str | None]:
 SCHEDULES = ("cosine", "constant")
 
 
-def _lr_at(step: int, total: int, base: float, schedule: str = "cosine") -> float:
-    if schedule == "constant":
-        return base
-    return 0.5 * base * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
-
-
-def _member_seed(seed: int, index: int) -> int:
-    return seed * 1009 + index
-
-
-@dataclass
-class _Member:
-    index: int
-    spec: MemberSpec
-
-
-def predict_logits(model, x_uint8: np.ndarray, batch_size: int = 1000):
-    """All logits of a model on uint8 images, in eval mode, without gradients."""
-    import torch
-
-    outs = []
-    model.eval()
-    with torch.no_grad():
-        for s in range(0, len(x_uint8), batch_size):
-            xb = torch.from_numpy(x_uint8[s:s + batch_size]).float().div_(255.0)
-            outs.append(model(xb))
-    return torch.cat(outs)
-
-
 def _optimizer_state(opt) -> dict:
     """Adam's state as flat tensors (safetensors takes tensors only)."""
     import torch
@@ -131,36 +103,12 @@ def _load_optimizer_state(opt, flat: dict) -> None:
     opt.load_state_dict(sd)
 
 
-@dataclass
-class _EpochStats:
-    seen: int = 0
-    correct: int = 0
-    adv_correct: int = 0
-    loss_sum: float = 0.0
-    seconds: float = 0.0
-    skipped: dict = field(default_factory=dict)   # path -> why it did not decode
-
-    def add(self, loss: float, out, out_adv, yb) -> None:
-        self.seen += len(yb)
-        self.correct += int((out.argmax(1) == yb).sum())
-        if out_adv is not None:
-            self.adv_correct += int((out_adv.argmax(1) == yb).sum())
-        self.loss_sum += loss * len(yb)
-
-    def postfix(self, adversarial: bool, t0: float) -> dict:
-        post = {"loss": f"{self.loss_sum / self.seen:.3f}", "acc": f"{self.correct / self.seen:.3f}"}
-        if adversarial:
-            post["adv_acc"] = f"{self.adv_correct / self.seen:.3f}"
-        post["img_s"] = f"{self.seen / (time.perf_counter() - t0):.0f}"
-        return post
-
-
-def _restore(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[str], None]):
+def _restore(cfg: TrainConfig, data, work: Path, m: Member, log: Callable[[str], None]):
     """The member's model and optimizer, from its checkpoint when an earlier train was
     killed; (model, optimizer, history, first epoch to train, checkpoint path)."""
     import torch
 
-    torch.manual_seed(_member_seed(cfg.seed, m.index))
+    torch.manual_seed(member_seed(cfg.seed, m.index))
     model = rundir.build_model_for(cfg.arch, m.spec, data, cfg.quantizer)
     ckpt = rundir.checkpoint_path(work, m.index, m.spec)
     history: list[dict] = []
@@ -184,128 +132,12 @@ def _restore(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[str]
     return model, opt, history, start_epoch, ckpt
 
 
-def _epoch_batches(cfg: TrainConfig, data, order: np.ndarray, bs: int, stats: _EpochStats):
-    """Per step of one epoch: (images as floats in [0, 1], labels, the positions in
-    ``order`` of the batch's images). In-memory data sets index their arrays; an image
-    folder streams through a DataLoader's workers, and images that do not decode are left
-    out of their batch (recorded in ``stats.skipped``)."""
-    import torch
-
-    from edgempir.datasets.folder import LazyImages, loader
-
-    if not isinstance(data.x_train, LazyImages):
-        x_all, y_all = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
-        for start in range(0, len(order), bs):
-            idx = torch.from_numpy(order[start:start + bs])
-            yield x_all[idx].float().div_(255.0), y_all[idx], slice(start, start + bs)
-        return
-    split = data.x_train.split
-    batches = [order[s:s + bs] for s in range(0, len(order), bs)]
-    for k, (xb, yb, ok, reasons) in enumerate(loader(split, batches, cfg.workers)):
-        for i, good, why in zip(batches[k], ok.tolist(), reasons):
-            if not good:
-                stats.skipped[split.entries[int(i)].path] = why
-        rows = np.arange(k * bs, k * bs + len(yb))[ok.numpy()]
-        yield xb[ok].float().div_(255.0), yb[ok], rows
-
-
-def _epoch_order(cfg: TrainConfig, m: _Member, epoch: int, n: int, group=None
-                 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """The epoch's image order, flips and batch size. One process: a permutation seeded by
-    (seed, member, epoch). Strategy ddp: this rank's share of a DistributedSampler seeded
-    by the member and set to the epoch, in batches of batch_size / world (the ranks'
-    batches together make one batch of the recipe's size)."""
-    if group is None:
-        rng = np.random.default_rng([cfg.seed, m.index, epoch])
-        return rng.permutation(n), rng.random(n) < 0.5, cfg.batch_size
-    from torch.utils.data.distributed import DistributedSampler
-
-    sampler = DistributedSampler(range(n), num_replicas=group.world, rank=group.rank,
-                                 shuffle=True, seed=_member_seed(cfg.seed, m.index))
-    sampler.set_epoch(epoch)
-    order = np.fromiter(iter(sampler), dtype=np.int64)
-    flips = np.random.default_rng([cfg.seed, m.index, epoch, group.rank]).random(len(order))
-    return order, flips < 0.5, math.ceil(cfg.batch_size / group.world)
-
-
-def _train_epoch(cfg: TrainConfig, data, model, opt, m: _Member, epoch: int,
-                 progress: bool, group=None) -> _EpochStats:
-    import torch
-    from tqdm import tqdm
-
-    from edgempir.adv_train import default_step_size, training_step_loss
-
-    eps = cfg.adv_eps if cfg.adv_eps is not None else DEFAULT_EPS[cfg.dataset]
-    step_size = cfg.adv_step_size or default_step_size(eps, cfg.adv_steps)
-    order, flips, bs = _epoch_order(cfg, m, epoch, len(data.y_train), group)
-    steps_per_epoch = math.ceil(len(order) / bs)
-    total_steps = steps_per_epoch * cfg.epochs
-    torch.manual_seed(_member_seed(cfg.seed, m.index) * 100003 + epoch)
-    model.train()
-    t0 = time.perf_counter()
-    stats = _EpochStats()
-    bar = tqdm(_epoch_batches(cfg, data, order, bs, stats), total=steps_per_epoch,
-               disable=not progress, leave=False, unit="batch",
-               desc=f"member {m.index + 1} {m.spec} epoch {epoch + 1}/{cfg.epochs}")
-    for step, (xb, yb, rows) in enumerate(bar):
-        if not len(yb):  # every image of the batch failed to decode
-            continue
-        if cfg.augment == "hflip":
-            flip = torch.from_numpy(flips[rows])
-            xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(epoch * steps_per_epoch + step, total_steps, cfg.lr, cfg.schedule)
-        loss, out, out_adv = training_step_loss(model, xb, yb, cfg.adv_train, eps,
-                                                cfg.adv_steps, step_size, cfg.trades_beta,
-                                                label_smoothing=cfg.label_smoothing)
-        if not math.isfinite(loss.item()):
-            raise TrainingError(
-                f"member {m.index} ({m.spec}) diverged: its training loss became "
-                f"{loss.item()} at epoch {epoch + 1}, step {step + 1} (learning rate "
-                f"{opt.param_groups[0]['lr']:.3g}); rerun with a smaller --lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if group is not None:
-            _take_rank_zero_state(model)
-        stats.add(loss.item(), out, out_adv, yb)
-        if step % 20 == 0 or step == steps_per_epoch - 1:
-            bar.set_postfix(stats.postfix(cfg.adv_train != "none", t0))
-    bar.close()
-    stats.seconds = time.perf_counter() - t0
-    if not stats.seen:
-        raise TrainingError(f"member {m.index} ({m.spec}): no training image of epoch "
-                            f"{epoch + 1} could be decoded")
-    return stats
-
-
-def test_predictions(model, data, workers: int = 0, batch_size: int = 1000):
-    """(logits, labels) of ``model`` on the test split. An image folder is streamed, and
-    images that do not decode are left out (the same ones for every member)."""
-    import torch
-
-    from edgempir.datasets.folder import LazyImages, loader
-
-    if not isinstance(data.x_test, LazyImages):
-        return predict_logits(model, data.x_test, batch_size), torch.from_numpy(data.y_test)
-    split = data.x_test.split
-    idx = np.arange(len(split))
-    outs, ys = [], []
-    model.eval()
-    with torch.no_grad():
-        for xb, yb, ok, _ in loader(split, [idx[s:s + batch_size] for s in
-                                            range(0, len(idx), batch_size)], workers):
-            outs.append(model(xb[ok].float().div_(255.0)))
-            ys.append(yb[ok])
-    return torch.cat(outs), torch.cat(ys)
-
-
 def _ddp_group(cfg: TrainConfig, group):
     """The group when this member is trained by every rank together (strategy ddp)."""
     return group if group is not None and cfg.distributed == "ddp" else None
 
 
-def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[str], None],
+def train_member(cfg: TrainConfig, data, work: Path, m: Member, log: Callable[[str], None],
                  progress: bool, group=None) -> tuple[object, list[dict]]:
     """Train one member from its checkpoint (if any) to the last epoch, saving a checkpoint
     after every epoch. Strategy ddp: every rank runs this for the same member."""
@@ -317,11 +149,13 @@ def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[
 
         trained = DistributedDataParallel(model)  # checkpoints hold the plain model
     for epoch in range(start_epoch, cfg.epochs):
-        stats = _train_epoch(cfg, data, trained, opt, m, epoch, progress, ddp)
+        stats = train_epoch(cfg, data, trained, opt, m, epoch, progress, ddp)
         if ddp is not None:
-            _sum_over_ranks(stats)
+            from edgempir.distributed import check_in_sync, sum_over_ranks
+
+            sum_over_ranks(stats)
         seconds = stats.seconds
-        logits, y = test_predictions(model, data, cfg.workers)
+        logits, y = predict_test_split(model, data, cfg.workers)
         test_acc = float((logits.argmax(1) == y).float().mean())
         seen = stats.seen
         history.append({"epoch": epoch + 1, "loss": stats.loss_sum / seen,
@@ -340,58 +174,12 @@ def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[
             rundir.save_weights(ckpt, state, {"epoch": str(epoch + 1),
                                               "history": json.dumps(history)})
         if ddp is not None:
-            _check_in_sync(model, m, epoch)
+            check_in_sync(model, f"member {m.index} ({m.spec}) after epoch {epoch + 1}")
             ddp.barrier()
         log(f"member {m.index} ({m.spec}) epoch {epoch + 1}/{cfg.epochs}: loss "
             f"{stats.loss_sum / seen:.4f} train acc {stats.correct / seen:.4f} test acc "
             f"{test_acc:.4f} ({seconds:.1f} s, {seen / seconds:.0f} img/s)")
     return model.eval(), history
-
-
-def _take_rank_zero_state(ddp_model) -> None:
-    """Strategy ddp, after every step: every rank takes rank 0's weights and buffers.
-
-    DDP averages gradients, which keeps the gradient-trained weights equal; but Brevitas
-    initialises some quantizer scales from statistics of the first batches each rank sees
-    (ParameterFromRuntimeStats), so without this the ranks would drift apart from step 1
-    (measured: _check_in_sync failed after epoch 1). The cost is one broadcast of the
-    model per step, as much traffic again as DDP's own all-reduce."""
-    import torch.distributed as dist
-
-    net = ddp_model.module
-    # the module's own tensors: Brevitas' state_dict computes some scales afresh (copies)
-    for t in [*net.parameters(), *net.buffers()]:
-        dist.broadcast(t.data, src=0)
-
-
-def _check_in_sync(model, m: _Member, epoch: int) -> None:
-    """Strategy ddp: every rank must hold the very weights rank 0 saved (DDP averages the
-    gradients, Adam is deterministic); a rank that drifted is a bug, not a result."""
-    import hashlib
-
-    import torch.distributed as dist
-
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().contiguous().cpu().numpy().tobytes())
-    digests: list = [None] * dist.get_world_size()
-    dist.all_gather_object(digests, h.hexdigest())
-    if len(set(digests)) != 1:
-        raise TrainingError(f"member {m.index} ({m.spec}): the ranks' weights differ after "
-                            f"epoch {epoch + 1} under --distributed ddp (out of sync)")
-
-
-def _sum_over_ranks(stats: _EpochStats) -> None:
-    """Strategy ddp: the epoch's loss and accuracies over every rank's share."""
-    import torch
-    import torch.distributed as dist
-
-    t = torch.tensor([stats.seen, stats.correct, stats.adv_correct, stats.loss_sum],
-                     dtype=torch.float64)
-    dist.all_reduce(t)
-    stats.seen, stats.correct, stats.adv_correct = (int(v) for v in t[:3].tolist())
-    stats.loss_sum = float(t[3])
 
 
 def _unusable(ckpt: Path, e: BaseException) -> RunDirError:
@@ -556,7 +344,7 @@ def trained_member(cfg: TrainConfig, work: Path, data, i: int, progress: bool,
         state, meta = rundir.load_weights(final)
         history = _load_saved(final, model, state, meta)
         return model.eval(), history
-    model, history = train_member(cfg, data, work, _Member(i, spec), log, progress, group)
+    model, history = train_member(cfg, data, work, Member(i, spec), log, progress, group)
     ddp = _ddp_group(cfg, group)
     if ddp is None or ddp.leader:
         rundir.save_weights(final, model.state_dict(), {"history": json.dumps(history),
@@ -594,7 +382,7 @@ def _train_members(cfg: TrainConfig, work: Path, data, progress: bool,
     members_meta, logits, histories = [], [], []
     for i, spec in enumerate(cfg.members):
         model, history = trained_member(cfg, work, data, i, progress, log, group)
-        member_logits, y = test_predictions(model, data, cfg.workers)
+        member_logits, y = predict_test_split(model, data, cfg.workers)
         histories.append(history)
         logits.append(member_logits)
         members_meta.append({

@@ -267,17 +267,7 @@ def loader(split: FolderSplit, batches: list[np.ndarray], workers: int):
     indices, decoded by ``workers`` processes; rows that did not decode have ok False."""
     import torch
 
-    class _Rows(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(split)
+    from edgempir.datasets.stream import SplitRows
 
-        def __getitem__(self, i):
-            x, reason = split.try_load(int(i))
-            ok = x is not None
-            if x is None:
-                s = split.image_size
-                x = np.zeros((3, s, s), dtype=np.uint8)
-            return torch.from_numpy(x), split.entries[int(i)].label, ok, reason
-
-    return torch.utils.data.DataLoader(_Rows(), batch_sampler=[b.tolist() for b in batches],
+    return torch.utils.data.DataLoader(SplitRows(split), batch_sampler=[b.tolist() for b in batches],
                                        num_workers=workers, persistent_workers=False)

@@ -150,14 +150,14 @@ def test_ddp_resumes_after_one_rank_is_killed(tmp_path):
            "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
            "-m", "edgempir.cli", *args]
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-    agent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env=env, start_new_session=True)
+    log = open(tmp_path / "agent.log", "w")  # noqa: SIM115 - closed below
+    agent = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
     ckpt = tmp_path / "run.partial" / "checkpoints" / "0-w2a4.safetensors"
     try:
         deadline = time.monotonic() + TIMEOUT_S
         while not ckpt.is_file() and agent.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert ckpt.is_file(), "no checkpoint was written"
+        assert ckpt.is_file(), (tmp_path / "agent.log").read_text()[-3000:]
         ranks = [p for p in psutil.Process(agent.pid).children(recursive=True)
                  if "edgempir.cli" in " ".join(p.cmdline())]
         assert len(ranks) == 2
@@ -167,6 +167,7 @@ def test_ddp_resumes_after_one_rank_is_killed(tmp_path):
         if agent.poll() is None:
             os.killpg(agent.pid, signal.SIGKILL)
             agent.wait()
+        log.close()
     assert agent.returncode != 0 and not (out / "manifest.json").exists()
     proc = torchrun(*args, "--resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
