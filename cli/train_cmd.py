@@ -15,12 +15,25 @@ Examples:
   edgempir train --dataset cifar10 --data-dir ~/data/cifar-10-batches-py --arch resnet8
   edgempir train --out runs/fm --resume              # continue after a kill
   edgempir train --adv-train pgd --adv-steps 7 --out runs/fm-at   # PGD-trained members
+  edgempir train --dataset folder --data-dir ~/data/signs --image-size 48 --out runs/signs
+  torchrun --nproc-per-node 3 -m edgempir.cli train --distributed members --out runs/fm
 """
 
 
 @click.command(epilog=EXAMPLE)
-@click.option("--dataset", type=click.Choice(["fashion-mnist", "mnist", "cifar10", "synthetic"]),
-              default="fashion-mnist", help="Data set to train on.")
+@click.option("--dataset", type=click.Choice(["fashion-mnist", "mnist", "cifar10", "synthetic",
+                                             "folder"]),
+              default="fashion-mnist", help="Data set to train on; folder: an ImageFolder "
+              "layout (--data-dir with train/ and val/ or test/, one sub-folder per class of "
+              "PNG/JPEG/PPM files; GTSRB's crop-box CSVs are applied).")
+@click.option("--image-size", type=click.IntRange(8, 1024), default=None,
+              help="--dataset folder: side in pixels the images are resized to [default: 32].")
+@click.option("--workers", type=click.IntRange(0, 64), default=2, show_default=True,
+              help="--dataset folder: processes decoding images (0: in the main process).")
+@click.option("--distributed", type=click.Choice(["none", "members", "ddp"]), default=None,
+              help="Under torchrun: members (each rank trains whole members; bit-identical "
+                   "to one process) or ddp (DistributedDataParallel on one member at a time) "
+                   "[default: members under torchrun, none otherwise]. docs/DISTRIBUTED.md.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               envvar="EDGEMPIR_DATA", show_envvar=True,
               help="Folder with the data set's files [default: the Debian package's folder].")
@@ -63,12 +76,14 @@ Examples:
 @click.option("--resume", is_flag=True, help="Continue an interrupted run at --out.")
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @json_option
-def train(dataset, data_dir, arch, members, bits, preset_name, combiner, epochs, batch_size, lr,
+def train(dataset, image_size, workers, distributed, data_dir, arch, members, bits, preset_name, combiner, epochs, batch_size, lr,
           augment, adv_train, adv_eps, adv_steps, adv_step_size, trades_beta, seed, threads, out,
           resume, force, as_json):
     """Train an EMPIR ensemble: one full-precision and low-bit members, one command."""
     require_host("train")
-    from edgempir.data import DEFAULT_AUGMENT
+    from edgempir.data import DEFAULT_AUGMENT, DEFAULT_FOLDER_IMAGE_SIZE
+    from edgempir.distributed import default_strategy
+    from edgempir.errors import DataError
     from edgempir.fsutil import dumps_json
     from edgempir.members import DEFAULT_PRESET, PRESET_QUANTIZER, preset_recipe, resolve_members
     from edgempir.models import default_arch
@@ -76,6 +91,8 @@ def train(dataset, data_dir, arch, members, bits, preset_name, combiner, epochs,
     from edgempir.train import TrainConfig
     from edgempir.train import train as run_train
 
+    if image_size is not None and dataset != "folder":
+        raise DataError(f"--image-size applies to --dataset folder only, not {dataset}")
     specs = resolve_members(dataset, members, bits, preset_name)
     # --members/--bits train edge-family members; a preset also brings quantizers and recipe
     chosen = preset_name or (None if members or bits else DEFAULT_PRESET)
@@ -90,9 +107,14 @@ def train(dataset, data_dir, arch, members, bits, preset_name, combiner, epochs,
                       augment=augment or recipe.get("augment")
                       or DEFAULT_AUGMENT.get(dataset, "none"),
                       adv_train=adv_train, adv_eps=adv_eps, adv_steps=adv_steps,
-                      adv_step_size=adv_step_size, trades_beta=trades_beta)
+                      adv_step_size=adv_step_size, trades_beta=trades_beta,
+                      image_size=(image_size or DEFAULT_FOLDER_IMAGE_SIZE)
+                      if dataset == "folder" else None,
+                      workers=workers, distributed=distributed or default_strategy())
     manifest = run_train(cfg, resume=resume, force=force, progress=not as_json,
                          echo=lambda s: click.echo(s, err=True))
+    if manifest is None:  # a rank other than 0 under torchrun: rank 0 reports the run
+        return
     if as_json:
         click.echo(dumps_json({"run_dir": out, "manifest": manifest}), nl=False)
     else:

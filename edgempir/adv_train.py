@@ -47,19 +47,23 @@ def training_step_loss(model, xb, yb, mode: str, eps: float, steps: int, step_si
                        beta: float, label_smoothing: float = 0.0):
     """Return (loss, clean logits, adversarial logits or None).
 
-    ``label_smoothing`` (preset paper on CIFAR-10) applies to standard training only."""
+    ``label_smoothing`` (preset paper on CIFAR-10) applies to standard training only.
+    Under DistributedDataParallel (``train --distributed ddp``) the attack and the clean
+    logits use the wrapped network: only the one forward that the loss's gradient flows
+    through goes through DDP, whose backward averages the gradients over the ranks."""
+    net = getattr(model, "module", model)
     if mode == "none":
         out = model(xb)
         return F.cross_entropy(out, yb, label_smoothing=label_smoothing), out, None
     if mode == "pgd":
-        x_adv = pgd_examples(model, xb, yb, eps, steps, step_size)
+        x_adv = pgd_examples(net, xb, yb, eps, steps, step_size)
         out_adv = model(x_adv)
         with torch.no_grad():
-            out = model(xb)
+            out = net(xb)
         return F.cross_entropy(out_adv, yb), out, out_adv
     if mode == "trades":
-        out = model(xb)
-        x_adv = trades_examples(model, xb, out, eps, steps, step_size)
+        out = net(xb)
+        x_adv = trades_examples(net, xb, out, eps, steps, step_size)
         out_adv = model(x_adv)
         robust = F.kl_div(F.log_softmax(out_adv, dim=1), F.softmax(out, dim=1),
                           reduction="batchmean")

@@ -1,4 +1,4 @@
-"""Data sets: IDX (MNIST, Fashion-MNIST), CIFAR-10 batches, and synthetic data.
+"""Data sets: IDX (MNIST, Fashion-MNIST), CIFAR-10 batches, synthetic data, image folders.
 
 Numpy only. Images come back as uint8 arrays ``[N, C, H, W]``; models take floats in
 [0, 1] (``to_float``), and any normalisation lives inside the model. Missing or corrupt
@@ -8,6 +8,12 @@ CIFAR-10's python batches are pickles. We never run a user's pickle: the reader 
 unpickler whose allow-list holds only numpy's array reconstruction, so a file that names
 any other callable is rejected before anything runs. The binary batches (``*.bin``) are
 read too, and are preferred when both are present.
+
+Image folders (``--dataset folder``, edgempir.datasets.folder) are streamed from disk: their
+``x_train`` / ``x_test`` are :class:`~edgempir.datasets.folder.LazyImages` that decode only
+the rows they are indexed with. A folder run's manifest names its data set
+``folder-<N>px`` (:func:`folder_name`), so that eval and export, which reopen the data set
+from that name and ``--data-dir``, resize the images as training did.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import io
 import math
 import os
 import pickle
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +35,49 @@ import numpy as np
 from edgempir.errors import DataError
 from edgempir.fsutil import show_path
 
-DATASETS = ("fashion-mnist", "mnist", "cifar10", "synthetic")
+DATASETS = ("fashion-mnist", "mnist", "cifar10", "synthetic", "folder")
 DEFAULT_DATASET = "fashion-mnist"
+DEFAULT_FOLDER_IMAGE_SIZE = 32
+_FOLDER_NAME = re.compile(r"folder-([0-9]{1,4})px")
 
-# L-inf budgets used by default for evaluation and adversarial training (inputs in [0, 1]).
-DEFAULT_EPS = {"mnist": 0.3, "fashion-mnist": 0.1, "cifar10": 8 / 255, "synthetic": 0.1}
+
+def folder_name(image_size: int) -> str:
+    """The data set name a folder run records: the image size travels with it."""
+    return f"folder-{image_size}px"
+
+
+def folder_image_size(name: str) -> int | None:
+    """``folder-64px`` -> 64; None for any other name."""
+    m = _FOLDER_NAME.fullmatch(name)
+    return int(m.group(1)) if m else None
+
+
+def dataset_family(name: str) -> str:
+    """``folder-64px`` -> ``folder``; other names unchanged (the key of the tables below)."""
+    return "folder" if folder_image_size(name) is not None else name
+
+
+class _PerFamily(dict):
+    """A table keyed by data set family, which also answers for ``folder-<N>px``."""
+
+    def __getitem__(self, name):
+        return super().__getitem__(dataset_family(name))
+
+    def get(self, name, default=None):
+        return super().get(dataset_family(name), default)
+
+    def __contains__(self, name):
+        return super().__contains__(dataset_family(name))
+
+
+# L-inf budgets used by default for evaluation and adversarial training (inputs in [0, 1]);
+# image folders hold natural images, so they get CIFAR-10's and ImageNet's usual 8/255.
+DEFAULT_EPS = _PerFamily({"mnist": 0.3, "fashion-mnist": 0.1, "cifar10": 8 / 255,
+                          "synthetic": 0.1, "folder": 8 / 255})
 # Random horizontal flips keep the label for clothes and CIFAR objects, not for digits. On
 # Fashion-MNIST at the default 5 epochs they cost accuracy (fp32 member: 89.75% with flips,
 # 90.46% without; README), so only CIFAR-10 gets them by default.
-DEFAULT_AUGMENT = {"cifar10": "hflip"}
+DEFAULT_AUGMENT = _PerFamily({"cifar10": "hflip"})
 
 FASHION_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                    "sneaker", "bag", "ankle boot")
@@ -75,6 +116,8 @@ class Dataset:
     y_test: np.ndarray
     class_names: tuple[str, ...]
     source: str  # where the files came from
+    # image folders only: image size, layout and the files left out (edgempir.datasets.folder)
+    folder: dict | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -102,6 +145,13 @@ def data_fingerprint(data: Dataset) -> dict[str, str]:
             h.update(memoryview(a).cast("B"))
         return h.hexdigest()
 
+    from edgempir.datasets.folder import FINGERPRINT_HOW as FOLDER_HOW
+    from edgempir.datasets.folder import LazyImages
+
+    if isinstance(data.x_train, LazyImages) and isinstance(data.x_test, LazyImages):
+        # a streamed set is never read whole: its fingerprint is the sorted file list's
+        return {"how": FOLDER_HOW, "train": data.x_train.split.fingerprint(),
+                "test": data.x_test.split.fingerprint()}
     return {"how": FINGERPRINT_HOW,
             "train": digest(data.x_train, data.y_train.astype(np.int64)),
             "test": digest(data.x_test, data.y_test.astype(np.int64))}
@@ -365,8 +415,12 @@ def resolve_data_dir(name: str, data_dir: str | os.PathLike | None) -> Path:
     return Path(SYSTEM_DIRS.get(name, "."))
 
 
-def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | os.PathLike | None = None
-                 ) -> Dataset:
+def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | os.PathLike | None = None,
+                 image_size: int | None = None) -> Dataset:
+    """``image_size``: image folders only (``folder``; ``folder-<N>px`` carries its own)."""
+    if name == "folder" or folder_image_size(name) is not None:
+        return load_folder(data_dir, image_size or folder_image_size(name)
+                           or DEFAULT_FOLDER_IMAGE_SIZE)
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
     if name == "synthetic":
@@ -385,3 +439,24 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | os.PathLike | None
                             f"{x_test.shape[1:]} differ in shape; {HOW_TO_GET[name]}")
         classes = FASHION_CLASSES if name == "fashion-mnist" else MNIST_CLASSES
     return Dataset(name, x_train, y_train, x_test, y_test, classes, str(directory))
+
+
+MAX_SKIPPED_LISTED = 100  # the manifest lists this many skipped files, then counts the rest
+
+
+def load_folder(data_dir: str | os.PathLike | None, image_size: int) -> Dataset:
+    """An image folder (edgempir.datasets.folder), streamed: only labels are in memory."""
+    from edgempir.datasets.folder import HOW, LazyImages, open_folder
+
+    if data_dir is None:
+        data_dir = os.environ.get("EDGEMPIR_DATA")
+    if data_dir is None:
+        raise DataError(f"folder: no --data-dir (or EDGEMPIR_DATA) given; {HOW}")
+    root = Path(data_dir)
+    train, test, classes = open_folder(root, image_size)
+    skipped = [dict(s, split=split.name) for split in (train, test) for s in split.skipped]
+    layout = "gtsrb" if any(e.box is not None for e in train.entries) else "imagefolder"
+    info = {"image_size": image_size, "layout": layout, "test_split": test.name,
+            "skipped_count": len(skipped), "skipped": skipped[:MAX_SKIPPED_LISTED]}
+    return Dataset(folder_name(image_size), LazyImages(train), train.labels, LazyImages(test),
+                   test.labels, classes, str(root), folder=info)

@@ -24,7 +24,10 @@ _PAPER_BITS = {
     "cifar10": ("w4a2", "w2a2", "fp32"),
     "synthetic": ("w2a4", "w2a4", "fp32"),
 }
-PRESETS = {"edge": _PAPER_BITS, "paper": _PAPER_BITS}
+# image folders (natural RGB images): CIFAR-10's members under the edge preset; the paper's
+# ImageNet members (AlexNet w2a2/w4a4/fp32) are not built yet, so preset paper has none
+_EDGE_BITS = {**_PAPER_BITS, "folder": _PAPER_BITS["cifar10"]}
+PRESETS = {"edge": _EDGE_BITS, "paper": _PAPER_BITS}
 DEFAULT_PRESET = "edge"
 
 #: preset -> quantizer family (edgempir.models.QUANTIZERS): ``paper`` is the reference code's
@@ -44,7 +47,7 @@ PRESET_RECIPES = {
               "cifar10": {**_PAPER_RECIPE, "epochs": 6, "label_smoothing": 0.1}},
     # edge: 5 epochs, cosine schedule, the data set's default augmentation (data.py)
     "edge": {d: {"epochs": 5, "schedule": "cosine", "label_smoothing": 0.0}
-             for d in _PAPER_BITS},
+             for d in _EDGE_BITS},
 }
 
 

@@ -7,12 +7,14 @@ uninterrupted run computes. The learning rate follows a cosine schedule over all
 derived from the step number, so it needs no saved state either. Preset ``paper`` trains
 with the reference's constant learning rate (``schedule="constant"``) and, on CIFAR-10, label
 smoothing 0.1.
+
+One epoch (order, batches, steps) is edgempir.epoch; under torchrun (``--distributed
+members|ddp``) the process group and its helpers are edgempir.distributed.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import time
@@ -20,11 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from edgempir import provenance, rundir
 from edgempir.contract import reference_index
 from edgempir.data import DEFAULT_EPS
+from edgempir.epoch import Member, member_seed, predict_test_split, train_epoch
 from edgempir.errors import EdgempirError, RunDirError, TrainingError
 from edgempir.fsutil import atomic_write_json, fsync_dir, show_path, swap_in, write_error
 from edgempir.members import MemberSpec
@@ -58,13 +59,19 @@ class TrainConfig:
     adv_steps: int = 10
     adv_step_size: float | None = None  # default 2.5 * eps / steps
     trades_beta: float = 6.0
+    image_size: int | None = None  # --dataset folder: side the images are resized to
+    workers: int = 2               # --dataset folder: DataLoader processes decoding images
+    distributed: str = "none"      # "members" or "ddp" under torchrun (edgempir.distributed)
 
     def to_json(self) -> dict:
+        """The settings that decide the result (compared on --resume)."""
         d = dataclasses.asdict(self)
         d["members"] = [m.name for m in self.members]
-        d.pop("out")
-        d.pop("threads")
-        d.pop("data_dir")
+        # where the data is, how many processes load it or train: same result either way
+        for key in ("out", "threads", "data_dir", "workers", "distributed"):
+            d.pop(key)
+        if d["image_size"] is None:  # runs of the other data sets keep their old settings
+            d.pop("image_size")
         return d
 
 
@@ -73,35 +80,6 @@ def versions() -> dict[str, str | None]:
 
 
 SCHEDULES = ("cosine", "constant")
-
-
-def _lr_at(step: int, total: int, base: float, schedule: str = "cosine") -> float:
-    if schedule == "constant":
-        return base
-    return 0.5 * base * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
-
-
-def _member_seed(seed: int, index: int) -> int:
-    return seed * 1009 + index
-
-
-@dataclass
-class _Member:
-    index: int
-    spec: MemberSpec
-
-
-def predict_logits(model, x_uint8: np.ndarray, batch_size: int = 1000):
-    """All logits of a model on uint8 images, in eval mode, without gradients."""
-    import torch
-
-    outs = []
-    model.eval()
-    with torch.no_grad():
-        for s in range(0, len(x_uint8), batch_size):
-            xb = torch.from_numpy(x_uint8[s:s + batch_size]).float().div_(255.0)
-            outs.append(model(xb))
-    return torch.cat(outs)
 
 
 def _optimizer_state(opt) -> dict:
@@ -125,14 +103,12 @@ def _load_optimizer_state(opt, flat: dict) -> None:
     opt.load_state_dict(sd)
 
 
-def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[str], None],
-                 progress: bool) -> tuple[object, list[dict]]:
+def _restore(cfg: TrainConfig, data, work: Path, m: Member, log: Callable[[str], None]):
+    """The member's model and optimizer, from its checkpoint when an earlier train was
+    killed; (model, optimizer, history, first epoch to train, checkpoint path)."""
     import torch
-    from tqdm import tqdm
 
-    from edgempir.adv_train import default_step_size, training_step_loss
-
-    torch.manual_seed(_member_seed(cfg.seed, m.index))
+    torch.manual_seed(member_seed(cfg.seed, m.index))
     model = rundir.build_model_for(cfg.arch, m.spec, data, cfg.quantizer)
     ckpt = rundir.checkpoint_path(work, m.index, m.spec)
     history: list[dict] = []
@@ -153,72 +129,56 @@ def train_member(cfg: TrainConfig, data, work: Path, m: _Member, log: Callable[[
             _load_optimizer_state(opt, optim_state)
         except (ValueError, KeyError, RuntimeError) as e:
             raise _unusable(ckpt, e) from None
+    return model, opt, history, start_epoch, ckpt
 
-    eps = cfg.adv_eps if cfg.adv_eps is not None else DEFAULT_EPS[cfg.dataset]
-    step_size = cfg.adv_step_size or default_step_size(eps, cfg.adv_steps)
-    n = len(data.x_train)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    x_all = torch.from_numpy(data.x_train)
-    y_all = torch.from_numpy(data.y_train)
+
+def _ddp_group(cfg: TrainConfig, group):
+    """The group when this member is trained by every rank together (strategy ddp)."""
+    return group if group is not None and cfg.distributed == "ddp" else None
+
+
+def train_member(cfg: TrainConfig, data, work: Path, m: Member, log: Callable[[str], None],
+                 progress: bool, group=None) -> tuple[object, list[dict]]:
+    """Train one member from its checkpoint (if any) to the last epoch, saving a checkpoint
+    after every epoch. Strategy ddp: every rank runs this for the same member."""
+    model, opt, history, start_epoch, ckpt = _restore(cfg, data, work, m, log)
+    ddp = _ddp_group(cfg, group)
+    trained = model
+    if ddp is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model)  # checkpoints hold the plain model
     for epoch in range(start_epoch, cfg.epochs):
-        torch.manual_seed(_member_seed(cfg.seed, m.index) * 100003 + epoch)
-        rng = np.random.default_rng([cfg.seed, m.index, epoch])
-        order = rng.permutation(n)
-        flips = rng.random(n) < 0.5
-        model.train()
-        t0 = time.perf_counter()
-        seen = correct = adv_correct = 0
-        loss_sum = 0.0
-        bar = tqdm(range(steps_per_epoch), disable=not progress, leave=False, unit="batch",
-                   desc=f"member {m.index + 1} {m.spec} epoch {epoch + 1}/{cfg.epochs}")
-        for step in bar:
-            idx = torch.from_numpy(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
-            xb = x_all[idx].float().div_(255.0)
-            yb = y_all[idx]
-            if cfg.augment == "hflip":
-                flip = torch.from_numpy(flips[step * cfg.batch_size:(step + 1) * cfg.batch_size])
-                xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(epoch * steps_per_epoch + step, total_steps, cfg.lr,
-                                 cfg.schedule)
-            loss, out, out_adv = training_step_loss(model, xb, yb, cfg.adv_train, eps,
-                                                    cfg.adv_steps, step_size, cfg.trades_beta,
-                                                    label_smoothing=cfg.label_smoothing)
-            if not math.isfinite(loss.item()):
-                raise TrainingError(
-                    f"member {m.index} ({m.spec}) diverged: its training loss became "
-                    f"{loss.item()} at epoch {epoch + 1}, step {step + 1} (learning rate "
-                    f"{opt.param_groups[0]['lr']:.3g}); rerun with a smaller --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            seen += len(yb)
-            correct += int((out.argmax(1) == yb).sum())
-            if out_adv is not None:
-                adv_correct += int((out_adv.argmax(1) == yb).sum())
-            loss_sum += loss.item() * len(yb)
-            if step % 20 == 0 or step == steps_per_epoch - 1:
-                post = {"loss": f"{loss_sum / seen:.3f}", "acc": f"{correct / seen:.3f}"}
-                if cfg.adv_train != "none":
-                    post["adv_acc"] = f"{adv_correct / seen:.3f}"
-                post["img_s"] = f"{seen / (time.perf_counter() - t0):.0f}"
-                bar.set_postfix(post)
-        bar.close()
-        seconds = time.perf_counter() - t0
-        test_acc = float((predict_logits(model, data.x_test).argmax(1)
-                          == torch.from_numpy(data.y_test)).float().mean())
-        history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen,
-                        "test_accuracy": test_acc, "seconds": seconds,
-                        "images_per_second": seen / seconds})
+        stats = train_epoch(cfg, data, trained, opt, m, epoch, progress, ddp)
+        if ddp is not None:
+            from edgempir.distributed import check_in_sync, sum_over_ranks
+
+            sum_over_ranks(stats)
+        seconds = stats.seconds
+        logits, y = predict_test_split(model, data, cfg.workers)
+        test_acc = float((logits.argmax(1) == y).float().mean())
+        seen = stats.seen
+        history.append({"epoch": epoch + 1, "loss": stats.loss_sum / seen,
+                        "train_accuracy": stats.correct / seen, "test_accuracy": test_acc,
+                        "seconds": seconds, "images_per_second": seen / seconds})
         if cfg.adv_train != "none":
-            history[-1]["train_adversarial_accuracy"] = adv_correct / seen
-        state = {f"model.{k}": v for k, v in model.state_dict().items()}
-        state.update(_optimizer_state(opt))
-        rundir.save_weights(ckpt, state, {"epoch": str(epoch + 1), "history": json.dumps(history)})
-        log(f"member {m.index} ({m.spec}) epoch {epoch + 1}/{cfg.epochs}: loss {loss_sum / seen:.4f} "
-            f"train acc {correct / seen:.4f} test acc {test_acc:.4f} ({seconds:.1f} s, "
-            f"{seen / seconds:.0f} img/s)")
+            history[-1]["train_adversarial_accuracy"] = stats.adv_correct / seen
+        if stats.skipped:
+            history[-1]["skipped"] = [{"path": p, "reason": r}
+                                      for p, r in sorted(stats.skipped.items())]
+            log(f"member {m.index} ({m.spec}) epoch {epoch + 1}: {len(stats.skipped)} "
+                f"image(s) did not decode and were skipped, e.g. {next(iter(stats.skipped))}")
+        if ddp is None or ddp.leader:  # ddp: the ranks hold the same weights
+            state = {f"model.{k}": v for k, v in model.state_dict().items()}
+            state.update(_optimizer_state(opt))
+            rundir.save_weights(ckpt, state, {"epoch": str(epoch + 1),
+                                              "history": json.dumps(history)})
+        if ddp is not None:
+            check_in_sync(model, f"member {m.index} ({m.spec}) after epoch {epoch + 1}")
+            ddp.barrier()
+        log(f"member {m.index} ({m.spec}) epoch {epoch + 1}/{cfg.epochs}: loss "
+            f"{stats.loss_sum / seen:.4f} train acc {stats.correct / seen:.4f} test acc "
+            f"{test_acc:.4f} ({seconds:.1f} s, {seen / seconds:.0f} img/s)")
     return model.eval(), history
 
 
@@ -300,29 +260,50 @@ def train(cfg: TrainConfig, *, resume: bool = False, force: bool = False, progre
 
 
 def _train(cfg: TrainConfig, *, resume: bool, force: bool, progress: bool,
-           echo: Callable[[str], None]) -> dict:
-    import torch
+           echo: Callable[[str], None]) -> dict | None:
+    from edgempir.distributed import process_group
 
-    from edgempir.data import load_dataset
+    with process_group(cfg.distributed) as group:
+        return _train_in_group(cfg, group, resume=resume, force=force, progress=progress,
+                               echo=echo)
 
-    work = _check_out(cfg, resume, force)
-    if work == Path(cfg.out):
-        echo(f"{cfg.out} is already complete; nothing to resume")
-        return rundir.read_manifest(work)
-    data = load_dataset(cfg.dataset, cfg.data_dir)
-    for spec in cfg.members:  # a bad --arch or an arch that does not fit the data fails here
-        rundir.build_model_for(cfg.arch, spec, data, cfg.quantizer)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+
+def _make_work(work: Path) -> bool:
+    """Create the .partial folder; True when this call created it."""
     created = not work.exists()
     try:
         work.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a read-only or full file system: nothing was written
         raise write_error(work, e) from None
+    return created
+
+
+def _train_in_group(cfg: TrainConfig, group, *, resume: bool, force: bool, progress: bool,
+                    echo: Callable[[str], None]) -> dict | None:
+    """``group``: None in one process; under torchrun, rank 0 checks and creates the run
+    folder and writes the manifest, and every rank trains (edgempir.distributed)."""
+    import torch
+
+    from edgempir.data import load_dataset
+    from edgempir.distributed import decided_by_leader
+
+    leader = group is None or group.leader
+    work = decided_by_leader(group, lambda: _check_out(cfg, resume, force))
+    if work == Path(cfg.out):
+        if not leader:
+            return None
+        echo(f"{cfg.out} is already complete; nothing to resume")
+        return rundir.read_manifest(work)
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.image_size)
+    for spec in cfg.members:  # a bad --arch or an arch that does not fit the data fails here
+        rundir.build_model_for(cfg.arch, spec, data, cfg.quantizer)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    created = decided_by_leader(group, lambda: _make_work(work))
     try:
-        return _train_members(cfg, work, data, progress, echo)
+        return _train_members(cfg, work, data, progress and leader, echo, group)
     except TrainingError as e:
-        if created:  # nothing worth resuming: leave no .partial to block the rerun
+        if created and leader:  # nothing worth resuming: leave no .partial to block the rerun
             shutil.rmtree(work, ignore_errors=True)
             raise TrainingError(f"{e}; nothing was kept") from None
         raise TrainingError(f"{e}; the epochs finished before are kept in "
@@ -331,70 +312,131 @@ def _train(cfg: TrainConfig, *, resume: bool, force: bool, progress: bool,
     except EdgempirError:
         # e.g. a full disk before the first epoch was saved: a .partial without weights
         # would only make the rerun ask for --resume or --force
-        if created and not any(work.rglob("*.safetensors")):
+        if created and leader and not any(work.rglob("*.safetensors")):
             shutil.rmtree(work, ignore_errors=True)
         raise
 
 
-def _train_members(cfg: TrainConfig, work: Path, data, progress: bool,
-                   echo: Callable[[str], None]) -> dict:
-    import torch
-
-    from edgempir.data import data_fingerprint
-    from edgempir.ensemble import combine
-
-    if not (work / "config.json").is_file():
-        atomic_write_json(work / "config.json", cfg.to_json())
+def _member_log(work: Path, progress: bool, echo: Callable[[str], None]) -> Callable[[str], None]:
     log_path = work / "train.log"
 
     def log(msg: str) -> None:
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}"
         with open(log_path, "a") as f:
             f.write(line + "\n")
-        if not progress:
-            return
-        echo(msg)
+        if progress:
+            echo(msg)
+    return log
 
+
+def _no_log(msg: str) -> None:
+    pass
+
+
+def trained_member(cfg: TrainConfig, work: Path, data, i: int, progress: bool,
+                   log: Callable[[str], None], group=None):
+    """Member ``i``'s final weights: loaded when an earlier (killed) train finished it,
+    else trained and saved; (model, history)."""
+    spec = cfg.members[i]
+    final = rundir.member_weights_path(work, i, spec)
+    if final.is_file():
+        model = rundir.build_model_for(cfg.arch, spec, data, cfg.quantizer)
+        state, meta = rundir.load_weights(final)
+        history = _load_saved(final, model, state, meta)
+        return model.eval(), history
+    model, history = train_member(cfg, data, work, Member(i, spec), log, progress, group)
+    ddp = _ddp_group(cfg, group)
+    if ddp is None or ddp.leader:
+        rundir.save_weights(final, model.state_dict(), {"history": json.dumps(history),
+                                                        "spec": spec.name})
+    if ddp is not None:
+        ddp.barrier()
+    return model, history
+
+
+def _train_members(cfg: TrainConfig, work: Path, data, progress: bool,
+                   echo: Callable[[str], None], group=None) -> dict | None:
+    """Train every member (strategy members: this rank's share), then, on rank 0 once
+    every rank is done, load them all, write the manifest and publish the run."""
+    import torch
+
+    if not (work / "config.json").is_file():
+        atomic_write_json(work / "config.json", cfg.to_json())
+    log = _member_log(work, progress, echo)
+    if _ddp_group(cfg, group) is not None and not group.leader:
+        log = _no_log  # every rank computes the same epoch figures: rank 0 writes them
     log(f"training {len(cfg.members)} members {[m.name for m in cfg.members]} on {data.name} "
-        f"({len(data.x_train)} train / {len(data.x_test)} test images, arch {cfg.arch}, "
+        f"({len(data.y_train)} train / {len(data.y_test)} test images, arch {cfg.arch}, "
         f"{torch.get_num_threads()} threads)")
+    if data.folder is not None and data.folder["skipped_count"]:
+        first = data.folder["skipped"][0]
+        log(f"{data.folder['skipped_count']} file(s) of {data.source} skipped, not readable "
+            f"images (the manifest lists them), e.g. {first['path']}: {first['reason']}")
+    if group is not None:
+        for i in range(len(cfg.members)):
+            if cfg.distributed == "ddp" or group.owns_member(i):
+                trained_member(cfg, work, data, i, progress, log, group)
+        group.barrier()  # every member's final weights are on disk
+        if not group.leader:
+            return None
     members_meta, logits, histories = [], [], []
     for i, spec in enumerate(cfg.members):
-        m = _Member(i, spec)
-        final = rundir.member_weights_path(work, i, spec)
-        if final.is_file():
-            model = rundir.build_model_for(cfg.arch, spec, data, cfg.quantizer)
-            state, meta = rundir.load_weights(final)
-            history = _load_saved(final, model, state, meta)
-            model.eval()
-        else:
-            model, history = train_member(cfg, data, work, m, log, progress)
-            rundir.save_weights(final, model.state_dict(), {"history": json.dumps(history),
-                                                            "spec": spec.name})
+        model, history = trained_member(cfg, work, data, i, progress, log, group)
+        member_logits, y = predict_test_split(model, data, cfg.workers)
         histories.append(history)
-        logits.append(predict_logits(model, data.x_test))
+        logits.append(member_logits)
         members_meta.append({
             "index": i, "spec": spec.name, **spec.to_json(),
-            "file": str(final.relative_to(work)),
+            "file": str(rundir.member_weights_path(work, i, spec).relative_to(work)),
             "parameters": int(sum(p.numel() for p in model.parameters())),
-            "clean_accuracy": float((logits[-1].argmax(1) == torch.from_numpy(data.y_test))
-                                    .float().mean()),
+            "clean_accuracy": float((member_logits.argmax(1) == y).float().mean()),
             "time_per_epoch_s": [h["seconds"] for h in history],
             "history": history,
         })
-    stacked = torch.stack(logits)
-    y = torch.from_numpy(data.y_test)
+    manifest = _manifest(cfg, data, members_meta, torch.stack(logits), y)
+    atomic_write_json(work / rundir.MANIFEST, manifest)
+    _publish(work, Path(cfg.out))
+    return manifest
+
+
+def _dataset_record(data) -> dict:
+    from edgempir.data import data_fingerprint
+
+    record = {"name": data.name, "source": data.source, "fingerprint": data_fingerprint(data),
+              "input_shape": list(data.input_shape), "input_range": [0.0, 1.0],
+              "num_classes": data.num_classes, "class_names": list(data.class_names),
+              "n_train": len(data.y_train), "n_test": len(data.y_test)}
+    if data.folder is not None:
+        record["folder"] = data.folder
+    return record
+
+
+def _skipped_in_training(members_meta: list[dict]) -> list[dict]:
+    """Images that passed the header scan but did not decode, from the members' histories."""
+    seen: dict[str, dict] = {}
+    for m in members_meta:
+        for h in m["history"]:
+            for s in h.get("skipped", []):
+                seen.setdefault(s["path"], s)
+    return [seen[p] for p in sorted(seen)]
+
+
+def _manifest(cfg: TrainConfig, data, members_meta: list[dict], stacked, y) -> dict:
+    import torch
+
+    from edgempir.ensemble import combine
+
     ref = reference_index(cfg.members)
     ensemble_acc = {c: float((combine(stacked, c, ref).argmax(1) == y).float().mean())
                     for c in ("vote", "mean-softmax", "mean-logits")}
-    manifest = {
+    dataset = _dataset_record(data)
+    if data.folder is not None:
+        dataset["folder"] = {**data.folder,
+                             "skipped_in_training": _skipped_in_training(members_meta)}
+    return {
         "schema": rundir.SCHEMA, "schema_version": rundir.SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "dataset": {"name": data.name, "source": data.source,
-                    "fingerprint": data_fingerprint(data),
-                    "input_shape": list(data.input_shape), "input_range": [0.0, 1.0],
-                    "num_classes": data.num_classes, "class_names": list(data.class_names),
-                    "n_train": len(data.x_train), "n_test": len(data.x_test)},
+        "dataset": dataset,
         "arch": cfg.arch,
         "preset": cfg.preset,
         "quantizer": cfg.quantizer,
@@ -406,6 +448,7 @@ def _train_members(cfg: TrainConfig, work: Path, data, progress: bool,
                      "label_smoothing": cfg.label_smoothing,
                      "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                      "augment": cfg.augment, "threads": torch.get_num_threads(),
+                     "distributed": _distributed_record(cfg),
                      "adversarial": None if cfg.adv_train == "none" else {
                          "method": cfg.adv_train, "norm": "Linf",
                          "eps": cfg.adv_eps if cfg.adv_eps is not None else DEFAULT_EPS[cfg.dataset],
@@ -416,11 +459,20 @@ def _train_members(cfg: TrainConfig, work: Path, data, progress: bool,
                     "n_test": len(y)},
         "versions": versions(),
     }
-    atomic_write_json(work / rundir.MANIFEST, manifest)
-    out = Path(cfg.out)
+
+
+def _distributed_record(cfg: TrainConfig) -> dict | None:
+    if cfg.distributed == "none":
+        return None
+    import torch.distributed as dist
+
+    return {"strategy": cfg.distributed, "world_size": dist.get_world_size(),
+            "backend": dist.get_backend()}
+
+
+def _publish(work: Path, out: Path) -> None:
     if out.exists():  # --force: swap only now that the new run is complete, in one step
         swap_in(work, out)
     else:
         os.replace(work, out)
     fsync_dir(out.parent)
-    return manifest

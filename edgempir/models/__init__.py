@@ -32,7 +32,7 @@ QUANTIZERS = ("edge", "dorefa")
 LEGACY_QUANTIZER = "edge"
 
 DEFAULT_ARCH = {"mnist": "mnist", "fashion-mnist": "mnist", "synthetic": "mnist",
-                "cifar10": "cifar"}
+                "cifar10": "cifar", "folder": "cifar"}
 
 
 def default_arch(dataset: str) -> str:
