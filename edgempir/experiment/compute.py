@@ -19,6 +19,8 @@ def member_compute(member, spec, input_shape) -> dict:
     import torch
     from torch import nn
 
+    from edgempir.models.census import is_quantized_layer
+
     layers: list[dict] = []
 
     def hook(mod, inputs, output):
@@ -27,7 +29,7 @@ def member_compute(member, spec, input_shape) -> dict:
         per_out = (mod.in_channels // mod.groups * math.prod(mod.kernel_size)
                    if isinstance(mod, nn.Conv2d) else mod.in_features)
         macs = int(getattr(output, "value", output)[0].numel()) * per_out
-        quant = type(mod).__module__.startswith("brevitas") and not spec.is_float
+        quant = is_quantized_layer(mod) and not spec.is_float
         w_bits = spec.weight_bits if quant else 32
         layers.append({"macs": macs, "weight_bits": w_bits, "act_bits": a_bits,
                        "weights": int(mod.weight.numel()), "quantized": quant})

@@ -31,13 +31,14 @@ def weight_bytes(model, spec, proto, packed_rows: list | None = None) -> dict:
     """
     from torch import nn
 
+    from edgempir.models.census import is_quantized_layer
     from edgempir.targets.host.onnx_export import inline_bytes
 
     quant = float_n = 0
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             n = m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
-            if type(m).__module__.startswith("brevitas") and not spec.is_float:
+            if is_quantized_layer(m) and not spec.is_float:
                 quant += m.weight.numel()
                 float_n += m.bias.numel() if m.bias is not None else 0
             else:

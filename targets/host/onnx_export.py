@@ -240,15 +240,15 @@ def expected_layers(model) -> dict:
     """How many quantized conv/linear layers a member has, and how many float ones."""
     from torch import nn
 
+    from edgempir.models.census import is_quantized_layer
+
     q = f_conv = f_lin = 0
     for m in model.modules():
-        mod = type(m).__module__
-        if mod.startswith("brevitas") and type(m).__name__ in ("QuantConv2d", "QuantLinear",
-                                                               "QuantConv1d"):
+        if is_quantized_layer(m):
             q += 1
-        elif isinstance(m, nn.Conv2d) and not mod.startswith("brevitas"):
+        elif isinstance(m, nn.Conv2d):
             f_conv += 1
-        elif isinstance(m, nn.Linear) and not mod.startswith("brevitas"):
+        elif isinstance(m, nn.Linear):
             f_lin += 1
     return {"quantized": q, "float_conv": f_conv, "float_linear": f_lin}
 

@@ -29,9 +29,10 @@ def small_synthetic(monkeypatch):
 
     real = data.load_dataset
 
-    def load(name=data.DEFAULT_DATASET, data_dir=None):
+    def load(name=data.DEFAULT_DATASET, data_dir=None, image_size=None):
         # the default test split: the reused EMPIR run's data fingerprint must still match
-        return data.synthetic(n_train=256) if name == "synthetic" else real(name, data_dir)
+        return (data.synthetic(n_train=256) if name == "synthetic"
+                else real(name, data_dir, image_size))
     monkeypatch.setattr(data, "load_dataset", load)
 
 

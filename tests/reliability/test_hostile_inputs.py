@@ -319,7 +319,7 @@ def test_eval_refuses_other_data_before_attacking(synthetic_run, tmp_path, monke
     run = tmp_path / "run"
     shutil.copytree(synthetic_run, run, ignore=shutil.ignore_patterns("eval"))
     assert "fingerprint" in json.loads((run / "manifest.json").read_text())["dataset"]
-    monkeypatch.setattr(D, "load_dataset", lambda name, data_dir=None: synthetic(seed=7))
+    monkeypatch.setattr(D, "load_dataset", lambda name, data_dir=None, image_size=None: synthetic(seed=7))
     refused(lambda: evaluate(run, config="quick", attacks=["pgd"], n=8, progress=False),
             DataError, "differ from the data the run was trained on")
     assert not (run / "eval").exists()
