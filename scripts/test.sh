@@ -5,4 +5,11 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 # lint first: seconds, and a finding fails CI like a test would
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest -q "$@"
+# two workers (pytest-xdist), a test file each at a time: the suite is half subprocesses that
+# import torch on one core, so two workers keep both cores busy.
+# Session fixtures are built once per worker; EDGEMPIR_TEST_WORKERS=0 runs it serially.
+workers=${EDGEMPIR_TEST_WORKERS:-2}
+if [ "$workers" = 0 ]; then
+  exec .venv/bin/python -m pytest -q "$@"
+fi
+exec .venv/bin/python -m pytest -q -n "$workers" --dist loadfile "$@"
