@@ -12,7 +12,6 @@ bash scripts/install.sh
 # are left to a separate command, `bash scripts/test.sh -m slow` (a later -m wins), so this
 # one stays under 10 minutes on 2 cores; `-m "slow or not slow"` runs everything.
 workers=${EDGEMPIR_TEST_WORKERS:-2}
-if [ "$workers" = 0 ]; then
-  exec .venv/bin/python -m pytest -q -m "not slow" "$@"
-fi
-exec .venv/bin/python -m pytest -q -n "$workers" --dist loadfile -m "not slow" "$@"
+args=(-q -m "not slow")
+[ "$workers" = 0 ] || args+=(-n "$workers" --dist loadfile)
+exec .venv/bin/python -m pytest "${args[@]}" "$@"
