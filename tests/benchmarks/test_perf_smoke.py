@@ -4,6 +4,7 @@ the run directory is left as it was. The figures themselves are not checked (a 2
 machine shared with other jobs); their meaning is in docs/BENCHMARKS.md."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -16,6 +17,33 @@ REPO = Path(__file__).resolve().parents[2]
 PERF = REPO / "benchmarks" / "perf.py"
 
 
+def _perf_module():
+    spec = importlib.util.spec_from_file_location("edgempir_perf", PERF)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(PERF.parent))       # perf.py imports its neighbour early_exit.py
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(PERF.parent))
+    return module
+
+
+def test_summary_says_met_exactly_when_the_ratio_is_within_its_target():
+    """Hand-made figures on both sides of each kind of bound (<= and >=), and at the bound."""
+    perf = _perf_module()
+    r = {"latency": {"headline": {"1": {"ratio": 1.5}, "32": {"ratio": 1.5001}}},
+         "weights": {"ratio": 0.9}, "memory": {"ratio": 2.0},
+         "pgd": {"ratio": 1.0}, "qat": {"ratio": 1.41},
+         "early_exit": {"batches": {"1": {"vs_fp32": {"early_exit_clean": 0.5,
+                                                      "early_exit_adversarial": 1.2}}}}}
+    s = perf.summarize(r)
+    assert {k: v["met"] for k, v in s.items()} == {
+        "latency_b1": True, "latency_b32": False, "weight_bytes": True, "peak_rss": False,
+        "pgd_throughput_vs_torchattacks": True, "qat_step": False,
+        "early_exit_clean_b1": True, "early_exit_adversarial_b1": False}
+    assert s["qat_step"] == {"ratio": 1.41, "target": "<= 1.4", "met": False}
+    r["pgd"]["ratio"] = 0.99
+    assert perf.summarize(r)["pgd_throughput_vs_torchattacks"]["met"] is False
 
 
 def test_perf_quick_runs_every_section(evaluated_run, tmp_path):
@@ -42,7 +70,10 @@ def test_perf_quick_runs_every_section(evaluated_run, tmp_path):
                       "early_exit_clean_b32", "early_exit_adversarial_b1",
                       "early_exit_adversarial_b32"}
     for v in s.values():
-        assert math.isfinite(v["ratio"]) and v["ratio"] > 0 and isinstance(v["met"], bool)
+        assert math.isfinite(v["ratio"]) and v["ratio"] > 0
+        op, bound = v["target"].split()
+        assert v["met"] is (v["ratio"] <= float(bound) if op == "<=" else v["ratio"] >= float(bound))
+    assert s["latency_b1"]["ratio"] == round(r["latency"]["headline"]["1"]["ratio"], 4)
 
     lat = r["latency"]
     assert set(lat["headline"]) == {"1", "32"}

@@ -3,6 +3,9 @@ resume with --json, help, and bad input."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -24,8 +27,29 @@ def _args(tmp_path, synthetic_run, *extra):
             "--threads", "1", *extra]
 
 
-def test_one_part_then_resume_as_json(cli, tmp_path, synthetic_run):
-    proc = cli(*_args(tmp_path, synthetic_run, "--only", "empir"))
+def _run_two_at_once(args: list[str]) -> list[subprocess.CompletedProcess]:
+    """Two invocations on one --out started together, as two users (or two terminals) would."""
+    cmd = [sys.executable, "-m", "edgempir.cli", *args]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    done = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=600)
+        done.append(subprocess.CompletedProcess(cmd, p.returncode, stdout, stderr))
+    return done
+
+
+def test_one_part_by_two_invocations_sharing_the_directory_then_resume_as_json(
+        tmp_path, synthetic_run):
+    both = _run_two_at_once(_args(tmp_path, synthetic_run, "--only", "empir"))
+    assert [p.returncode for p in both] == [0, 0], [p.stderr[-2000:] for p in both]
+    # the three steps (copy the run, eval paper, eval adaptive) are split: each one is run by
+    # exactly one of the two, and both finish with the whole part's results
+    ran = [re.findall(r"\] (.+?): finished in", p.stderr) for p in both]
+    assert sorted(ran[0] + ran[1]) == sorted(set(ran[0] + ran[1])) and len(ran[0] + ran[1]) == 3
+    assert all(ran), ("one invocation did every step", ran)
+    assert both[0].stdout == both[1].stdout
+    proc = next(p for p in both if "[2/3] eval empir, protocol paper" in p.stderr)
     out = proc.stdout
     # every figure says its protocol, configuration and n; unfinished rows are listed
     for text in ("EMPIR (w2a4+w4a4+fp32, vote), default training", "paper (quick, n=8)",
@@ -34,6 +58,7 @@ def test_one_part_then_resume_as_json(cli, tmp_path, synthetic_run):
                  f"wrote {tmp_path / 'RESULTS.md'}"):
         assert text in out, text
     assert "[2/3] eval empir, protocol paper (quick, n=8, eps 0.1)" in proc.stderr
+    assert not list((tmp_path / "exp" / "locks").glob("*.lock"))
     rows = tmp_path / "exp" / "rows"
     before = {p.name: p.stat().st_mtime_ns for p in rows.glob("*.json")}
     assert len(before) == 6
@@ -47,7 +72,7 @@ def test_one_part_then_resume_as_json(cli, tmp_path, synthetic_run):
     assert (tmp_path / "results-acc-vs-eps.png").is_file()
     # the command line is logged as given, whichever way the process was started
     argv = [i["argv"] for i in data["invocations"]]
-    assert len(argv) == 2 and argv[0] == argv[1][:-1] and argv[1][-1] == "--json"
+    assert len(argv) == 3 and argv[0] == argv[1] == argv[2][:-1] and argv[2][-1] == "--json"
     assert argv[0][:3] == ["edgempir", *CMD] and "--empir-run" in argv[0]
 
     other = _invoke(*_args(tmp_path, synthetic_run, "--only", "empir", "--n", "9"))
