@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from shared import built_once, exported_once
 from tiny_bundle import make_tiny_bundle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,24 +50,25 @@ def cli():
 @pytest.fixture(scope="session")
 def synthetic_run(tmp_path_factory) -> Path:
     """A trained run directory (w2a4, w4a4, fp32 on synthetic data, 1 epoch)."""
-    from edgempir.members import parse_members
-    from edgempir.train import TrainConfig, train
+    def build(out: Path) -> None:
+        from edgempir.members import parse_members
+        from edgempir.train import TrainConfig, train
 
-    out = tmp_path_factory.mktemp("runs") / "synthetic"
-    cfg = TrainConfig(out=str(out), dataset="synthetic", arch="mnist",
-                      members=parse_members("w2a4,w4a4,fp32"), epochs=1, batch_size=64, seed=0)
-    train(cfg, progress=False, echo=lambda s: None)
-    return out
+        cfg = TrainConfig(out=str(out), dataset="synthetic", arch="mnist",
+                          members=parse_members("w2a4,w4a4,fp32"), epochs=1, batch_size=64,
+                          seed=0)
+        train(cfg, progress=False, echo=lambda s: None)
+    return built_once(tmp_path_factory, "runs/synthetic", build)
 
 
 @pytest.fixture(scope="session")
 def evaluated_run(synthetic_run, tmp_path_factory) -> Path:
     """synthetic_run copied and evaluated once (adaptive protocol, quick, PGD only, 64
     images): what export needs. Shared by tests/targets and tests/cli."""
-    run = tmp_path_factory.mktemp("evaluated") / "synthetic"
-    shutil.copytree(synthetic_run, run, ignore=shutil.ignore_patterns("eval"))
-    run_cli("eval", str(run), "--config", "quick", "--n", "64", "--attacks", "pgd")
-    return run
+    def build(run: Path) -> None:
+        shutil.copytree(synthetic_run, run, ignore=shutil.ignore_patterns("eval"))
+        run_cli("eval", str(run), "--config", "quick", "--n", "64", "--attacks", "pgd")
+    return built_once(tmp_path_factory, "evaluated/synthetic", build)
 
 
 @pytest.fixture(scope="session")
@@ -75,11 +77,7 @@ def x86_bundle(evaluated_run, tmp_path_factory) -> Path:
     test re-exports with testkit.EXPORT_N_CALIB and compares), once per
     session for tests/cli (as ``bundle``) and tests/reliability. Read-only: copy it before
     damaging it."""
-    from edgempir.targets.host.export import export_bundle
-
-    out = tmp_path_factory.mktemp("x86-bundle") / "syn-x86"
-    export_bundle(evaluated_run, "x86", out, n_calib=64, progress=False)
-    return out
+    return exported_once(tmp_path_factory, evaluated_run, "x86")
 
 
 # ----------------------------------------------------------------- the tiny bundle

@@ -6,26 +6,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared import exported_once
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
 def arm_bundle(evaluated_run, tmp_path_factory) -> Path:
-    from edgempir.targets.host.export import export_bundle
-
-    out = tmp_path_factory.mktemp("bundles") / "syn-arm"
-    export_bundle(evaluated_run, "arm", out, n_calib=64, progress=False)
-    return out
+    return exported_once(tmp_path_factory, evaluated_run, "arm")
 
 
 @pytest.fixture(scope="session")
 def jetson_bundle(evaluated_run, tmp_path_factory) -> Path:
-    from edgempir.targets.host.export import export_bundle
-
-    out = tmp_path_factory.mktemp("bundles") / "syn-jetson"
-    export_bundle(evaluated_run, "jetson", out, n_calib=64, progress=False)
-    return out
+    return exported_once(tmp_path_factory, evaluated_run, "jetson")
 
 
 BITS = tuple(range(2, 9))
