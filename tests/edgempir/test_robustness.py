@@ -258,30 +258,6 @@ def test_masking_checks_are_documented(evaluated_run):
     assert _report(run, "paper")["masking_checks"] == []
 
 
-def test_resume_gives_identical_results(evaluated_run, tmp_path, fast_overrides):
-    """Kill after some attacks (simulated: drop later partial results and the reports);
-    the rerun reuses what was kept and ends with identical numbers."""
-    import shutil
-
-    run, result = evaluated_run
-    copy = tmp_path / "run"
-    shutil.copytree(run, copy)
-    partial = copy / "eval" / "partial" / "adaptive-quick"
-    kept = sorted(partial.rglob("pgd@*.npz"))
-    dropped = [p for p in partial.rglob("*.npz") if p not in kept]
-    for p in dropped:
-        p.unlink()
-    for p in (copy / "eval").glob("*.json"):
-        p.unlink()
-    mtimes = {p: p.stat().st_mtime_ns for p in kept}
-    again = evaluate(copy, protocols=["adaptive"], config="quick", n=40, seed=0,
-                     eps="0.1,0.3", progress=False, overrides=fast_overrides)
-    assert again.reports["adaptive"]["results"] == result.reports["adaptive"]["results"]
-    assert again.reports["adaptive"]["masking_checks"] == \
-        result.reports["adaptive"]["masking_checks"]
-    assert all(p.stat().st_mtime_ns == m for p, m in mtimes.items()), "kept results recomputed"
-
-
 def test_bad_inputs_are_clear_errors(run_copy, tmp_path):
     from edgempir.errors import EdgempirError, RunDirError
 
