@@ -78,7 +78,7 @@ def parse_arch(arch: str) -> tuple[str, float | None]:
 def build_model(arch: str, spec, input_shape, num_classes: int, quantizer: str = "edge"):
     import importlib
 
-    arch, width = parse_arch(arch)
+    arch, multiplier = parse_arch(arch)
     if quantizer not in QUANTIZERS:
         raise SpecError(f"unknown quantizer family {quantizer!r}; known: {', '.join(QUANTIZERS)}")
     if quantizer == "dorefa":
@@ -92,7 +92,7 @@ def build_model(arch: str, spec, input_shape, num_classes: int, quantizer: str =
     if height != width:
         raise SpecError(f"architecture {arch!r} needs square images, got {height}x{width}")
     model_cls = getattr(importlib.import_module(module), cls)
-    extra = {} if width is None else {"width": width}
+    extra = {} if multiplier is None else {"width": multiplier}
     try:
         return model_cls(spec, in_channels=channels, num_classes=num_classes, image_size=height,
                          **extra)

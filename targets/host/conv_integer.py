@@ -37,7 +37,7 @@ import numpy as np
 
 
 def _constant(graph, name: str):
-    """The value of an initializer or Constant-node output, else None."""
+    """The value of an initializer, Constant-node output or Identity of one, else None."""
     from onnx import numpy_helper
 
     for t in graph.initializer:
@@ -48,6 +48,10 @@ def _constant(graph, name: str):
             for a in n.attribute:
                 if a.name == "value":
                     return numpy_helper.to_array(a.t)
+        if n.op_type == "Identity" and n.output[0] == name:
+            # PyTorch's exporter shares equal initializers (e.g. two BatchNorms' untrained
+            # weights) through Identity nodes
+            return _constant(graph, n.input[0])
     return None
 
 
@@ -118,7 +122,7 @@ def convert_float_output_convs(proto) -> int:
             consumers[i].append(n)
     rewritten, folded, new_nodes, new_inits = 0, set(), [], []
     for node in graph.node:
-        if id(node) in folded:
+        if node.op_type == "BatchNormalization" and node.output[0] in folded:
             continue
         dq = [producer.get(i) for i in node.input]
         if (node.op_type != "Conv" or len(node.input) != 2
@@ -156,7 +160,7 @@ def convert_float_output_convs(proto) -> int:
                 np.asarray(beta, np.float32).reshape(1, n_out, 1, 1), f"{tag}/shift"))
             new_nodes.append(helper.make_node("Add", [scaled, f"{tag}/shift"], [out],
                                               name=f"{tag}/BatchNormShift"))
-            folded.add(id(bn))
+            folded.add(bn.output[0])  # by name: protobuf hands out new wrapper objects
         rewritten += 1
     if rewritten:
         del graph.node[:]
