@@ -121,8 +121,10 @@ def test_alexnet_at_224_px_trains_exports_and_benches_without_torch(cli, big_fol
     manifest = json.loads((bundle / "manifest.json").read_text())
     low = manifest["members"][0]
     assert low["integer_kernels"] == low["layers"]["quantized"] == 7
-    for rep in manifest["validation"].values():
-        assert rep["member_files"]["ensemble"]["agreement"] == 1.0
+    for name in ("clean", "adv-adaptive"):
+        rep = manifest["validation"][name]["member_files"]
+        assert rep["ensemble"]["agreement"] == 1.0
+        assert all(m["agreement"] == 1.0 for m in rep["members"])
     blocked = tmp_path / "no-torch"
     for name in ("torch", "brevitas", "onnx"):
         (blocked / name).mkdir(parents=True)
