@@ -37,8 +37,10 @@ Examples:
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               envvar="EDGEMPIR_DATA", show_envvar=True,
               help="Folder with the data set's files [default: the Debian package's folder].")
-@click.option("--arch", default=None, help="Architecture: mnist, cifar, resnet8 "
-              "[default: mnist for (Fashion-)MNIST, cifar for CIFAR-10].")
+@click.option("--arch", default=None, help="Architecture: mnist, cifar, resnet8, alexnet, "
+              "resnet18; alexnet and resnet18 take a width multiplier (resnet18:0.25) "
+              "[default: mnist for (Fashion-)MNIST, cifar for CIFAR-10 and folders, alexnet "
+              "for folders under --preset paper].")
 @click.option("--members", default=None, help="Member specs, e.g. w2a4,w2a4,fp32.")
 @click.option("--bits", default=None, help="Shorthand: 2,4,32 means w2a2,w4a4,fp32.")
 @click.option("--preset", "preset_name", type=click.Choice(["edge", "paper"]), default=None,
@@ -98,7 +100,7 @@ def train(dataset, image_size, workers, distributed, data_dir, arch, members, bi
     chosen = preset_name or (None if members or bits else DEFAULT_PRESET)
     recipe = preset_recipe(chosen or DEFAULT_PRESET, dataset)
     cfg = TrainConfig(out=out, dataset=dataset, data_dir=data_dir,
-                      arch=arch or default_arch(dataset), members=specs,
+                      arch=arch or default_arch(dataset, chosen), members=specs,
                       epochs=epochs or recipe["epochs"],
                       batch_size=batch_size, lr=lr, seed=seed, combiner=combiner,
                       preset=chosen, quantizer=PRESET_QUANTIZER[chosen or DEFAULT_PRESET],

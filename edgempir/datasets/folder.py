@@ -8,7 +8,11 @@ Layout::
 Class names are the sorted folder names under ``train/``; the test split may lack some
 classes but may not add any. GTSRB's training layout is read as such: a class folder that
 holds a ``GT-*.csv`` (``Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId``) has
-each of its images cropped to the CSV's box before resizing.
+each of its images cropped to the CSV's box before resizing. GTSRB's test layout is read
+too: a flat test split (``test/*.ppm`` with ``GT-final_test.csv``, whose ``ClassId``
+column gives the labels; the class folders under ``train/`` are then the ClassIds,
+``00000``...) takes labels and crop boxes from the CSV; an image the CSV lists that is
+missing or unreadable is skipped and reported like any other.
 
 Images are never all in memory: :class:`FolderSplit` keeps paths and labels; one image is
 decoded, cropped, converted to RGB and resized (squashed to ``image_size`` x ``image_size``,
@@ -180,26 +184,73 @@ def _truncation(img, size: int) -> str | None:
     return None
 
 
+def _gtsrb_rows(csv_path: Path) -> dict[str, tuple[tuple[int, int, int, int], int | None]]:
+    """One GTSRB annotation file: file name -> (crop box, ClassId or None if no column)."""
+    if csv_path.stat().st_size > MAX_CSV_BYTES:
+        raise DataError(f"{show_path(csv_path)}: more than {MAX_CSV_BYTES >> 20} MiB, not "
+                        "a GTSRB annotation file")
+    rows = {}
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f, delimiter=";"):
+                x1, y1, x2, y2 = (int(row[k]) for k in ("Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2"))
+                if not (0 <= x1 <= x2 and 0 <= y1 <= y2):
+                    raise ValueError(f"box {x1},{y1},{x2},{y2} of {row['Filename']}")
+                cls = row.get("ClassId")
+                rows[row["Filename"]] = ((x1, y1, x2, y2), None if cls is None else int(cls))
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{show_path(csv_path)}: not a GTSRB annotation file (expected "
+                        f"Filename;...;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2 rows: {one_line(str(e))[:120]})"
+                        ) from None
+    return rows
+
+
 def _gtsrb_boxes(class_dir: Path) -> dict[str, tuple[int, int, int, int]]:
     """GTSRB's crop boxes of one class folder, by file name ({} when it has no GT-*.csv)."""
-    boxes: dict[str, tuple[int, int, int, int]] = {}
-    for csv_path in sorted(class_dir.glob("GT-*.csv")):
-        if csv_path.stat().st_size > MAX_CSV_BYTES:
-            raise DataError(f"{show_path(csv_path)}: more than {MAX_CSV_BYTES >> 20} MiB, not "
-                            "a GTSRB annotation file")
-        try:
-            with open(csv_path, newline="", encoding="utf-8") as f:
-                for row in csv.DictReader(f, delimiter=";"):
-                    x1, y1, x2, y2 = (int(row[k]) for k in
-                                      ("Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2"))
-                    if not (0 <= x1 <= x2 and 0 <= y1 <= y2):
-                        raise ValueError(f"box {x1},{y1},{x2},{y2} of {row['Filename']}")
-                    boxes[row["Filename"]] = (x1, y1, x2, y2)
-        except (KeyError, ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:
-            raise DataError(f"{show_path(csv_path)}: not a GTSRB annotation file (expected "
-                            f"Filename;...;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2 rows: {one_line(str(e))[:120]})"
-                            ) from None
-    return boxes
+    return {name: box for csv_path in sorted(class_dir.glob("GT-*.csv"))
+            for name, (box, _) in _gtsrb_rows(csv_path).items()}
+
+
+def _flat_gtsrb_csv(split_dir: Path) -> Path | None:
+    """GTSRB's test layout: images directly in the split folder and one GT-*.csv there
+    with a ClassId column (GT-final_test.csv); None for a class-folder split."""
+    found = sorted(split_dir.glob("GT-*.csv"))
+    for csv_path in found:
+        with open(csv_path, encoding="utf-8", errors="replace") as f:
+            if "ClassId" in (c.strip() for c in f.readline().split(";")):
+                return csv_path
+    return None
+
+
+def _class_number(names: dict[str, int]) -> dict[int, int]:
+    """GTSRB's ClassId -> label: the class folders are the ClassIds, zero-padded (00000)."""
+    if not all(n.isdigit() for n in names):
+        raise DataError("folder: a flat GTSRB test split (GT-*.csv with ClassId) needs class "
+                        "folders named by their ClassId (00000, 00001, ...) under train/")
+    return {int(n): label for n, label in names.items()}
+
+
+def _scan_flat_gtsrb(root: Path, split: str, csv_path: Path, classes: dict[str, int],
+                     image_size: int) -> FolderSplit:
+    """The flat test folder: label and crop box of every image from the CSV."""
+    by_number = _class_number(classes)
+    entries: list[Entry] = []
+    skipped: list[dict] = []
+    for name, (box, class_id) in sorted(_gtsrb_rows(csv_path).items()):
+        rel = f"{split}/{name}"
+        if class_id not in by_number:
+            raise DataError(f"{show_path(csv_path)}: {name} has ClassId {class_id}, which has "
+                            f"no folder under train/")
+        path = root / split / name
+        problem = (_header_problem(path) if Path(name).name == name
+                   else "not a file name of this folder")
+        if problem is not None:
+            skipped.append({"path": rel, "reason": problem})
+            continue
+        entries.append(Entry(rel, by_number[class_id], box, path.stat().st_size))
+        if len(entries) > MAX_FILES:
+            raise DataError(f"{show_path(root / split)}: more than {MAX_FILES} images")
+    return FolderSplit(root, split, entries, image_size, skipped)
 
 
 def _scan_split(root: Path, split: str, classes: dict[str, int], image_size: int
@@ -253,7 +304,9 @@ def open_folder(root: Path, image_size: int) -> tuple[FolderSplit, FolderSplit, 
                         f"({', '.join(extra[:5])}); {HOW}")
     classes = {n: i for i, n in enumerate(names)}
     train = _scan_split(root, TRAIN_SPLIT, classes, image_size)
-    test = _scan_split(root, test_name, classes, image_size)
+    flat = _flat_gtsrb_csv(root / test_name)
+    test = (_scan_flat_gtsrb(root, test_name, flat, classes, image_size) if flat is not None
+            else _scan_split(root, test_name, classes, image_size))
     for split in (train, test):
         if not len(split):
             raise DataError(f"folder: {show_path(root / split.name)} holds no readable "

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 from brevitas.inject import ExtendedInjector
-from brevitas.nn import QuantConv2d, QuantIdentity, QuantReLU
+from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear, QuantReLU
 from brevitas.proxy import ActQuantProxyFromInjector, WeightQuantProxyFromInjector
 from torch import nn
 
@@ -150,3 +150,11 @@ def requant(spec) -> nn.Module:
         return nn.Identity()
     return QuantIdentity(act_quant=DoReFaActQuant, bit_width=spec.act_bits,
                          return_quant_tensor=True)
+
+
+def linear(spec, cin: int, cout: int) -> nn.Module:
+    """A hidden fully connected layer with DoReFa weights (AlexNet's fc1/fc2)."""
+    if spec.is_float:
+        return nn.Linear(cin, cout, bias=False)
+    return QuantLinear(cin, cout, bias=False, weight_quant=DoReFaWeightQuant,
+                       weight_bit_width=spec.weight_bits)

@@ -87,13 +87,11 @@ class CifarNet(nn.Module):
         x = self.quant_input(x)
         x = self.pool1(self.relu1(self.conv1(x)))
         x = self.requant2(self.pool2(Q.value(self.relu2(self.conv2(x)))))
-        x = self.requant3(self.pool3(Q.value(self.relu3(self.conv3(x)))))
-        x = self.relu4(self.fc1(_flatten(x)))
+        # flatten before the quantizer, not after: ONNX Runtime fuses DequantizeLinear ->
+        # MatMul into an integer kernel, but not DequantizeLinear -> Flatten -> MatMul (fc1
+        # then ran in float and export refused the member). Same values: the quantizer is
+        # per-tensor and elementwise.
+        x = self.requant3(self.pool3(Q.value(self.relu3(self.conv3(x)))).flatten(1))
+        x = self.relu4(self.fc1(x))
         return self.fc2(Q.value(x))
 
-
-def _flatten(x):
-    """Flatten that keeps a Brevitas QuantTensor quantized (per-tensor scale)."""
-    if hasattr(x, "value"):
-        return x.flatten(1) if hasattr(x, "flatten") else x.value.flatten(1)
-    return x.flatten(1)

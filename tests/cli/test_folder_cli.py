@@ -87,3 +87,52 @@ def test_folder_options_are_checked_in_one_line(cli, tmp_path, monkeypatch, args
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
+
+
+# ----------------------------------------------------------------- 224 px, bench without torch
+@pytest.fixture(scope="module")
+def big_folder(tmp_path_factory):
+    """2 classes x 4 train / 2 val JPEGs of 240x224 px: the ImageNet input size."""
+    root = tmp_path_factory.mktemp("big")
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 4), ("val", 2)):
+        for c, base in enumerate(((220, 30, 30), (30, 30, 220))):
+            folder = root / split / f"k{c}"
+            folder.mkdir(parents=True)
+            for k in range(n):
+                img = np.clip(np.array(base) + rng.normal(0, 25, (224, 240, 3)), 0, 255)
+                Image.fromarray(img.astype(np.uint8)).save(folder / f"{k}.jpg")
+    return root
+
+
+@pytest.mark.slow
+def test_alexnet_at_224_px_trains_exports_and_benches_without_torch(cli, big_folder, tmp_path):
+    """AlexNet-BN (width 1/16) on 224 px images: train 1 epoch, eval, export x86 (every
+    low-bit layer an integer kernel, BatchNorm folded), then ``edgempir bench`` in a process
+    where torch, brevitas and onnx cannot be imported."""
+    run, bundle = tmp_path / "run", tmp_path / "bundle"
+    cli("train", "--dataset", "folder", "--data-dir", str(big_folder), "--image-size", "224",
+        "--arch", "alexnet:0.0625", "--members", "w2a2,fp32", "--epochs", "1",
+        "--batch-size", "4", "--workers", "0", "--threads", "1", "--out", str(run))
+    cli("eval", str(run), "--data-dir", str(big_folder), "--config", "quick", "--n", "4",
+        "--attacks", "pgd", "--threads", "1")
+    cli("export", str(run), "--target", "x86", "--data-dir", str(big_folder), "--n-calib", "8",
+        "--out", str(bundle))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    low = manifest["members"][0]
+    assert low["integer_kernels"] == low["layers"]["quantized"] == 7
+    for name in ("clean", "adv-adaptive"):
+        rep = manifest["validation"][name]["member_files"]
+        assert rep["ensemble"]["agreement"] == 1.0
+        assert all(m["agreement"] == 1.0 for m in rep["members"])
+    blocked = tmp_path / "no-torch"
+    for name in ("torch", "brevitas", "onnx"):
+        (blocked / name).mkdir(parents=True)
+        (blocked / name / "__init__.py").write_text(f"raise ImportError('no {name} here')\n")
+    out = tmp_path / "bench.json"
+    proc = cli("bench", str(bundle), "--batch-sizes", "1,2", "--repeats", "5", "--warmup", "1",
+               "--square-queries", "10", "--square-n", "4", "--no-memory", "--out", str(out),
+               env={"PYTHONPATH": str(blocked)})
+    report = json.loads(out.read_text())
+    assert report["bundle"]["input_shape"] == [3, 224, 224] and proc.returncode == 0
+    assert all(row["ensemble"]["p50_ms"] > 0 for row in report["latency"])
