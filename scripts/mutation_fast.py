@@ -10,8 +10,9 @@ mutant (torch and torchattacks imported, every test run) and makes the attack mo
 (~2,900 mutants) a day's work. This executor runs the same mutants with the same tests,
 cheaper in two ways that cannot change a verdict:
 
-- ``cover`` runs the config's test selection once on the unmutated module and records, per
-  test, the module's lines it executes (lines run while importing or collecting count for
+- ``cover`` runs the config's test selection once on the unmutated code and records, per
+  test, the module's lines it executes (cached in .mutation/cover-*.json for every module
+  tested with the same selection, while no test file and no commit changed) (lines run while importing or collecting count for
   every test). ``exec`` then runs, per mutant, only the tests that execute some line of the
   statement the mutation is in (the smallest enclosing statement, so a mutation in a
   multi-line expression or an ``if`` condition is covered by every test that runs any line
@@ -58,33 +59,50 @@ def selection_args(cfg: dict) -> list[str]:
 
 # ------------------------------------------------------------------ coverage per test
 class LineRecorder:
-    """A pytest plugin recording the lines of one file that each test executes."""
+    """A pytest plugin recording the project lines (edgempir/, targets/, calib/) that each
+    test executes: one coverage run serves every module tested with the same selection."""
 
-    def __init__(self, target: Path):
-        self.target = str(target.resolve())
+    def __init__(self):
+        self.prefixes = tuple(str(ROOT / d) + os.sep for d in ("edgempir", "targets", "calib"))
         self.current = "<collection>"
-        self.lines: dict[str, set[int]] = {self.current: set()}
+        self.lines: dict[str, dict[str, set[int]]] = {self.current: {}}
         self.seconds: dict[str, float] = {}
 
+    def _add(self, frame):
+        name = frame.f_code.co_filename
+        self.lines[self.current].setdefault(name, set()).add(frame.f_lineno)
+
     def trace_calls(self, frame, event, arg):
-        if frame.f_code.co_filename == self.target:
-            self.lines[self.current].add(frame.f_lineno)
+        if frame.f_code.co_filename.startswith(self.prefixes):
+            self._add(frame)
             return self.trace_lines
         return None
 
     def trace_lines(self, frame, event, arg):
         if event == "line":
-            self.lines[self.current].add(frame.f_lineno)
+            self._add(frame)
         return self.trace_lines
 
     def pytest_runtest_protocol(self, item, nextitem):
         self.current = item.nodeid
-        self.lines.setdefault(item.nodeid, set())
+        self.lines.setdefault(item.nodeid, {})
         self._t0 = time.perf_counter()
 
     def pytest_runtest_logfinish(self, nodeid, location):
         self.seconds[nodeid] = time.perf_counter() - self._t0
         self.current = "<collection>"
+
+
+def cache_key(cfg: dict) -> str:
+    """The selection and the content of every test and project file: a cached coverage run
+    is reused only while none of them changed."""
+    import hashlib
+
+    h = hashlib.sha256(cfg["test-command"].encode())
+    for top in ("tests", "edgempir", "targets", "calib"):
+        for f in sorted((ROOT / top).rglob("*.py")):
+            h.update(str(f).encode() + f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def cover(cfg_path: str, out_path: str) -> int:
@@ -93,19 +111,30 @@ def cover(cfg_path: str, out_path: str) -> int:
     import pytest
 
     cfg = read_config(cfg_path)
-    rec = LineRecorder(ROOT / cfg["module-path"])
-    sys.settrace(rec.trace_calls)
-    threading.settrace(rec.trace_calls)
-    rc = pytest.main(selection_args(cfg), plugins=[rec])
-    sys.settrace(None)
-    if rc != 0:
-        print(f"mutation_fast: the unmutated selection fails (pytest exit {rc})", file=sys.stderr)
-        return 2
-    tests = [t for t in rec.seconds]
-    data = {"module": cfg["module-path"], "tests": tests, "seconds": rec.seconds,
-            "lines": {t: sorted(v) for t, v in rec.lines.items()}}
+    target = str((ROOT / cfg["module-path"]).resolve())
+    cache = ROOT / ".mutation" / f"cover-{cache_key(cfg)}.json"
+    if not cache.exists():
+        rec = LineRecorder()
+        sys.settrace(rec.trace_calls)
+        threading.settrace(rec.trace_calls)
+        rc = pytest.main(selection_args(cfg), plugins=[rec])
+        sys.settrace(None)
+        threading.settrace(None)
+        if rc != 0:
+            print(f"mutation_fast: the unmutated selection fails (pytest exit {rc})",
+                  file=sys.stderr)
+            return 2
+        cache.write_text(json.dumps({
+            "seconds": rec.seconds,
+            "lines": {t: {f: sorted(v) for f, v in files.items()}
+                      for t, files in rec.lines.items()}}))
+    full = json.loads(cache.read_text())
+    tests = list(full["seconds"])
+    data = {"module": cfg["module-path"], "tests": tests, "seconds": full["seconds"],
+            "lines": {t: full["lines"].get(t, {}).get(target, [])
+                      for t in ["<collection>", *tests]}}
     Path(out_path).write_text(json.dumps(data))
-    print(f"mutation_fast: {len(tests)} tests cover {cfg['module-path']}")
+    print(f"mutation_fast: {len(tests)} tests in the selection of {cfg['module-path']}")
     return 0
 
 
