@@ -110,3 +110,22 @@ def test_chooser_keeps_the_first_fooling_example_else_the_strongest_try():
     # (equal p_true does not replace); 3: wrong clean, the clean input stays
     assert chooser.result()[:, 0].tolist() == [1.0, 3.0, 1.0, 0.0]
     assert x[:, 0].tolist() == [0, 0, 0, 0]
+
+
+def test_run_counts_every_other_class_as_wrong():
+    """Predictions below and above the label are both wrong (ok is equality, not an order)."""
+    wc = WorstCase(np.ones((1, 3), dtype=bool), "all", targets=["ensemble"],
+                   y=np.array([1, 1, 1]))
+    preds = {"pgd": np.array([[0, 1, 2]])}
+    wc.run([_job("pgd", ["ensemble"])], _runner(preds, {"pgd": np.zeros(3)}))
+    assert wc.sets["pgd@s"]["ok"].tolist() == [[False, True, False]]
+    assert wc.accuracy().tolist() == [pytest.approx(1 / 3)]
+
+
+def test_a_pool_name_built_at_run_time_works():
+    """The pool is compared by value: a name read from a file or the command line is not
+    the interned literal."""
+    pool = "ALL".lower()
+    wc = WorstCase(np.ones((2, 2), dtype=bool), pool=pool)
+    wc.add(_bool([[1, 0], [1, 1]]), [1], cascade=False)
+    assert wc.accuracy().tolist() == [0.5, 1.0]
