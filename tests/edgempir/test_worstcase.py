@@ -129,3 +129,12 @@ def test_a_pool_name_built_at_run_time_works():
     wc = WorstCase(np.ones((2, 2), dtype=bool), pool=pool)
     wc.add(_bool([[1, 0], [1, 1]]), [1], cascade=False)
     assert wc.accuracy().tolist() == [0.5, 1.0]
+
+
+def test_pool_all_built_at_run_time_keeps_examples_of_sets_aimed_elsewhere():
+    """Under pool "all" (compared by value) a set aimed at a member fools the ensemble too."""
+    wc = WorstCase(np.ones((2, 2), dtype=bool), "ALL".lower(), targets=["ensemble", "m0"],
+                   y=np.array([0, 1]), examples_from=np.zeros((2, 1), np.float32))
+    preds = {"ab": np.array([[5, 1], [5, 1]])}
+    wc.run([_job("ab", ["m0"])], _runner(preds, {"ab": np.array([0.1, 0.2])}))
+    assert wc.examples()[:, 0].tolist() == [2.0, 2.0]
