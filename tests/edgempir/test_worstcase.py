@@ -138,3 +138,12 @@ def test_pool_all_built_at_run_time_keeps_examples_of_sets_aimed_elsewhere():
     preds = {"ab": np.array([[5, 1], [5, 1]])}
     wc.run([_job("ab", ["m0"])], _runner(preds, {"ab": np.array([0.1, 0.2])}))
     assert wc.examples()[:, 0].tolist() == [2.0, 2.0]
+
+
+def test_the_kept_example_starts_from_the_ensembles_clean_errors():
+    """A sample the ensemble gets wrong clean keeps its clean input, whatever the members do."""
+    wc = WorstCase(_bool([[0, 1], [1, 1]]), "all", targets=["ensemble", "m0"],
+                   y=np.array([0, 1]), examples_from=np.zeros((2, 1), np.float32))
+    preds = {"ab": np.array([[5, 1], [0, 1]])}
+    wc.run([_job("ab", ["ensemble"])], _runner(preds, {"ab": np.array([0.1, 0.2])}))
+    assert wc.examples()[:, 0].tolist() == [0.0, 2.0]
