@@ -60,8 +60,9 @@ def test_pgd_restarts_rerun_only_the_unbroken_samples(tiny_model, tiny_batch):
     x, y = tiny_batch
     half = len(x) // 2
 
-    def first_half_right(xb):     # the first restart breaks the second half only
-        return torch.cat([y[:half], torch.full((len(xb) - half,), -1)])[: len(xb)]
+    def first_half_right(xb):     # the first restart breaks the second half only (a class
+        # above every label: "fooled" is any other answer, not a lower one)
+        return torch.cat([y[:half], torch.full((len(xb) - half,), 99)])[: len(xb)]
     decide, calls = _decisions(first_half_right)
     attack = make_attack("pgd", eps=0.05, steps=2, restarts=2, seed=1)
     out = attack(tiny_model, x, y, decide=decide)
@@ -69,3 +70,18 @@ def test_pgd_restarts_rerun_only_the_unbroken_samples(tiny_model, tiny_batch):
     single = make_attack("pgd", eps=0.05, steps=2, restarts=1, seed=1)(tiny_model, x, y)
     assert torch.equal(out[half:], single[half:])
     assert not torch.equal(out[:half], single[:half])   # a new random start for the rest
+
+
+def test_sign_steps_are_projected_after_every_step(tiny_model, tiny_batch):
+    """An independent loop: each step leaves the ball and is projected back at once (the
+    base class's final projection alone would hide a wrong bound inside the loop)."""
+    x, y = tiny_batch
+    eps, step = 0.1, 0.06
+    adv = x.clone()
+    lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+    for _ in range(3):
+        xg = adv.clone().requires_grad_(True)
+        torch.nn.functional.cross_entropy(tiny_model(xg), y, reduction="sum").backward()
+        adv = torch.max(torch.min(adv + step * xg.grad.sign(), hi), lo)
+    out = make_attack("bim", eps=eps, steps=3, step_size=step)(tiny_model, x, y)
+    assert torch.allclose(out, adv, atol=1e-6)
