@@ -85,3 +85,10 @@ def test_sign_steps_are_projected_after_every_step(tiny_model, tiny_batch):
         adv = torch.max(torch.min(adv + step * xg.grad.sign(), hi), lo)
     out = make_attack("bim", eps=eps, steps=3, step_size=step)(tiny_model, x, y)
     assert torch.allclose(out, adv, atol=1e-6)
+
+
+def test_pgd_with_zero_restarts_still_attacks_once(tiny_model, tiny_batch):
+    x, y = tiny_batch
+    out = make_attack("pgd", eps=0.25, steps=5, restarts=0)(tiny_model, x, y)
+    assert not torch.equal(out, x)
+    assert torch.equal(out, make_attack("pgd", eps=0.25, steps=5, restarts=1)(tiny_model, x, y))
