@@ -92,3 +92,10 @@ def test_pgd_with_zero_restarts_still_attacks_once(tiny_model, tiny_batch):
     out = make_attack("pgd", eps=0.25, steps=5, restarts=0)(tiny_model, x, y)
     assert not torch.equal(out, x)
     assert torch.equal(out, make_attack("pgd", eps=0.25, steps=5, restarts=1)(tiny_model, x, y))
+
+
+def test_pgd_defaults_are_the_documented_ones():
+    """40 steps of 0.25 eps from a random start, one restart (docs/EVAL.md's PGD)."""
+    assert make_attack("pgd", eps=0.1).describe() == {
+        "name": "pgd", "norm": "Linf", "eps": 0.1, "seed": 0, "steps": 40, "step_size": None,
+        "rel_step": 0.25, "random_start": True, "restarts": 1}
