@@ -1,0 +1,101 @@
+"""Details of the attacks that the strength and threat-model tests leave open (found by
+mutation testing, docs/TESTING.md "Mutation testing"): step sizes, random starts, restarts."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgempir.attacks import make_attack
+
+
+def _decisions(answer):
+    """A ``decide`` that records the batch sizes it was asked about and answers ``answer``."""
+    calls = []
+
+    def decide(xb):
+        calls.append(len(xb))
+        return answer(xb)
+    return decide, calls
+
+
+def test_pgd_step_is_the_given_size_else_rel_step_times_eps():
+    assert make_attack("pgd", eps=0.2).step() == pytest.approx(0.05)   # rel_step 0.25
+    assert make_attack("pgd", eps=0.2, rel_step=0.5).step() == pytest.approx(0.1)
+    assert make_attack("pgd", eps=0.2, step_size=0.03).step() == 0.03
+
+
+def test_pgd_random_start_is_uniform_in_the_ball_and_seeded(tiny_model, tiny_batch):
+    """Zero steps leave the random start: x + U(-eps, eps) from the seed's generator."""
+    x, y = tiny_batch
+    eps = 0.1
+    out = make_attack("pgd", eps=eps, steps=0, seed=5)(tiny_model, x, y)
+    noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(5))
+    expected = (x + (2 * noise - 1) * eps).clamp(x - eps, x + eps).clamp(0, 1)
+    assert torch.allclose(out, expected, atol=1e-7)
+    no_start = make_attack("pgd", eps=eps, steps=0, random_start=False)(tiny_model, x, y)
+    assert torch.equal(no_start, x)
+
+
+def test_pgd_without_random_start_is_bim(tiny_model, tiny_batch):
+    x, y = tiny_batch
+    pgd = make_attack("pgd", eps=0.1, steps=3, step_size=0.02, random_start=False)
+    bim = make_attack("bim", eps=0.1, steps=3, step_size=0.02)
+    out = pgd(tiny_model, x, y)
+    assert torch.equal(out, bim(tiny_model, x, y))
+    # three steps of 0.02 move every pixel with a non-zero gradient by 0.06 at most, and some
+    # pixel by exactly that (not clipped at eps 0.1)
+    assert (out - x).abs().max() == pytest.approx(0.06, abs=1e-6)
+
+
+def test_pgd_restarts_stop_once_every_sample_is_fooled(tiny_model, tiny_batch):
+    x, y = tiny_batch
+    decide, calls = _decisions(lambda xb: torch.full((len(xb),), -1))
+    make_attack("pgd", eps=0.05, steps=1, restarts=3)(tiny_model, x, y, decide=decide)
+    assert calls == [len(x)]          # everything fooled after the first: no second restart
+
+
+def test_pgd_restarts_rerun_only_the_unbroken_samples(tiny_model, tiny_batch):
+    """A restart re-runs (and may replace) only what the decision still gets right; the
+    others keep the first restart's example."""
+    x, y = tiny_batch
+    half = len(x) // 2
+
+    def first_half_right(xb):     # the first restart breaks the second half only (a class
+        # above every label: "fooled" is any other answer, not a lower one)
+        return torch.cat([y[:half], torch.full((len(xb) - half,), 99)])[: len(xb)]
+    decide, calls = _decisions(first_half_right)
+    attack = make_attack("pgd", eps=0.05, steps=2, restarts=2, seed=1)
+    out = attack(tiny_model, x, y, decide=decide)
+    assert calls == [len(x)]
+    single = make_attack("pgd", eps=0.05, steps=2, restarts=1, seed=1)(tiny_model, x, y)
+    assert torch.equal(out[half:], single[half:])
+    assert not torch.equal(out[:half], single[:half])   # a new random start for the rest
+
+
+def test_sign_steps_are_projected_after_every_step(tiny_model, tiny_batch):
+    """An independent loop: each step leaves the ball and is projected back at once (the
+    base class's final projection alone would hide a wrong bound inside the loop)."""
+    x, y = tiny_batch
+    eps, step = 0.1, 0.06
+    adv = x.clone()
+    lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+    for _ in range(3):
+        xg = adv.clone().requires_grad_(True)
+        torch.nn.functional.cross_entropy(tiny_model(xg), y, reduction="sum").backward()
+        adv = torch.max(torch.min(adv + step * xg.grad.sign(), hi), lo)
+    out = make_attack("bim", eps=eps, steps=3, step_size=step)(tiny_model, x, y)
+    assert torch.allclose(out, adv, atol=1e-6)
+
+
+def test_pgd_with_zero_restarts_still_attacks_once(tiny_model, tiny_batch):
+    x, y = tiny_batch
+    out = make_attack("pgd", eps=0.25, steps=5, restarts=0)(tiny_model, x, y)
+    assert not torch.equal(out, x)
+    assert torch.equal(out, make_attack("pgd", eps=0.25, steps=5, restarts=1)(tiny_model, x, y))
+
+
+def test_pgd_defaults_are_the_documented_ones():
+    """40 steps of 0.25 eps from a random start, one restart (docs/EVAL.md's PGD)."""
+    assert make_attack("pgd", eps=0.1).describe() == {
+        "name": "pgd", "norm": "Linf", "eps": 0.1, "seed": 0, "steps": 40, "step_size": None,
+        "rel_step": 0.25, "random_start": True, "restarts": 1}
