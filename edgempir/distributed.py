@@ -150,3 +150,22 @@ def sum_over_ranks(stats) -> None:
     dist.all_reduce(t)
     stats.seen, stats.correct, stats.adv_correct = (int(v) for v in t[:3].tolist())
     stats.loss_sum = float(t[3])
+
+
+@contextmanager
+def eval_group() -> Iterator[Group | None]:
+    """``edgempir eval`` under torchrun: join the process group (gloo: eval computes on
+    CPUs, and nccl would need CUDA tensors); None in a plain process. docs/DISTRIBUTED.md,
+    "Evaluation"."""
+    if not under_torchrun():
+        yield None
+        return
+    import torch.distributed as dist
+
+    # a rank waits in a collective while another runs a long batch (Square at 5000 queries
+    # on a batch of 250): the same generous timeout as training
+    dist.init_process_group("gloo", timeout=timedelta(seconds=TIMEOUT_S))
+    try:
+        yield Group(dist.get_rank(), dist.get_world_size())
+    finally:
+        dist.destroy_process_group()
