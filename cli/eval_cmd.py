@@ -20,6 +20,10 @@ RUN/eval/adv-<protocol>.npz, RUN/eval/table-<config>.txt and RUN/eval/acc-vs-eps
 protocol adaptive also measures the reject policies (majority, unanimous, fp32 threshold)
 under attackers aimed at them: RUN/eval/risk-coverage-<config>.png.
 Finished attacks are kept in RUN/eval/partial/: rerun the same command to resume.
+\b
+On several processes (torchrun shares the test images over the ranks; per-image results
+are the same as in one process, rank 0 writes and prints; docs/DISTRIBUTED.md):
+  torchrun --nproc-per-node 2 -m edgempir.cli eval runs/fm --config quick --threads 1
 """
 
 
@@ -80,9 +84,12 @@ def command(run_dir, protocol, config_name, attacks, eps, n, seed, batch_size, d
                           allow_other_data=allow_other_data,
                           echo=lambda s: click.echo(s, err=True))
     except KeyboardInterrupt:
-        click.echo(f"Interrupted: finished attacks are kept in {run_dir}/eval/partial; rerun "
-                   "the same command to resume.", err=True)
+        if _leader():
+            click.echo(f"Interrupted: finished attacks are kept in {run_dir}/eval/partial; "
+                       "rerun the same command to resume.", err=True)
         sys.exit(130)
+    if result.rank != 0:  # a rank other than 0 under torchrun: rank 0 prints and writes
+        return
     if as_json:
         click.echo(dumps_json({"reports": result.reports,
                                "files": [str(f) for f in result.files]}), nl=False)
@@ -97,3 +104,9 @@ def command(run_dir, protocol, config_name, attacks, eps, n, seed, batch_size, d
     click.echo("")
     for f in result.files:
         click.echo(f"wrote {f}")
+
+
+def _leader() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"

@@ -40,6 +40,7 @@ from edgempir.eval.store import digest
 class EvalResult:
     reports: dict[str, dict]      # protocol -> report
     files: list[Path]
+    rank: int = 0                 # under torchrun: rank 0 alone wrote the files
 
 
 @dataclass
@@ -140,7 +141,7 @@ def _evaluate(run_dir, protocols, config: str, attacks, data_dir, allow_other_da
             reports[cfg.protocol] = report
     if options.shard.leader:  # one writer: rank 0
         files += _write_side_by_side(run, config, reports)
-    return EvalResult(reports=reports, files=files)
+    return EvalResult(reports=reports, files=files, rank=options.shard.rank)
 
 
 def _load(run_path: Path, data_dir, allow_other_data: bool, echo) -> LoadedRun:
