@@ -1,6 +1,7 @@
 """Evaluation under torchrun (edgempir/eval/shard.py): per-image results that do not depend
 on how the images are shared over the ranks. Real torchrun processes, gloo on 127.0.0.1 at
 a free port, each stopped by a timeout (the helper of test_distributed.py)."""
+import importlib.util
 import json
 import os
 import shutil
@@ -8,16 +9,29 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from test_distributed import TIMEOUT_S, free_port, torchrun
+
+
+def _training_tests():
+    """test_distributed.py's torchrun helpers (reused, not copied)."""
+    spec = importlib.util.spec_from_file_location(
+        "edgempir_distributed_training_tests", Path(__file__).with_name("test_distributed.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_helpers = _training_tests()
+TIMEOUT_S, free_port, torchrun = _helpers.TIMEOUT_S, _helpers.free_port, _helpers.torchrun
 
 # every kind of work that is shared: an attack seeded per image (pgd), a cascade of our own
 # (vote-pgd, which the reject policies need), a batch-coupled torchattacks cascade
 # (apgd-ce), the masking checks, the reject policies and the slow-path measurement
-ARGS = ("--config", "quick", "--n", "20", "--attacks", "pgd,vote-pgd,apgd-ce",
+ARGS = ("--config", "quick", "--n-images", "20", "--attacks", "pgd,vote-pgd,apgd-ce",
         "--threads", "1", "--json")
 #: what may differ between two evaluations of the same images
 VOLATILE = ("seconds", "attack_seconds", "world_size", "run")
@@ -107,7 +121,8 @@ def test_resume_after_one_rank_is_killed(synthetic_run, one_process, tmp_path):
 
 def test_more_ranks_than_images_is_a_one_line_error(synthetic_run, tmp_path):
     run = copy_run(synthetic_run, tmp_path / "run")
-    proc = torchrun("eval", str(run), "--config", "quick", "--n", "1", "--attacks", "pgd")
+    # --n-images: torchrun's parser would take --n for its own --nnodes, --node-rank, ...
+    proc = torchrun("eval", str(run), "--config", "quick", "--n-images", "1", "--attacks", "pgd")
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error: ")]
     # every rank refuses alike, in one line each; nothing written
@@ -155,3 +170,12 @@ def test_coupled_attacks_keep_the_one_process_batches():
     shared = [np.concatenate(chunks_of(s, rows, 4, coupled=False)) for s in ranks]
     assert [len(p) for p in shared] == [4, 3, 3]
     assert np.array_equal(np.concatenate(shared), rows)
+
+
+def test_nproc_refuses_more_ranks_than_images_before_starting(synthetic_run, tmp_path, cli):
+    run = copy_run(synthetic_run, tmp_path / "run")
+    proc = cli("eval", str(run), "--config", "quick", "--n", "1", "--nproc", "2", check=False)
+    assert proc.returncode == 2
+    expected = ("Error: --nproc 2 for 1 test images: every rank needs at least one; use at "
+                "most 1 ranks or a larger --n")
+    assert proc.stderr.strip().splitlines() == [expected]
