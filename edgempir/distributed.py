@@ -180,6 +180,9 @@ def launch_local(nproc: int, cli_args: list[str], n_images: int | None) -> int:
     import socket
     import sys
 
+    if under_torchrun():
+        raise EdgempirError(f"--nproc {nproc} starts torchrun itself; under torchrun leave "
+                            "it out (torchrun's --nproc-per-node says how many ranks)")
     if n_images is not None and nproc > n_images:
         raise EdgempirError(f"--nproc {nproc} for {n_images} test images: every rank needs "
                             f"at least one; use at most {n_images} ranks or a larger --n")
