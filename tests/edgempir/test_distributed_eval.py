@@ -26,12 +26,18 @@ def _training_tests():
 
 
 _helpers = _training_tests()
-TIMEOUT_S, free_port, torchrun = _helpers.TIMEOUT_S, _helpers.free_port, _helpers.torchrun
+free_port = _helpers.free_port
+#: one evaluation (about a minute on an idle 2-core machine; much longer on a loaded one)
+TIMEOUT_S = 900
+
+
+def torchrun(*args, nproc=2):
+    return _helpers.torchrun(*args, nproc=nproc, timeout=TIMEOUT_S)
 
 # every kind of work that is shared: an attack seeded per image (pgd), a cascade of our own
 # (vote-pgd, which the reject policies need), a batch-coupled torchattacks cascade
 # (apgd-ce), the masking checks, the reject policies and the slow-path measurement
-ARGS = ("--config", "quick", "--n-images", "20", "--attacks", "pgd,vote-pgd,apgd-ce",
+ARGS = ("--config", "quick", "--n-images", "12", "--attacks", "pgd,vote-pgd,apgd-ce",
         "--threads", "1", "--json")
 #: what may differ between two evaluations of the same images
 VOLATILE = ("seconds", "attack_seconds", "world_size", "run")
