@@ -37,8 +37,9 @@ def torchrun(*args, nproc=2):
 # every kind of work that is shared: an attack seeded per image (pgd), a cascade of our own
 # (vote-pgd, which the reject policies need), a batch-coupled torchattacks cascade
 # (apgd-ce), the masking checks, the reject policies and the slow-path measurement
-ARGS = ("--config", "quick", "--n-images", "12", "--attacks", "pgd,vote-pgd,apgd-ce",
-        "--threads", "1", "--json")
+# (eps 0.02: the synthetic run's images survive PGD there, so every cascade has work)
+ARGS = ("--config", "quick", "--n-images", "12", "--eps", "0.02", "--attacks",
+        "pgd,vote-pgd,apgd-ce", "--threads", "1", "--json")
 #: what may differ between two evaluations of the same images
 VOLATILE = ("seconds", "attack_seconds", "world_size", "run")
 
@@ -81,7 +82,7 @@ def test_two_ranks_give_the_one_process_results(synthetic_run, one_process, tmp_
     same_evaluation(run, reference_run, reference)
     # rank 0 kept the joined runs; no rank left its batches behind
     partial = run / "eval" / "partial" / "adaptive-quick"
-    assert (partial / "eps-0.1" / "pgd@surrogate.npz").is_file()
+    assert (partial / "eps-0.02" / "pgd@surrogate.npz").is_file()
     assert not list(partial.rglob("*.rows-*.npz"))
 
 
@@ -105,7 +106,7 @@ def test_resume_after_one_rank_is_killed(synthetic_run, one_process, tmp_path):
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=env, start_new_session=True)
-    done = run / "eval" / "partial" / "adaptive-quick" / "eps-0.1" / "pgd@surrogate.npz"
+    done = run / "eval" / "partial" / "adaptive-quick" / "eps-0.02" / "pgd@surrogate.npz"
     try:
         deadline = time.monotonic() + TIMEOUT_S
         while not done.exists() and proc.poll() is None and time.monotonic() < deadline:
