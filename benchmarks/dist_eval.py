@@ -70,7 +70,8 @@ def main() -> None:
     import edgempir
 
     protocols = ["paper", "adaptive"] if args.protocol == "both" else [args.protocol]
-    common = ["--protocol", args.protocol, "--config", args.config, "--n", str(args.n),
+    # --n-images: torchrun's parser takes --n for an abbreviation of its own options
+    common = ["--protocol", args.protocol, "--config", args.config, "--n-images", str(args.n),
               "--threads", "1"]
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="dist-eval-") as tmp:
