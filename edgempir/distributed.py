@@ -150,3 +150,58 @@ def sum_over_ranks(stats) -> None:
     dist.all_reduce(t)
     stats.seen, stats.correct, stats.adv_correct = (int(v) for v in t[:3].tolist())
     stats.loss_sum = float(t[3])
+
+
+@contextmanager
+def eval_group() -> Iterator[Group | None]:
+    """``edgempir eval`` under torchrun: join the process group (gloo: eval computes on
+    CPUs, and nccl would need CUDA tensors); None in a plain process. docs/DISTRIBUTED.md,
+    "Evaluation"."""
+    if not under_torchrun():
+        yield None
+        return
+    import torch.distributed as dist
+
+    # a rank waits in a collective while another runs a long batch (Square at 5000 queries
+    # on a batch of 250): the same generous timeout as training
+    dist.init_process_group("gloo", timeout=timedelta(seconds=TIMEOUT_S))
+    try:
+        yield Group(dist.get_rank(), dist.get_world_size())
+    finally:
+        dist.destroy_process_group()
+
+
+def launch_local(nproc: int, cli_args: list[str], n_images: int | None) -> int:
+    """``edgempir CMD --nproc N``: torchrun's launcher (torch.distributed.launcher) with N
+    ranks on 127.0.0.1 running ``edgempir CLI_ARGS``; returns the exit status (a rank's
+    one-line error keeps its status 2; torchrun's own report of failed ranks is left out).
+    More ranks than ``n_images`` is refused before anything starts."""
+    import logging
+    import socket
+    import sys
+
+    if under_torchrun():
+        raise EdgempirError(f"--nproc {nproc} starts torchrun itself; under torchrun leave "
+                            "it out (torchrun's --nproc-per-node says how many ranks)")
+    if n_images is not None and nproc > n_images:
+        raise EdgempirError(f"--nproc {nproc} for {n_images} test images: every rank needs "
+                            f"at least one; use at most {n_images} ranks or a larger --n")
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default, without its banner
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # one machine: the loopback
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc,
+                          run_id=f"edgempir-{os.getpid()}", rdzv_backend="c10d",
+                          rdzv_endpoint=f"127.0.0.1:{port}", max_restarts=0,
+                          monitor_interval=0.5)
+    try:
+        elastic_launch(config, sys.executable)("-m", "edgempir.cli", *cli_args)
+    except ChildFailedError as e:
+        codes = [f.exitcode for f in e.failures.values()]
+        return 2 if 2 in codes else max(1, *codes)
+    return 0

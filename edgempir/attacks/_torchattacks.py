@@ -29,6 +29,9 @@ class TorchattacksAttack(Attack):
     """Subclasses name the torchattacks class and map our parameters onto its arguments."""
 
     ta_class: ClassVar[str] = ""
+    # torchattacks seeds one generator per call and draws for the whole batch (APGD's
+    # start, Square's windows, FAB's restarts): an image's result depends on its batch
+    batch_coupled = True
 
     def ta_kwargs(self, n_classes: int) -> dict[str, Any]:
         raise NotImplementedError

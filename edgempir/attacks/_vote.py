@@ -125,9 +125,10 @@ def likeliest_wrong(logits: torch.Tensor, members: tuple[int, ...], y: torch.Ten
 
 
 #: an ascent: (logits_fn, loss_fn(logits, rows) -> [b], success(logits, rows) -> [b] bool,
-#: x, floor) -> (lowest-loss successful iterate or the last one, success [n]); ``rows``
-#: index the samples of ``x`` that the logits belong to (an ascent drops samples that
-#: succeed at the loss's ``floor``)
+#: x, floor, rows=, search=) -> (lowest-loss successful iterate or the last one, success
+#: [n]); the callbacks' ``rows`` index the samples of ``x`` that the logits belong to (an
+#: ascent drops samples that succeed at the loss's ``floor``); the keywords ``rows`` (of
+#: the attacked batch) and ``search`` ((coalition, target) numbers) key per-image seeds
 Ascent = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -144,7 +145,7 @@ def aimed_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, decide: Dec
     success = success_fn(view, mode)
     best = x.clone()
     done = torch.zeros(len(y), dtype=torch.bool)
-    for c in coalitions(m, view.reference, mode):
+    for ci, c in enumerate(coalitions(m, view.reference, mode)):
         targets = likeliest_wrong(clean_logits, c.targeted, y, int(n_targets))
         for k in range(targets.shape[1]):
             todo = torch.nonzero(~done)[:, 0]
@@ -161,7 +162,9 @@ def aimed_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, decide: Dec
             # the loss's floor: every clipped term at -kappa ("max": the largest one)
             terms = len(c.targeted) + len(c.away)
             floor = -kappa * (terms if reduce == "sum" else 1)
-            adv, hit = ascent(view.logits, loss_fn, won, x[todo], floor)
+            # rows and search: which images and which search, for per-image seeds
+            adv, hit = ascent(view.logits, loss_fn, won, x[todo], floor, rows=todo,
+                              search=(ci, k))
             if decide is not None and mode == "decisive":
                 hit = hit & (decide(adv) != ys)   # the caller's word on the deployed decision
             best[todo] = adv

@@ -14,10 +14,19 @@ an adaptive attacker that knows the deployed combiner uses that knowledge.
 
 Model parameters are frozen for the duration of a call: autograd then keeps no state for
 weight gradients, which no attack needs (about 10-20% faster on the paper's CNNs).
+
+``ids`` (optional) names the images of a batch (eval passes their test-set indices): every
+random draw of an attack for image ``i`` then comes from a generator seeded by (seed,
+attack, eps, draw, i), so an image's result does not depend on which other images share
+its batch (the premise of sharding an evaluation over ranks, docs/DISTRIBUTED.md). Without
+``ids`` an attack draws from one generator for the whole batch, as it always did. Attacks
+whose result couples the images of a batch whatever the seeding (torchattacks' shared
+random draws, CW's batch-wide early abort) say so with ``batch_coupled``.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
@@ -84,6 +93,9 @@ class Attack:
     defaults: ClassVar[dict[str, Any]] = {}
     #: True when eps may be None (an unbounded attack such as the paper's CW-L2)
     eps_optional: ClassVar[bool] = False
+    #: True when one image's result depends on the other images of its batch whatever the
+    #: seeding (eval then runs such an attack on the same batches on any number of ranks)
+    batch_coupled: bool = False
 
     def __init__(self, eps: float | None = None, seed: int = 0, **params: Any):
         if eps is None and not self.eps_optional:
@@ -97,6 +109,7 @@ class Attack:
         self.params = {**self.defaults, **params}
         for key, value in self.params.items():
             setattr(self, key, value)
+        self.ids: torch.Tensor | None = None   # the images of the current call (``__call__``)
 
     def describe(self) -> dict[str, Any]:
         """Everything that determines the attack's output, for reports and resume keys."""
@@ -108,10 +121,14 @@ class Attack:
         return f"{type(self).__name__}({args})"
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                 decide: Decide | None = None) -> torch.Tensor:
+                 decide: Decide | None = None, ids: torch.Tensor | None = None
+                 ) -> torch.Tensor:
         if x.ndim != 4 or y.shape != (x.shape[0],):
             raise ValueError(f"attack needs x [B, C, H, W] and y [B], got {tuple(x.shape)} "
                              f"and {tuple(y.shape)}")
+        if ids is not None and tuple(ids.shape) != (x.shape[0],):
+            raise ValueError(f"ids must be [B], got {tuple(ids.shape)}")
+        self.ids = None if ids is None else torch.as_tensor(ids).long()
         if x.numel() and (x.min() < 0 or x.max() > 1):
             raise ValueError("attack inputs must be in [0, 1]")
         x = x.detach().float()
@@ -126,6 +143,16 @@ class Attack:
                 decide: Decide | None) -> torch.Tensor:
         """Return adversarial inputs; ``decide`` None means the model's own argmax."""
         raise NotImplementedError
+
+    def uniform(self, shape: torch.Size, rows: torch.Tensor | None, gen: torch.Generator,
+                *draw) -> torch.Tensor:
+        """U[0, 1) noise of ``shape`` for the batch rows ``rows`` (None: every row): per
+        image from (seed, attack, eps, ``draw``, image id) when the call has ``ids``, else
+        the next draw of the batch's generator ``gen``."""
+        if self.ids is None:
+            return torch.rand(shape, generator=gen)
+        ids = self.ids if rows is None else self.ids[rows]
+        return per_image_uniform(shape, ids, self.seed, self.name, self.eps, *draw)
 
     def project(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
         """Into the ball around ``x`` and into [0, 1] (a no-op for a well-behaved attack)."""
@@ -143,3 +170,14 @@ def project(x: torch.Tensor, x_adv: torch.Tensor, eps: float | None, norm: str) 
             delta = delta * factor
         x_adv = x + delta
     return x_adv.clamp(0.0, 1.0)
+
+
+def per_image_uniform(shape, ids: torch.Tensor, *key) -> torch.Tensor:
+    """U[0, 1) noise of ``shape`` ([B, ...]) whose row j comes from a generator seeded by
+    (``key``, ``ids[j]``) alone: the same for an image in any batch, on any rank."""
+    out = torch.empty(tuple(shape))
+    for j, image in enumerate(ids.tolist()):
+        text = repr((*key, int(image))).encode()
+        seed = int.from_bytes(hashlib.sha256(text).digest()[:8], "little") >> 1
+        out[j] = torch.rand(tuple(shape[1:]), generator=torch.Generator().manual_seed(seed))
+    return out

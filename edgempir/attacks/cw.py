@@ -28,6 +28,11 @@ class CW(Attack):
     defaults: ClassVar[dict] = {"steps": 50, "lr": 0.1, "initial_const": 10.0, "confidence": 0.0,
                                 "abort_early": False}
 
+    def __init__(self, eps: float | None = None, seed: int = 0, **params):
+        super().__init__(eps, seed, **params)
+        # the early abort compares the whole batch's loss: it couples the batch's images
+        self.batch_coupled = bool(self.abort_early)
+
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 decide: Decide | None) -> torch.Tensor:
         # atanh of values at exactly 0 or 1 is infinite: shrink by the usual 1e-6 margin

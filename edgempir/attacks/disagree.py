@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from edgempir.attacks.base import check_eps, frozen
+from edgempir.attacks.base import check_eps, frozen, per_image_uniform
 from edgempir.contract import cascade_order
 
 LOSS = "minus the largest summed softmax probability of any class over the non-reference members"
@@ -57,10 +57,12 @@ def _on_slow_path(ens, x: torch.Tensor) -> torch.Tensor:
     return ran[ens.reference]
 
 
-def slow_path_attack(ens, x: torch.Tensor, eps: float, cfg: SlowPathAttack,
-                     batch_size: int = 250) -> dict:
-    """Slow-path share of ``x`` clean and under the attack (the ensemble ``ens`` in eval
-    mode; ``x`` images in [0, 1])."""
+def slow_path_flags(ens, x: torch.Tensor, eps: float, cfg: SlowPathAttack,
+                    batch_size: int = 250, ids: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image of ``x``: on the slow path clean, and after the attack (bool [B] each).
+    With ``ids`` (the images' ids) every random start is drawn per image (seed, eps,
+    restart, id), so an image's flags do not depend on the other images of its batch."""
     eps = check_eps(eps)
     members = _cheap_members(ens)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -70,12 +72,17 @@ def slow_path_attack(ens, x: torch.Tensor, eps: float, cfg: SlowPathAttack,
         hit = _on_slow_path(ens, xb)
         clean.append(hit.clone())
         lo, hi = (xb - eps).clamp(min=0.0), (xb + eps).clamp(max=1.0)
-        for _ in range(cfg.restarts):
+        for r in range(cfg.restarts):
             open_rows = ~hit
             if not open_rows.any() or not members:
                 break
             x0, l0, h0 = xb[open_rows], lo[open_rows], hi[open_rows]
-            adv = (x0 + (torch.rand(x0.shape, generator=gen) * 2 - 1) * eps).clamp(l0, h0)
+            if ids is None:
+                noise = torch.rand(x0.shape, generator=gen)
+            else:
+                noise = per_image_uniform(x0.shape, ids[s:s + batch_size][open_rows],
+                                          cfg.seed, "pgd-disagreement", eps, r)
+            adv = (x0 + (noise * 2 - 1) * eps).clamp(l0, h0)
             found = _on_slow_path(ens, adv)
             for _ in range(cfg.steps):
                 adv = adv.detach().requires_grad_(True)
@@ -85,24 +92,49 @@ def slow_path_attack(ens, x: torch.Tensor, eps: float, cfg: SlowPathAttack,
             idx = open_rows.nonzero().squeeze(1)
             hit[idx[found]] = True
         attacked.append(hit)
-    clean_t, attacked_t = torch.cat(clean), torch.cat(attacked)
-    return {"eps": float(eps), "norm": "Linf", "n": len(x),
-            "clean_slow_path": float(clean_t.float().mean()) if len(x) else None,
-            "attacked_slow_path": float(attacked_t.float().mean()) if len(x) else None,
+    empty = torch.zeros(0, dtype=torch.bool)
+    return (torch.cat(clean) if clean else empty), (torch.cat(attacked) if attacked else empty)
+
+
+def slow_path_summary(ens, clean: torch.Tensor, attacked: torch.Tensor, eps: float,
+                      cfg: SlowPathAttack) -> dict:
+    """The measurement's record from the per-image flags of ``slow_path_flags``."""
+    n = len(clean)
+    return {"eps": float(eps), "norm": "Linf", "n": n,
+            "clean_slow_path": float(clean.float().mean()) if n else None,
+            "attacked_slow_path": float(attacked.float().mean()) if n else None,
             "attack": {"name": "pgd-disagreement", "loss": LOSS, **cfg.to_json()},
-            "members_attacked": members, "reference_member": int(ens.reference)}
+            "members_attacked": _cheap_members(ens), "reference_member": int(ens.reference)}
+
+
+def slow_path_attack(ens, x: torch.Tensor, eps: float, cfg: SlowPathAttack,
+                     batch_size: int = 250, ids: torch.Tensor | None = None) -> dict:
+    """Slow-path share of ``x`` clean and under the attack (the ensemble ``ens`` in eval
+    mode; ``x`` images in [0, 1])."""
+    clean, attacked = slow_path_flags(ens, x, eps, cfg, batch_size, ids)
+    return slow_path_summary(ens, clean, attacked, eps, cfg)
 
 
 def disagreement_report(ens, x: torch.Tensor, eps: float, config: str, protocol: str,
-                        seed: int, batch_size: int) -> dict | None:
+                        seed: int, batch_size: int, ids: torch.Tensor | None = None,
+                        map_rows=None) -> dict | None:
     """eval's ``disagreement`` entry (docs/EVAL.md); None when the combiner is not the vote
-    (no early exit to attack) or there is no cheaper member."""
+    (no early exit to attack) or there is no cheaper member. ``map_rows(fn, n)`` (eval's
+    shards) runs ``fn(rows)`` on parts of ``range(n)`` and joins the per-image flags."""
     if ens.combiner != "vote" or not _cheap_members(ens):
         return None
     cfg = CONFIGS.get(config, CONFIGS["quick"])
     cfg = SlowPathAttack(cfg.steps, cfg.restarts, cfg.rel_step, seed)
+
+    def flags(rows):
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        return slow_path_flags(ens, x[rows], eps, cfg, batch_size,
+                               None if ids is None else ids[rows])
+
     with frozen(ens):  # eval mode, input gradients only
-        out = slow_path_attack(ens, x, eps, cfg, batch_size)
+        clean, attacked = (flags(torch.arange(len(x))) if map_rows is None
+                           else map_rows(flags, len(x)))
+    out = slow_path_summary(ens, torch.as_tensor(clean), torch.as_tensor(attacked), eps, cfg)
     out["protocol"] = protocol
     out["description"] = (f"slow path of the early-exit vote (reference member run), protocol "
                           f"{protocol} ({config}): {cfg.steps}-step PGD x{cfg.restarts} on "

@@ -62,7 +62,7 @@ class PGD(Attack):
             xs, ys = x[todo], y[todo]
             start = None
             if self.random_start:
-                noise = torch.rand(xs.shape, generator=gen, dtype=xs.dtype)
+                noise = self.uniform(xs.shape, todo, gen, "restart", r)
                 start = xs + (2 * noise - 1) * self.eps
             adv = sign_gradient_ascent(model, xs, ys, self.eps, self.step(), int(self.steps),
                                        start)

@@ -29,7 +29,7 @@ class PGDReference(BIM):
         if steps < 1:
             return x.clone()
         gen = torch.Generator().manual_seed(self.seed)
-        start = x + (2 * torch.rand(x.shape, generator=gen, dtype=x.dtype) - 1) * self.eps
+        start = x + (2 * self.uniform(x.shape, None, gen, "start") - 1) * self.eps
         lo = (x - self.eps).clamp(min=0.0)
         hi = (x + self.eps).clamp(max=1.0)
         # first step from the unclipped start, then ordinary projected steps

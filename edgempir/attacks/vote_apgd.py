@@ -86,7 +86,7 @@ class VoteAPGD(Attack):
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 decide: Decide | None) -> torch.Tensor:
-        def ascent(logits_fn, loss_fn, success, xs, floor):
+        def ascent(logits_fn, loss_fn, success, xs, floor, **_):  # deterministic: no seed
             return apgd_descent(logits_fn, loss_fn, success, xs, float(self.eps),
                                 int(self.steps), float(self.rho), floor)
 

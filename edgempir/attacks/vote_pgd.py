@@ -88,10 +88,10 @@ class VotePGD(Attack):
         gen = torch.Generator().manual_seed(self.seed)
         eps, step = float(self.eps), float(self.rel_step) * float(self.eps)
 
-        def ascent(logits_fn, loss_fn, success, xs, floor):
+        def ascent(logits_fn, loss_fn, success, xs, floor, rows, search):
             start = xs
             if self.random_start:
-                noise = torch.rand(xs.shape, generator=gen, dtype=xs.dtype)
+                noise = self.uniform(xs.shape, rows, gen, "search", *search)
                 start = xs + (2 * noise - 1) * eps
             return sign_descent(logits_fn, loss_fn, success, xs, start, eps, step,
                                 int(self.steps), floor)

@@ -90,8 +90,8 @@ def large_eps_not_zero(ev, eps: float, first: dict, settings: dict) -> dict:
     attack = make_attack("pgd", eps=big, seed=ev.seed, steps=int(settings["large_eps_steps"]),
                          rel_step=0.1, restarts=1)
 
-    def craft_big(xb, yb, sl):
-        return attack(ev.surrogate, xb, yb)
+    def craft_big(xb, yb, idx, ids):
+        return attack(ev.surrogate, xb, yb, ids=ids)
 
     acc_big = float(_attacked_ok(ev, craft_big, xs, ys, f"check large-eps eps={big:g} pgd",
                                  attack.describe()).mean())
@@ -121,10 +121,10 @@ def more_steps_lower(ev, eps: float, first: dict, settings: dict) -> dict:
             else float(pgd.params.get("rel_step", 0.25)) * eps)
     start = ev.torch.from_numpy(pgd_set["x_adv"][:n])
 
-    def craft(xb, yb, sl):
+    def craft(xb, yb, idx, ids):
         with frozen(ev.surrogate):
             return sign_gradient_ascent(ev.surrogate, xb, yb, eps, step, extra,
-                                        start=start[sl].clone())
+                                        start=start[idx].clone())
 
     ok_long = _attacked_ok(ev, craft, xs, ys, f"check more-steps eps={eps:g} pgd+{extra}",
                            {"eps": eps, "extra": extra, "step": step,
@@ -161,9 +161,10 @@ def masking_checks(ev, eps: float, first: dict, settings: dict) -> list[dict]:
 
 def _attacked_ok(ev, craft, xs, ys, desc: str, what: dict) -> np.ndarray:
     """Per-sample correctness of the ensemble's real decision on ``craft``'s examples
-    (``craft(x_batch, y_batch, slice)``); the examples are kept for resume."""
+    (``craft(x_batch, y_batch, positions, ids)``: ``xs`` are the subset's first images);
+    the examples are kept for resume."""
     torch = ev.torch
-    x_adv = crafted(ev, craft, xs, ys, desc, what)
+    x_adv = crafted(ev, craft, xs, ys, ev.indices[:len(ys)], desc, what)
     with torch.no_grad():
         pred = torch.cat([ev.ens(torch.from_numpy(x_adv[s:s + ev.batch_size])).argmax(1)
                           for s in range(0, len(x_adv), ev.batch_size)])

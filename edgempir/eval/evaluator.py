@@ -6,7 +6,6 @@ bookkeeping of the worst case and the cascade to :class:`edgempir.eval.worstcase
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +14,8 @@ import numpy as np
 
 from edgempir.eval.config import Config, Planned
 from edgempir.eval.report import eps_result
-from edgempir.eval.store import (
-    array_digest,
-    digest,
-    eps_tag,
-    load_partial,
-    progress_bar,
-    save_partial,
-)
+from edgempir.eval.shard import Crafting, Shard, craft_rows
+from edgempir.eval.store import array_digest, digest, eps_tag
 from edgempir.eval.worstcase import WorstCase
 
 #: the run whose examples the more-steps masking check continues (checks.more_steps_lower)
@@ -76,7 +69,8 @@ class Evaluator:
 
     def __init__(self, ens, x, y, indices, config: Config, plan, *, seed: int,
                  batch_size: int, partial_dir: Path, run_fingerprint: str,
-                 progress: bool = True, echo: Callable[[str], None] = lambda s: None):
+                 progress: bool = True, echo: Callable[[str], None] = lambda s: None,
+                 shard: Shard | None = None):
         import torch
 
         self.torch = torch
@@ -101,6 +95,8 @@ class Evaluator:
         self.subset_digest = array_digest(indices.astype(np.int64))
         self.attack_seconds = 0.0
         self.last_sets: dict[str, dict] = {}
+        self.shard = shard or Shard()
+        self._clean_scores: tuple[np.ndarray, ...] | None = None
 
     # ---------------------------------------------------------------- models and decisions
     def source_model(self, source: str):
@@ -131,95 +127,88 @@ class Evaluator:
                 return ens(xb).argmax(dim=1)
         return decide
 
-    def score(self, x_adv) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def score(self, x_adv, rows: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Predictions [targets, n] (ensemble with its real combiner, then members), the
         surrogate's probability of the true class (to rank failed attempts) and the reference
-        member's top softmax probability (the fp32 threshold's confidence, ``reject``)."""
+        member's top softmax probability (the fp32 threshold's confidence, ``reject``).
+
+        ``rows``: the rows that differ from the clean inputs (the others take the clean
+        scores, computed once); the rows are scored in shares over the ranks."""
+        if rows is None or self._clean_scores is None:
+            rows = np.arange(len(x_adv))
+        preds, p_true, ref_conf = self.shard.map_rows(
+            lambda part: self._score_rows(x_adv, rows[part]), len(rows))
+        if len(rows) == len(x_adv):
+            scores = (preds.T, p_true, ref_conf)
+        else:
+            scores = tuple(a.copy() for a in self._clean_scores)
+            scores[0][:, rows], scores[1][rows], scores[2][rows] = preds.T, p_true, ref_conf
+        if self._clean_scores is None and x_adv is self.x:
+            self._clean_scores = scores
+        return scores
+
+    def _score_rows(self, x_adv, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Row-major scores of ``x_adv[rows]``: predictions [b, targets], p_true, ref_conf."""
         from edgempir.ensemble import combine
 
         torch = self.torch
         preds, p_true, ref_conf = [], [], []
         with torch.no_grad():
-            for s in range(0, len(x_adv), self.batch_size):
-                xb = x_adv[s:s + self.batch_size]
-                logits = self.ens.member_logits(xb)
+            for s in range(0, len(rows), self.batch_size):
+                idx = torch.from_numpy(rows[s:s + self.batch_size])
+                logits = self.ens.member_logits(x_adv[idx])
                 decision = combine(logits, self.ens.combiner, self.ens.reference).argmax(1)
-                preds.append(torch.cat([decision[None], logits.argmax(dim=2)]).numpy())
+                preds.append(torch.cat([decision[None], logits.argmax(dim=2)]).T.numpy())
                 probs = logits.softmax(dim=2).mean(dim=0)
-                yb = self.y[s:s + self.batch_size]
-                p_true.append(probs.gather(1, yb[:, None])[:, 0].numpy())
+                p_true.append(probs.gather(1, self.y[idx][:, None])[:, 0].numpy())
                 ref_conf.append(logits[self.ens.reference].softmax(dim=1).amax(dim=1).numpy())
-        return (np.concatenate(preds, axis=1), np.concatenate(p_true),
-                np.concatenate(ref_conf))
+        n_targets = 1 + self.n_members
+        return (np.concatenate(preds) if preds else np.zeros((0, n_targets), np.int64),
+                np.concatenate(p_true) if p_true else np.zeros(0, np.float32),
+                np.concatenate(ref_conf) if ref_conf else np.zeros(0, np.float32))
 
     # ---------------------------------------------------------------- one attack run
     def run_job(self, job: Job, eps: float | None, mask: np.ndarray):
-        """x_adv for every sample (the input itself where ``mask`` is False), resumable."""
+        """x_adv for every sample (the input itself where ``mask`` is False), resumable,
+        sharded over the ranks (the same on every rank)."""
         from edgempir.attacks import make_attack
 
         torch = self.torch
         p = job.planned
         attack = make_attack(p.attack, eps=eps, seed=self.seed, **p.params_for(job.source))
+        # the batch size matters only to an attack that couples a batch's images
         fingerprint = digest({"run": self.run_fingerprint, "subset": self.subset_digest,
                               "attack": attack.describe(), "source": job.source,
                               "labels": job.labels, "judge": p.judge,
-                              "mask": array_digest(mask), "batch": self.batch_size})
+                              "mask": array_digest(mask),
+                              "batch": self.batch_size if attack.batch_coupled else None})
         path = self.partial_dir / eps_tag(eps) / f"{job.key}.npz"
         what = f"{self.config.protocol} {eps_label(eps)} {p.name} -> " \
                f"{source_label(job.source, self.ens)}"
-        cached = load_partial(path, fingerprint, (int(mask.sum()),) + tuple(self.x.shape[1:]))
-        if cached is not None:
-            x_adv_rows, seconds = cached
-            if self.progress:
-                self.echo(f"{what}: resumed from {path}")
-        else:
-            x_adv_rows, seconds = self._attack_in_chunks(job, attack, mask, path, fingerprint,
-                                                         what)
-        self.attack_seconds += seconds
-        x_adv = self.x.clone()
-        if mask.any():
-            x_adv[torch.from_numpy(np.flatnonzero(mask))] = torch.from_numpy(x_adv_rows)
-        return x_adv, seconds
-
-    def _attack_in_chunks(self, job: Job, attack, mask: np.ndarray, path: Path,
-                          fingerprint: str, what: str) -> tuple[np.ndarray, float]:
-        """The examples of ``mask``'s rows, batch by batch; every batch is kept as soon as it
-        is done (a kill inside a long attack, PGD-100 x5 on 1000 images, loses one batch,
-        not the attack), then the whole run replaces the batches."""
-        torch = self.torch
         model = self.source_model(job.source)
         decide = self.decide_fn(job)
         labels = self.attack_labels(job)
-        rows = np.flatnonzero(mask)
-        out = []
-        seconds = 0.0
-        bar = progress_bar(len(rows), what, self.progress)
-        # query-only attacks pay Python overhead per query, not per image: one big batch
+        ids = torch.from_numpy(self.indices.astype(np.int64))
+
+        def craft(rows: np.ndarray) -> np.ndarray:
+            idx = torch.from_numpy(rows)
+            return attack(model, self.x[idx], labels[idx], decide=decide,
+                          ids=ids[idx]).numpy()
+
+        # query-only attacks pay Python overhead per query, not per image: big batches
         step = self.batch_size if attack.white_box else max(self.batch_size, 2000)
-        chunks = []
-        for s in range(0, len(rows), step):
-            chunk = path.with_name(f"{path.stem}.batch-{s}.npz")
-            chunks.append(chunk)
-            cached_chunk = load_partial(chunk, fingerprint, (len(rows[s:s + step]),)
-                                        + tuple(self.x.shape[1:]))
-            if cached_chunk is None:
-                t0 = time.perf_counter()
-                idx = torch.from_numpy(rows[s:s + step])
-                adv = attack(model, self.x[idx], labels[idx], decide=decide).numpy()
-                chunk_seconds = time.perf_counter() - t0
-                save_partial(chunk, fingerprint, adv, chunk_seconds)
-            else:
-                adv, chunk_seconds = cached_chunk
-            out.append(adv)
-            seconds += chunk_seconds
-            bar.update(len(adv))
-        bar.close()
-        shape = (0,) + tuple(self.x.shape[1:])
-        x_adv_rows = np.concatenate(out) if out else np.zeros(shape, np.float32)
-        save_partial(path, fingerprint, x_adv_rows, seconds)
-        for chunk in chunks:
-            chunk.unlink(missing_ok=True)
-        return x_adv_rows, seconds
+        crafting = Crafting(path, fingerprint, tuple(self.x.shape[1:]), step,
+                            attack.batch_coupled, what, self.progress)
+        rows = np.flatnonzero(mask)
+        x_adv_rows, seconds, resumed = craft_rows(self.shard, crafting, rows, craft)
+        if resumed and self.progress:
+            self.echo(f"{what}: resumed from {path}")
+        self.attack_seconds += seconds
+        x_adv = self.x.clone()
+        if len(rows):
+            x_adv[torch.from_numpy(rows)] = torch.from_numpy(x_adv_rows)
+        return x_adv, seconds
 
     def _scored_run(self, job: Job, eps: float, mask: np.ndarray, unbounded_cache: dict):
         """(x_adv, predictions, p_true, ref_conf) of one run at ``eps``."""
@@ -227,7 +216,7 @@ class Evaluator:
         if not p.bounded and job.key in unbounded_cache:
             return unbounded_cache[job.key]
         x_adv, _ = self.run_job(job, eps if p.bounded else None, mask)
-        scored = (x_adv, *self.score(x_adv))
+        scored = (x_adv, *self.score(x_adv, rows=np.flatnonzero(mask)))
         if not p.bounded:  # CW-L2 ignores eps: run once, reuse at every eps
             unbounded_cache[job.key] = scored
         return scored

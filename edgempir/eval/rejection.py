@@ -31,13 +31,14 @@ def reject_report(ev, eps: float, clean: dict, settings: dict) -> dict:
         rows = torch.from_numpy(np.flatnonzero(mask))
         x_adv = ev.x.clone()
         if len(rows):
-            def craft(xb, yb, sl, attack=attack, model=model):
-                return attack(model, xb, yb)
+            def craft(xb, yb, idx, ids, attack=attack, model=model):
+                return attack(model, xb, yb, ids=ids)
 
             x_adv[rows] = torch.from_numpy(crafted(
-                ev, craft, ev.x[rows], ev.y[rows], f"reject {policy} eps={eps:g}",
+                ev, craft, ev.x[rows], ev.y[rows], ev.indices[rows.numpy()],
+                f"reject {policy} eps={eps:g}",
                 {**attack.describe(), "rows": array_digest(np.flatnonzero(mask))}))
-        preds, _, ref_conf = ev.score(x_adv)
+        preds, _, ref_conf = ev.score(x_adv, rows=rows.numpy())
         sets.append({"preds": preds, "ref_conf": ref_conf})
     figures = reject.policy_figures(y, clean, sets, ev.ens.reference)
     return {"eps": eps, "n": len(y), "protocol": ev.config.protocol,

@@ -164,6 +164,9 @@ def build_report(*, cfg: Config, plan, ev, run, data_record: dict, eps_list: lis
         **({"reject": reject} if reject else {}),
         "disagreement": disagreement,
         "adversarial_examples": f"adv-{cfg.protocol}.npz",
+        # ranks the evaluation was shared over (torchrun); per-image results do not
+        # depend on it, the seconds do
+        "world_size": ev.shard.world,
         "versions": versions(),
         "seconds": round(seconds, 2),
         "attack_seconds": round(ev.attack_seconds, 2),

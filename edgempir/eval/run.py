@@ -32,6 +32,7 @@ from edgempir.eval.config import (
 from edgempir.eval.evaluator import Evaluator
 from edgempir.eval.rejection import reject_report
 from edgempir.eval.report import build_report
+from edgempir.eval.shard import Shard, batch_independent
 from edgempir.eval.store import digest
 
 
@@ -39,6 +40,7 @@ from edgempir.eval.store import digest
 class EvalResult:
     reports: dict[str, dict]      # protocol -> report
     files: list[Path]
+    rank: int = 0                 # under torchrun: rank 0 alone wrote the files
 
 
 @dataclass
@@ -72,6 +74,7 @@ class Options:
     progress: bool
     echo: Callable[[str], None]
     overrides: dict[str, dict] | None
+    shard: Shard = dataclasses.field(default_factory=Shard)
 
 
 def evaluate(run_dir: str | os.PathLike, protocols: list[str] | tuple[str, ...] = ("adaptive",),
@@ -95,15 +98,26 @@ def evaluate(run_dir: str | os.PathLike, protocols: list[str] | tuple[str, ...] 
     """
     import torch
 
+    from edgempir.distributed import eval_group
+
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        options = Options(eps, n, seed, batch_size, force, progress, echo, overrides)
-        return _evaluate(run_dir, protocols, config, attacks, data_dir, allow_other_data,
-                         options)
+        with eval_group() as group:
+            shard = Shard.of(group)
+            if not shard.leader:  # the other ranks print nothing but errors
+                progress, echo = False, _quiet
+            options = Options(eps, n, seed, batch_size, force, progress, echo, overrides,
+                              shard)
+            return _evaluate(run_dir, protocols, config, attacks, data_dir, allow_other_data,
+                             options)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _quiet(text: str) -> None:
+    pass
 
 
 def _evaluate(run_dir, protocols, config: str, attacks, data_dir, allow_other_data: bool,
@@ -120,12 +134,14 @@ def _evaluate(run_dir, protocols, config: str, attacks, data_dir, allow_other_da
     run = _load(Path(run_dir), data_dir, allow_other_data, options.echo)
     files: list[Path] = []
     reports: dict[str, dict] = {}
-    for cfg, plan in zip(configs, plans):
-        report, written = _evaluate_protocol(run, cfg, plan, options, reports)
-        files += written
-        reports[cfg.protocol] = report
-    files += _write_side_by_side(run, config, reports)
-    return EvalResult(reports=reports, files=files)
+    with batch_independent(run.ens.members):
+        for cfg, plan in zip(configs, plans):
+            report, written = _evaluate_protocol(run, cfg, plan, options, reports)
+            files += written
+            reports[cfg.protocol] = report
+    if options.shard.leader:  # one writer: rank 0
+        files += _write_side_by_side(run, config, reports)
+    return EvalResult(reports=reports, files=files, rank=options.shard.rank)
 
 
 def _load(run_path: Path, data_dir, allow_other_data: bool, echo) -> LoadedRun:
@@ -162,15 +178,30 @@ def _evaluator(run: LoadedRun, cfg: Config, plan, options: Options) -> Evaluator
     ds = run.data
     n_images = int(options.n if options.n is not None else (cfg.n or len(ds.y_test)))
     indices = choose_subset(len(ds.y_test), n_images, options.seed)
+    world = options.shard.world
+    if world > len(indices):
+        raise AttackError(f"{world} ranks for {len(indices)} test images: every rank needs "
+                          f"at least one; use at most {len(indices)} ranks or a larger --n")
     x = torch.from_numpy(to_float(ds.x_test[indices]))
     y = torch.from_numpy(ds.y_test[indices].astype(np.int64))
     partial_dir = run.eval_dir / "partial" / f"{cfg.protocol}-{cfg.name}"
-    if options.force and partial_dir.exists():
-        shutil.rmtree(partial_dir)
+    if options.force:
+        _discard(partial_dir, options.shard)
     return Evaluator(run.ens, x, y, indices, cfg, plan, seed=options.seed,
                      batch_size=options.batch_size, partial_dir=partial_dir,
                      run_fingerprint=run.fingerprint, progress=options.progress,
-                     echo=options.echo)
+                     echo=options.echo, shard=options.shard)
+
+
+def _discard(partial_dir: Path, shard: Shard) -> None:
+    """``--force``: rank 0 removes the kept results, then the other ranks what is left of
+    theirs (a folder not shared with rank 0); nothing is written before all are done."""
+    if shard.leader and partial_dir.exists():
+        shutil.rmtree(partial_dir)
+    shard.all_gather(None)  # a barrier
+    if not shard.leader and partial_dir.exists():
+        shutil.rmtree(partial_dir, ignore_errors=True)
+    shard.all_gather(None)
 
 
 def _evaluate_protocol(run: LoadedRun, cfg: Config, plan, options: Options,
@@ -193,13 +224,14 @@ def _evaluate_protocol(run: LoadedRun, cfg: Config, plan, options: Options,
                 checks = masking_checks(ev, e, res, cfg.checks)
             reject = _reject(ev, cfg, plan, e, clean_pred, clean_conf, options.overrides)
         results.append(res)
-    disagreement = _slow_path_measurement(run.ens, ev.x, eps_list, cfg, options.seed,
-                                          options.batch_size, options.echo)
+    disagreement = _slow_path_measurement(ev, eps_list, cfg, options.echo)
     report = build_report(cfg=cfg, plan=plan, ev=ev, run=run, data_record=run.data_record,
                           eps_list=eps_list, n_test=len(run.data.y_test), seed=options.seed,
                           overrides=options.overrides, results=results, checks=checks,
                           reject=reject, disagreement=disagreement,
                           seconds=time.perf_counter() - t0)
+    if not options.shard.leader:  # every rank holds the report; rank 0 writes it
+        return report, []
     return report, _write_protocol(run, cfg, report, examples, ev, eps_list, earlier)
 
 
@@ -266,15 +298,21 @@ def _write_side_by_side(run: LoadedRun, config: str, reports: dict[str, dict]) -
     return [table_path, plot_path]
 
 
-def _slow_path_measurement(ens, x, eps_list, cfg: Config, seed: int, batch_size: int,
+def _slow_path_measurement(ev: Evaluator, eps_list, cfg: Config,
                            echo: Callable[[str], None]) -> dict | None:
     """Issue 18: the early-exit vote's slow-path share under attack (adaptive protocol
-    only; edgempir/attacks/disagree.py)."""
+    only; edgempir/attacks/disagree.py), per image seeded and shared over the ranks."""
     from edgempir.attacks.disagree import disagreement_report
 
     if cfg.protocol != "adaptive" or not eps_list:
         return None
-    out = disagreement_report(ens, x, eps_list[0], cfg.name, cfg.protocol, seed, batch_size)
+    ids = ev.torch.from_numpy(ev.indices.astype(np.int64))
+
+    def map_rows(flags, n):
+        return ev.shard.map_rows(lambda rows: [t.numpy() for t in flags(rows)], n)
+
+    out = disagreement_report(ev.ens, ev.x, eps_list[0], cfg.name, cfg.protocol, ev.seed,
+                              ev.batch_size, ids=ids, map_rows=map_rows)
     if out is not None:
         echo(f"{out['description']}: {100 * out['clean_slow_path']:.1f}% clean, "
              f"{100 * out['attacked_slow_path']:.1f}% under attack")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -61,24 +60,23 @@ def progress_bar(total: int, desc: str, enabled: bool):
                 dynamic_ncols=True)
 
 
-def crafted(ev, craft, xs, ys, desc: str, what: dict) -> np.ndarray:
-    """``craft``'s examples for ``xs`` in batches of the evaluator ``ev``, kept under
-    partial/checks for resume (the masking checks' and the reject policies' attacks)."""
+def crafted(ev, craft, xs, ys, ids, desc: str, what: dict) -> np.ndarray:
+    """``craft``'s examples for ``xs`` (``craft(x_batch, y_batch, positions, ids)``: the
+    batch's positions in ``xs`` and the images' ids, for per-image seeds), in batches of
+    the evaluator ``ev`` shared over its ranks, kept under partial/checks for resume (the
+    masking checks' and the reject policies' attacks)."""
+    from edgempir.eval.shard import Crafting, craft_rows
+
     torch = ev.torch
     fingerprint = digest({"run": ev.run_fingerprint, "subset": ev.subset_digest, "n": len(ys),
-                          "batch": ev.batch_size, "seed": ev.seed, "what": what})
+                          "seed": ev.seed, "what": what})
     path = ev.partial_dir / "checks" / f"{digest(desc)[:16]}.npz"
-    cached = load_partial(path, fingerprint, tuple(xs.shape))
-    if cached is not None:
-        return cached[0]
-    t0 = time.perf_counter()
-    bar = progress_bar(len(ys), f"{ev.config.protocol} {desc}", ev.progress)
-    out = []
-    for s in range(0, len(ys), ev.batch_size):
-        sl = slice(s, s + ev.batch_size)
-        out.append(craft(xs[sl], ys[sl], sl).detach())
-        bar.update(len(out[-1]))
-    bar.close()
-    x_adv = torch.cat(out).numpy()
-    save_partial(path, fingerprint, x_adv, time.perf_counter() - t0)
-    return x_adv
+    ids = torch.as_tensor(np.asarray(ids, dtype=np.int64))
+
+    def craft_batch(rows: np.ndarray) -> np.ndarray:
+        idx = torch.from_numpy(rows)
+        return craft(xs[idx], ys[idx], idx, ids[idx]).detach().numpy()
+
+    crafting = Crafting(path, fingerprint, tuple(xs.shape[1:]), ev.batch_size, False,
+                        f"{ev.config.protocol} {desc}", ev.progress)
+    return craft_rows(ev.shard, crafting, np.arange(len(ys)), craft_batch)[0]

@@ -299,10 +299,10 @@ def test_interrupt_inside_an_attack_keeps_finished_batches(run_copy, fast_overri
     with pytest.raises(KeyboardInterrupt):
         evaluate(run_copy, **kwargs)
     part = run_copy / "eval" / "partial" / "adaptive-quick" / "eps-0.1"
-    assert [p.name for p in part.iterdir()] == ["pgd@surrogate.batch-0.npz"]
+    assert [p.name for p in part.iterdir()] == ["pgd@surrogate.rows-0-8.npz"]
     monkeypatch.setattr(PGD, "perturb", real_perturb)
     assert evaluate(run_copy, **kwargs).reports["adaptive"]["results"] == expected
-    assert not list(part.glob("*.batch-*.npz")), "batches are merged once the attack is done"
+    assert not list(part.glob("*.rows-*.npz")), "batches are merged once the attack is done"
 
 
 # ---------------------------------------------------------------- reject policies
