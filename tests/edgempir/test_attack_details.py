@@ -99,3 +99,18 @@ def test_pgd_defaults_are_the_documented_ones():
     assert make_attack("pgd", eps=0.1).describe() == {
         "name": "pgd", "norm": "Linf", "eps": 0.1, "seed": 0, "steps": 40, "step_size": None,
         "rel_step": 0.25, "random_start": True, "restarts": 1}
+
+
+def test_sign_steps_stay_in_the_image_range_inside_the_loop(tiny_model, tiny_batch):
+    """The loop's own bounds keep every iterate in [0, 1] (not only the base class's final
+    projection): on black and white images with a large eps, where a step past 0 or 1
+    would change the next gradient."""
+    from edgempir.attacks.pgd import sign_gradient_ascent
+
+    _, y = tiny_batch
+    x = torch.zeros(len(y), *tiny_batch[0].shape[1:])
+    x[len(y) // 2:] = 1.0                       # half black, half white
+    adv = sign_gradient_ascent(tiny_model, x, y, eps=0.5, step_size=0.3, steps=3)
+    assert adv.min() >= 0.0 and adv.max() <= 1.0
+    assert (adv - x).abs().max() <= 0.5 + 1e-7
+    assert (adv != x).any()                     # the steps moved some pixels inward
