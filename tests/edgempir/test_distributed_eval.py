@@ -72,6 +72,7 @@ def same_evaluation(run, reference_run, reference):
         assert np.array_equal(ours[key], theirs[key]), key
 
 
+@pytest.mark.slow   # one plain and one 2-rank evaluation: 3 min on 2 cores (-m slow)
 def test_two_ranks_give_the_one_process_results(synthetic_run, one_process, tmp_path):
     reference_run, reference = one_process
     run = copy_run(synthetic_run, tmp_path / "run")
