@@ -6,12 +6,13 @@ bash scripts/install.sh
 # lint first: seconds, and a finding fails CI like a test would
 .venv/bin/ruff check .
 # two workers (pytest-xdist), a test file each at a time: many tests run the CLI in subprocesses that
-# import torch on one core; two workers keep both cores busy (CI's last serial run: 14.2 min
-# for 753 tests; two workers here: 11.7 min for 778).
-# Session fixtures are built once per worker; EDGEMPIR_TEST_WORKERS=0 runs it serially.
-# Tests marked `slow` (torchrun with several ranks, an image folder end to end: minutes each)
-# are left to a separate command, `bash scripts/test.sh -m slow` (a later -m wins), to keep
-# this one near 10 minutes on 2 cores (11.7 measured); `-m "slow or not slow"` runs everything.
+# import torch on one core; two workers keep both cores busy (2026-11-30, quiet 2-core machine:
+# 14.1 min for 820 tests, pytest's own time; CI's last serial run: 14.2 min for 753).
+# The session's run and bundles are built once for both workers (tests/support/shared.py);
+# EDGEMPIR_TEST_WORKERS=0 runs it serially.
+# Tests marked `slow` (torchrun with several ranks, image folders end to end: minutes each)
+# are left to a separate command, `bash scripts/test.sh -m slow` (a later -m wins);
+# `-m "slow or not slow"` runs everything.
 workers=${EDGEMPIR_TEST_WORKERS:-2}
 args=(-q -m "not slow")
 [ "$workers" = 0 ] || args+=(-n "$workers" --dist loadfile)
