@@ -26,8 +26,18 @@ from dist_eval import free_port, timed
 
 
 def member_hashes(run: Path) -> list[str]:
-    return [hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((run / "members").glob("*.safetensors"))]
+    """sha256 of every member's tensors (names, dtypes, shapes, bytes): the files' metadata
+    holds each epoch's timings, which differ between any two runs."""
+    from safetensors.numpy import load_file
+
+    hashes = []
+    for path in sorted((run / "members").glob("*.safetensors")):
+        h = hashlib.sha256()
+        for name, value in sorted(load_file(str(path)).items()):
+            h.update(f"{name}{value.dtype}{value.shape}".encode())
+            h.update(value.tobytes())
+        hashes.append(h.hexdigest())
+    return hashes
 
 
 def main() -> None:
