@@ -65,10 +65,6 @@ def main() -> None:
     ap.add_argument("--ranks", type=int, default=2)
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
     args = ap.parse_args()
-    import torch
-
-    import edgempir
-
     protocols = ["paper", "adaptive"] if args.protocol == "both" else [args.protocol]
     # --n-images: torchrun's parser takes --n for an abbreviation of its own options
     common = ["--protocol", args.protocol, "--config", args.config, "--n-images", str(args.n),
@@ -92,16 +88,29 @@ def main() -> None:
                 f"{args.n} --threads 1: 1 process vs torchrun --nproc-per-node {args.ranks}",
         "one_rank_s": round(one, 1), "ranks": args.ranks, "ranks_s": round(many, 1),
         "ratio": round(many / one, 3), "identical_per_image_results": identical,
-        "threads_per_rank": 1, "cores": os.cpu_count(),
-        "load_before": [round(v, 2) for v in load_before],
-        "load_after": [round(v, 2) for v in os.getloadavg()],
-        "versions": {"edgempir": edgempir.__version__, "torch": torch.__version__,
-                     "python": platform.python_version()},
-        "cpu": platform.processor() or platform.machine(),
+        **machine_record(load_before),
     }
+    print_and_save(result, args.out)
+
+
+def machine_record(load_before: tuple[float, ...]) -> dict:
+    """What a figure was measured on: threads, cores, load before and now, versions."""
+    import torch
+
+    import edgempir
+
+    return {"threads_per_rank": 1, "cores": os.cpu_count(),
+            "load_before": [round(v, 2) for v in load_before],
+            "load_after": [round(v, 2) for v in os.getloadavg()],
+            "versions": {"edgempir": edgempir.__version__, "torch": torch.__version__,
+                         "python": platform.python_version()},
+            "cpu": platform.processor() or platform.machine()}
+
+
+def print_and_save(result: dict, out: str | None) -> None:
     print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    if out:
+        Path(out).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/dist_eval.py
-from dist_eval import free_port, timed
+from dist_eval import free_port, machine_record, print_and_save, timed
 
 
 def member_hashes(run: Path) -> list[str]:
@@ -48,10 +46,6 @@ def main() -> None:
     ap.add_argument("--ranks", type=int, default=2)
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
     args = ap.parse_args()
-    import torch
-
-    import edgempir
-
     common = ["--dataset", args.dataset, "--bits", args.bits, "--epochs", str(args.epochs),
               "--threads", "1", "--json"]
     load_before = os.getloadavg()
@@ -70,17 +64,9 @@ def main() -> None:
                 f"{args.ranks} --distributed members",
         "one_process_s": round(one, 1), "ranks": args.ranks, "ranks_s": round(many, 1),
         "ratio": round(many / one, 3), "members_bit_identical": identical,
-        "threads_per_rank": 1, "cores": os.cpu_count(),
-        "load_before": [round(v, 2) for v in load_before],
-        "load_after": [round(v, 2) for v in os.getloadavg()],
-        "versions": {"edgempir": edgempir.__version__, "torch": torch.__version__,
-                     "python": platform.python_version()},
-        "cpu": platform.processor() or platform.machine(),
+        **machine_record(load_before),
     }
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-
+    print_and_save(result, args.out)
 
 if __name__ == "__main__":
     main()
