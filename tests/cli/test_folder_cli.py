@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import testkit as H
 from PIL import Image
 
 
@@ -93,16 +94,9 @@ def test_folder_options_are_checked_in_one_line(cli, tmp_path, monkeypatch, args
 @pytest.fixture(scope="module")
 def big_folder(tmp_path_factory):
     """2 classes x 4 train / 2 val JPEGs of 240x224 px: the ImageNet input size."""
-    root = tmp_path_factory.mktemp("big")
-    rng = np.random.default_rng(1)
-    for split, n in (("train", 4), ("val", 2)):
-        for c, base in enumerate(((220, 30, 30), (30, 30, 220))):
-            folder = root / split / f"k{c}"
-            folder.mkdir(parents=True)
-            for k in range(n):
-                img = np.clip(np.array(base) + rng.normal(0, 25, (224, 240, 3)), 0, 255)
-                Image.fromarray(img.astype(np.uint8)).save(folder / f"{k}.jpg")
-    return root
+    return H.colour_folder(tmp_path_factory.mktemp("big"), {"train": 4, "val": 2},
+                           ((220, 30, 30), (30, 30, 220)), (224, 240), noise=25, seed=1,
+                           prefix="k", ext="jpg")
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ folder, and every member exports with ONNX Runtime running each low-bit conv/lin
 an integer kernel and agreeing with PyTorch on every top-1 decision."""
 import numpy as np
 import pytest
-from PIL import Image
+import testkit as H
 
 from edgempir.errors import SpecError
 
@@ -14,16 +14,8 @@ FLOAT_CONVS = ("Conv", "FusedConv", "NchwcConv")
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """2 classes x 6 train / 3 val PNGs of 64 px; one colour per class plus noise."""
-    root = tmp_path_factory.mktemp("archs")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 6), ("val", 3)):
-        for c, base in enumerate(((200, 40, 40), (40, 40, 200))):
-            d = root / split / f"c{c}"
-            d.mkdir(parents=True)
-            for k in range(n):
-                img = np.clip(np.array(base) + rng.normal(0, 30, (64, 64, 3)), 0, 255)
-                Image.fromarray(img.astype(np.uint8)).save(d / f"{k}.png")
-    return root
+    return H.colour_folder(tmp_path_factory.mktemp("archs"), {"train": 6, "val": 3},
+                           ((200, 40, 40), (40, 40, 200)), (64, 64), noise=30, seed=0)
 
 
 def train_run(folder, tmp_path, arch, members, image_size, preset=None):

@@ -164,3 +164,20 @@ def kill_and_rerun(first_args, next_args, *, rng, kills: int, delay_range, check
     last = trials[-1]
     assert last["rc"] == 0, (trials, last["stderr"])
     return trials
+
+
+def colour_folder(root: Path, counts: dict[str, int], colours, shape: tuple[int, int],
+                  *, noise: float, seed: int, prefix: str = "c", ext: str = "png") -> Path:
+    """An ImageFolder layout (``root/<split>/<prefix><class>/<k>.<ext>``): ``counts[split]``
+    images per class, each its class's RGB colour plus Gaussian noise, ``shape`` (H, W)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in counts.items():
+        for c, base in enumerate(colours):
+            folder = root / split / f"{prefix}{c}"
+            folder.mkdir(parents=True)
+            for k in range(n):
+                img = np.clip(np.array(base) + rng.normal(0, noise, (*shape, 3)), 0, 255)
+                Image.fromarray(img.astype(np.uint8)).save(folder / f"{k}.{ext}")
+    return root
