@@ -136,7 +136,7 @@ def train_epoch(cfg: TrainConfig, data, model, opt, m: Member, epoch: int,
     stats = EpochStats()
     bar = tqdm(epoch_batches(cfg, data, order, bs, stats), total=steps_per_epoch,
                disable=not progress, leave=False, unit="batch",
-               desc=f"member {m.index + 1} {m.spec} epoch {epoch + 1}/{cfg.epochs}")
+               desc=f"member {m.index} ({m.spec}) epoch {epoch + 1}/{cfg.epochs}")
     for step, (xb, yb, rows) in enumerate(bar):
         if not len(yb):  # every image of the batch failed to decode
             continue

@@ -14,7 +14,7 @@ import numpy as np
 
 from edgempir.eval.config import Config, Planned
 from edgempir.eval.report import eps_result
-from edgempir.eval.shard import Crafting, Shard, craft_rows
+from edgempir.eval.shard import COUPLED_PARTS, MIN_ROWS, Crafting, Shard, craft_rows
 from edgempir.eval.store import array_digest, digest, eps_tag
 from edgempir.eval.worstcase import WorstCase
 
@@ -182,7 +182,8 @@ class Evaluator:
                               "attack": attack.describe(), "source": job.source,
                               "labels": job.labels, "judge": p.judge,
                               "mask": array_digest(mask),
-                              "batch": self.batch_size if attack.batch_coupled else None})
+                              "batch": ([self.batch_size, COUPLED_PARTS, MIN_ROWS]
+                                        if attack.batch_coupled else None)})
         path = self.partial_dir / eps_tag(eps) / f"{job.key}.npz"
         what = f"{self.config.protocol} {eps_label(eps)} {p.name} -> " \
                f"{source_label(job.source, self.ens)}"

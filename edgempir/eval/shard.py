@@ -8,9 +8,9 @@ rank (all-gather). The per-image results do not depend on the split because
 
 - every random draw of an attack is seeded per image (``Attack.__call__(ids=...)``);
 - an attack that couples the images of a batch anyway (``Attack.batch_coupled``:
-  torchattacks' APGD, FAB, Square; CW with early abort) runs on the very batches of a
-  one-process run (the attacked rows in order, ``--batch-size`` at a time), dealt to the
-  ranks round-robin;
+  torchattacks' APGD, FAB, Square; CW with early abort) runs on batches that depend on the
+  attacked rows and ``--batch-size`` alone (:func:`coupled_batches`), never on the number
+  of ranks, dealt to the ranks round-robin;
 - torch's CPU kernels give each row of a batch the same bits whatever the other rows,
   except for batches of fewer than 4 rows (measured with torch 2.13/MKL, AVX2: a linear
   layer on 1-3 rows takes another path, logits differ by ~1e-6), so every member's
@@ -30,6 +30,11 @@ from edgempir.eval.store import array_digest, digest, load_partial, progress_bar
 
 #: smallest batch a member's forward pass sees in eval (padded with zero images)
 MIN_ROWS = 16
+
+#: a batch-coupled attack run is cut into this many batches when it has the rows for them
+#: (at least MIN_ROWS each), so that up to this many ranks share it: one batch would leave
+#: a cascade's last attacks (APGD-CE, Square) to one rank while the others wait
+COUPLED_PARTS = 8
 
 
 @dataclass(frozen=True)
@@ -79,12 +84,20 @@ class Shard:
         return tuple(np.concatenate([p[k] for p in parts]) for k in range(len(mine)))
 
 
+def coupled_batches(rows: np.ndarray, step: int) -> list[np.ndarray]:
+    """The batches of a batch-coupled attack run over ``rows``: at most ``step`` rows each,
+    and :data:`COUPLED_PARTS` of them where every one gets :data:`MIN_ROWS` rows; sizes
+    differ by at most one. They depend on ``rows`` and ``step`` only, so one process and
+    any number of ranks attack the same batches."""
+    parts = max(-(-len(rows) // step), min(COUPLED_PARTS, len(rows) // MIN_ROWS), 1)
+    return np.array_split(np.asarray(rows), parts)
+
+
 def chunks_of(shard: Shard, rows: np.ndarray, step: int, coupled: bool) -> list[np.ndarray]:
-    """This rank's batches of ``rows``: of its contiguous share, or (``coupled``) of the
-    one-process batches, dealt round-robin."""
+    """This rank's batches of ``rows``: of its contiguous share, or (``coupled``) of
+    :func:`coupled_batches`, dealt round-robin."""
     if coupled:
-        batches = [rows[s:s + step] for s in range(0, len(rows), step)]
-        return batches[shard.rank::shard.world]
+        return coupled_batches(rows, step)[shard.rank::shard.world]
     mine = shard.part(rows)
     return [mine[s:s + step] for s in range(0, len(mine), step)]
 

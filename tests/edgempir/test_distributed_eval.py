@@ -174,10 +174,28 @@ def test_coupled_attacks_keep_the_one_process_batches():
     ranks = [Shard(r, 3) for r in range(3)]
     coupled = [chunks_of(s, rows, 4, coupled=True) for s in ranks]
     assert [[c.tolist() for c in part] for part in coupled] == [
-        [[0, 1, 2, 3]], [[4, 5, 6, 7]], [[8, 9]]]
+        [[0, 1, 2, 3]], [[4, 5, 6]], [[7, 8, 9]]]
     shared = [np.concatenate(chunks_of(s, rows, 4, coupled=False)) for s in ranks]
     assert [len(p) for p in shared] == [4, 3, 3]
     assert np.array_equal(np.concatenate(shared), rows)
+
+
+# rows of a cascade -> batches: one batch under 2 x MIN_ROWS rows, then up to COUPLED_PARTS
+# (8) batches of MIN_ROWS (16) rows or more, then as many as --batch-size (250) needs
+@pytest.mark.parametrize("n_rows, n_batches", [(5, 1), (40, 2), (200, 8), (3000, 12)])
+def test_coupled_batches_do_not_depend_on_the_ranks_and_spread_over_them(n_rows, n_batches):
+    from edgempir.eval.shard import Shard, chunks_of
+
+    rows = np.arange(7, 7 + 2 * n_rows, 2)  # a cascade's rows: any increasing indices
+    one = [b.tolist() for b in chunks_of(Shard(), rows, 250, coupled=True)]
+    for world in (2, 3, 8):
+        dealt = [b.tolist() for r in range(world)
+                 for b in chunks_of(Shard(r, world), rows, 250, coupled=True)]
+        assert sorted(dealt) == sorted(one)
+    assert [r for b in one for r in b] == rows.tolist()
+    sizes = [len(b) for b in one]
+    assert max(sizes) <= 250 and max(sizes) - min(sizes) <= 1
+    assert len(one) == n_batches
 
 
 def test_nproc_refuses_more_ranks_than_images_before_starting(synthetic_run, tmp_path, cli):
