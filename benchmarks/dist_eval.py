@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-VOLATILE = ("seconds", "attack_seconds", "world_size", "run")
+VOLATILE = ("seconds", "attack_seconds", "world_size", "rank_wait_seconds", "run")
 
 
 def free_port() -> int:
@@ -83,11 +83,14 @@ def main() -> None:
                       str(free_port()), "-m", "edgempir.cli", "eval", str(copies[1]),
                       *common])
         identical = same_results(copies[0], copies[1], protocols, args.config)
+        waits = {p: json.loads((copies[1] / "eval" / f"{p}-{args.config}.json").read_text())
+                 ["rank_wait_seconds"] for p in protocols}
     result = {
         "what": f"edgempir eval --protocol {args.protocol} --config {args.config} --n "
                 f"{args.n} --threads 1: 1 process vs torchrun --nproc-per-node {args.ranks}",
         "one_rank_s": round(one, 1), "ranks": args.ranks, "ranks_s": round(many, 1),
         "ratio": round(many / one, 3), "identical_per_image_results": identical,
+        "rank_wait_seconds": waits,
         **machine_record(load_before),
     }
     print_and_save(result, args.out)

@@ -138,7 +138,7 @@ def attack_params(plan, ens) -> dict:
 def build_report(*, cfg: Config, plan, ev, run, data_record: dict, eps_list: list[float],
                  n_test: int, seed: int, overrides: dict | None, results: list[dict],
                  checks: list[dict], reject: dict | None, disagreement: dict | None,
-                 seconds: float) -> dict:
+                 seconds: float, rank_wait_seconds: list[float]) -> dict:
     """The whole report of one protocol; ``run`` is the loaded run (``.path``, ``.ens``,
     ``.dataset``, ``.fingerprint``)."""
     ens, manifest = run.ens, run.ens.manifest
@@ -167,6 +167,7 @@ def build_report(*, cfg: Config, plan, ev, run, data_record: dict, eps_list: lis
         # ranks the evaluation was shared over (torchrun); per-image results do not
         # depend on it, the seconds do
         "world_size": ev.shard.world,
+        "rank_wait_seconds": rank_wait_seconds,
         "versions": versions(),
         "seconds": round(seconds, 2),
         "attack_seconds": round(ev.attack_seconds, 2),

@@ -225,11 +225,12 @@ def _evaluate_protocol(run: LoadedRun, cfg: Config, plan, options: Options,
             reject = _reject(ev, cfg, plan, e, clean_pred, clean_conf, options.overrides)
         results.append(res)
     disagreement = _slow_path_measurement(ev, eps_list, cfg, options.echo)
+    waits = [round(w, 2) for w in options.shard.all_gather(options.shard.waited[0])]
     report = build_report(cfg=cfg, plan=plan, ev=ev, run=run, data_record=run.data_record,
                           eps_list=eps_list, n_test=len(run.data.y_test), seed=options.seed,
                           overrides=options.overrides, results=results, checks=checks,
                           reject=reject, disagreement=disagreement,
-                          seconds=time.perf_counter() - t0)
+                          seconds=time.perf_counter() - t0, rank_wait_seconds=waits)
     if not options.shard.leader:  # every rank holds the report; rank 0 writes it
         return report, []
     return report, _write_protocol(run, cfg, report, examples, ev, eps_list, earlier)

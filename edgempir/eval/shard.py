@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,9 @@ class Shard:
 
     rank: int = 0
     world: int = 1
+    # seconds this rank spent in collectives, mostly waiting for slower ranks: the
+    # report's rank_wait_seconds, which shows how evenly the work was shared
+    waited: list[float] = field(default_factory=lambda: [0.0], compare=False)
 
     @property
     def leader(self) -> bool:
@@ -63,7 +66,9 @@ class Shard:
         import torch.distributed as dist
 
         out: list = [None] * self.world
+        t0 = time.perf_counter()
         dist.all_gather_object(out, obj)
+        self.waited[0] += time.perf_counter() - t0
         return out
 
     def from_leader(self, obj):
@@ -73,7 +78,9 @@ class Shard:
         import torch.distributed as dist
 
         box = [obj if self.leader else None]
+        t0 = time.perf_counter()
         dist.broadcast_object_list(box, src=0)
+        self.waited[0] += time.perf_counter() - t0
         return box[0]
 
     def map_rows(self, fn: Callable[[np.ndarray], tuple], n: int) -> tuple:

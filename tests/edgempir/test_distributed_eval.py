@@ -41,7 +41,7 @@ def torchrun(*args, nproc=2):
 ARGS = ("--config", "quick", "--n-images", "12", "--eps", "0.02", "--attacks",
         "pgd,vote-pgd,apgd-ce", "--threads", "1", "--json")
 #: what may differ between two evaluations of the same images
-VOLATILE = ("seconds", "attack_seconds", "world_size", "run")
+VOLATILE = ("seconds", "attack_seconds", "world_size", "rank_wait_seconds", "run")
 
 
 def comparable(report: dict) -> dict:
@@ -66,6 +66,8 @@ def one_process(synthetic_run, tmp_path_factory):
 def same_evaluation(run, reference_run, reference):
     report = json.loads((run / "eval" / "adaptive-quick.json").read_text())
     assert report["world_size"] == 2 and reference["world_size"] == 1
+    # one wait per rank (seconds in collectives); none in one process
+    assert len(report["rank_wait_seconds"]) == 2 and reference["rank_wait_seconds"] == [0.0]
     assert comparable(report) == comparable(reference)
     ours, theirs = (np.load(r / "eval" / "adv-adaptive.npz") for r in (run, reference_run))
     for key in ("input", "label", "index"):
