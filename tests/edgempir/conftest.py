@@ -55,6 +55,23 @@ def tiny_batch(tiny_model, tiny_data):
 
 
 @pytest.fixture
+def synthetic_with(monkeypatch):
+    """``synthetic_with(n_train=256)``: the data set ``synthetic`` made smaller (or otherwise
+    changed) for this test; other data sets load as usual. Its default test split stays, so
+    the synthetic run's data fingerprint still matches."""
+    from edgempir import data
+
+    real = data.load_dataset
+
+    def use(**kw):
+        def load(name=data.DEFAULT_DATASET, data_dir=None, image_size=None):
+            return (data.synthetic(**kw) if name == "synthetic"
+                    else real(name, data_dir, image_size))
+        monkeypatch.setattr(data, "load_dataset", load)
+    return use
+
+
+@pytest.fixture
 def run_copy(synthetic_run, tmp_path):
     """A private copy of the synthetic run (evals write into the run directory)."""
     dst = tmp_path / "run"

@@ -22,18 +22,10 @@ ROWS = {"empir-m2-adaptive", "empir-m0-adaptive", "empir-m1-adaptive", "empir-m2
 
 
 @pytest.fixture
-def small_synthetic(monkeypatch):
+def small_synthetic(synthetic_with):
     """Synthetic data with 256 training images: PGD training on the default 2000 costs
     minutes on a busy 2-core machine, and 256 go through every code path."""
-    from edgempir import data
-
-    real = data.load_dataset
-
-    def load(name=data.DEFAULT_DATASET, data_dir=None, image_size=None):
-        # the default test split: the reused EMPIR run's data fingerprint must still match
-        return (data.synthetic(n_train=256) if name == "synthetic"
-                else real(name, data_dir, image_size))
-    monkeypatch.setattr(data, "load_dataset", load)
+    synthetic_with(n_train=256)
 
 
 @pytest.fixture

@@ -199,10 +199,23 @@ def test_train_killed_at_random_points_resumes_to_the_uninterrupted_run(syntheti
         base = log.stat().st_size if log.exists() else -1
         return lambda: (log.stat().st_size if log.exists() else -1) > base
 
+    refused = []
+
+    def check_state() -> str:
+        state = _check_train_state(out)
+        if state.startswith("partial") and not refused:
+            # an interrupted run is never restarted over by accident: without --resume the
+            # same command refuses, in one line that names the option
+            proc = subprocess.run([sys.executable, "-m", "edgempir.cli", *args],
+                                  capture_output=True, text=True, timeout=300, check=False)
+            assert proc.returncode == 2 and "--resume" in proc.stderr, proc.stderr
+            assert proc.stderr.count("\n") == 1, proc.stderr
+            refused.append(state)
+        return state
+
     trials = H.kill_and_rerun(args, next_args, rng=random.Random(SEED), kills=2,
-                              delay_range=(0.2, 2.0), ready=ready,
-                              check_state=lambda: _check_train_state(out))
-    assert any(t["killed"] for t in trials), trials
+                              delay_range=(0.2, 2.0), ready=ready, check_state=check_state)
+    assert any(t["killed"] for t in trials) and refused, trials
     for ref, got in zip(_weights(synthetic_run), _weights(out)):
         assert ref.keys() == got.keys()
         for k in ref:
@@ -256,10 +269,20 @@ def test_eval_killed_at_random_points_reruns_to_the_same_report(synthetic_run, e
         base = files()
         return lambda: files() > base
 
+    finished: dict[Path, int] = {}  # attack runs finished before a kill: path -> mtime
+
+    def check_state() -> str:
+        state = _check_eval_state(run, inputs)
+        for f in (run / "eval" / "partial").rglob("*@*.npz"):
+            if ".rows-" not in f.name and ".tmp-" not in f.name:
+                finished.setdefault(f, f.stat().st_mtime_ns)
+        return f"{state}, {len(finished)} finished attack runs"
+
     trials = H.kill_and_rerun(args, lambda: args, rng=random.Random(SEED + 1), kills=2,
-                              delay_range=(0.0, 3.0), ready=ready,
-                              check_state=lambda: _check_eval_state(run, inputs))
+                              delay_range=(0.0, 3.0), ready=ready, check_state=check_state)
     assert any(t["killed"] for t in trials), trials
+    # a finished attack run is read on resume, never computed again
+    assert {f: f.stat().st_mtime_ns for f in finished} == finished, trials
     name = "adaptive-quick.json"
     got = json.loads((run / "eval" / name).read_text())
     ref = json.loads((evaluated_run / "eval" / name).read_text())
