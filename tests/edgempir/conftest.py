@@ -5,10 +5,13 @@ kind of model on which every attack must succeed; ``tiny_batch``: test images it
 """
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+from shared import built_once
 
 
 @pytest.fixture(scope="session")
@@ -81,18 +84,27 @@ def run_copy(synthetic_run, tmp_path):
 
 @pytest.fixture(scope="session")
 def evaluated_run(synthetic_run, tmp_path_factory):
-    """The synthetic run evaluated once under both protocols with tiny attack settings.
+    """The synthetic run evaluated once under both protocols with tiny attack settings,
+    once per session for every xdist worker (tests/support/shared.py).
 
-    Returns (run_dir, EvalResult). Settings are cut down (overrides) to keep the suite fast;
+    Returns (run_dir, EvalResult); the result's reports are those ``evaluate`` returned,
+    kept as JSON next to the run. Settings are cut down (overrides) to keep the suite fast;
     the reports say so in config_label.
     """
-    from edgempir.robustness import evaluate
+    from edgempir.robustness import EvalResult, evaluate
 
-    dst = tmp_path_factory.mktemp("evaluated") / "run"
-    shutil.copytree(synthetic_run, dst, ignore=shutil.ignore_patterns("eval", "checkpoints"))
-    result = evaluate(dst, protocols=["paper", "adaptive"], config="quick", n=40, seed=0,
-                      eps="0.1,0.3", progress=False, overrides=FAST)
-    return dst, result
+    def build(out: Path) -> None:
+        shutil.copytree(synthetic_run, out / "run",
+                        ignore=shutil.ignore_patterns("eval", "checkpoints"))
+        result = evaluate(out / "run", protocols=["paper", "adaptive"], config="quick", n=40,
+                          seed=0, eps="0.1,0.3", progress=False, overrides=FAST)
+        (out / "returned.json").write_text(json.dumps(
+            {"reports": result.reports, "files": [str(f) for f in result.files]}))
+
+    out = built_once(tmp_path_factory, "evaluated/library-both-protocols", build)
+    returned = json.loads((out / "returned.json").read_text())
+    return out / "run", EvalResult(reports=returned["reports"],
+                                   files=[Path(f) for f in returned["files"]])
 
 
 FAST = {
