@@ -177,12 +177,16 @@ class Evaluator:
         torch = self.torch
         p = job.planned
         attack = make_attack(p.attack, eps=eps, seed=self.seed, **p.params_for(job.source))
-        # the batch size matters only to an attack that couples a batch's images
+        # query-only attacks pay Python overhead per query, not per image: big batches,
+        # never cut for the ranks (cutting a batch adds its per-query cost to each part)
+        step = self.batch_size if attack.white_box else max(self.batch_size, 2000)
+        min_rows = MIN_ROWS if attack.white_box else step
+        # the batching matters only to an attack that couples a batch's images
         fingerprint = digest({"run": self.run_fingerprint, "subset": self.subset_digest,
                               "attack": attack.describe(), "source": job.source,
                               "labels": job.labels, "judge": p.judge,
                               "mask": array_digest(mask),
-                              "batch": ([self.batch_size, COUPLED_PARTS, MIN_ROWS]
+                              "batch": ([step, COUPLED_PARTS, min_rows]
                                         if attack.batch_coupled else None)})
         path = self.partial_dir / eps_tag(eps) / f"{job.key}.npz"
         what = f"{self.config.protocol} {eps_label(eps)} {p.name} -> " \
@@ -197,10 +201,8 @@ class Evaluator:
             return attack(model, self.x[idx], labels[idx], decide=decide,
                           ids=ids[idx]).numpy()
 
-        # query-only attacks pay Python overhead per query, not per image: big batches
-        step = self.batch_size if attack.white_box else max(self.batch_size, 2000)
         crafting = Crafting(path, fingerprint, tuple(self.x.shape[1:]), step,
-                            attack.batch_coupled, what, self.progress)
+                            attack.batch_coupled, min_rows, what, self.progress)
         rows = np.flatnonzero(mask)
         x_adv_rows, seconds, resumed = craft_rows(self.shard, crafting, rows, craft)
         if resumed and self.progress:

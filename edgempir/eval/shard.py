@@ -91,20 +91,22 @@ class Shard:
         return tuple(np.concatenate([p[k] for p in parts]) for k in range(len(mine)))
 
 
-def coupled_batches(rows: np.ndarray, step: int) -> list[np.ndarray]:
+def coupled_batches(rows: np.ndarray, step: int, min_rows: int = MIN_ROWS
+                    ) -> list[np.ndarray]:
     """The batches of a batch-coupled attack run over ``rows``: at most ``step`` rows each,
-    and :data:`COUPLED_PARTS` of them where every one gets :data:`MIN_ROWS` rows; sizes
-    differ by at most one. They depend on ``rows`` and ``step`` only, so one process and
-    any number of ranks attack the same batches."""
-    parts = max(-(-len(rows) // step), min(COUPLED_PARTS, len(rows) // MIN_ROWS), 1)
+    and :data:`COUPLED_PARTS` of them where every one gets ``min_rows`` rows; sizes differ
+    by at most one. They depend on ``rows``, ``step`` and ``min_rows`` only, so one process
+    and any number of ranks attack the same batches."""
+    parts = max(-(-len(rows) // step), min(COUPLED_PARTS, len(rows) // min_rows), 1)
     return np.array_split(np.asarray(rows), parts)
 
 
-def chunks_of(shard: Shard, rows: np.ndarray, step: int, coupled: bool) -> list[np.ndarray]:
+def chunks_of(shard: Shard, rows: np.ndarray, step: int, coupled: bool,
+              min_rows: int = MIN_ROWS) -> list[np.ndarray]:
     """This rank's batches of ``rows``: of its contiguous share, or (``coupled``) of
     :func:`coupled_batches`, dealt round-robin."""
     if coupled:
-        return coupled_batches(rows, step)[shard.rank::shard.world]
+        return coupled_batches(rows, step, min_rows)[shard.rank::shard.world]
     mine = shard.part(rows)
     return [mine[s:s + step] for s in range(0, len(mine), step)]
 
@@ -119,6 +121,7 @@ class Crafting:
     shape: tuple[int, ...]          # of one image
     step: int                       # rows per batch
     coupled: bool                   # the attack couples a batch's images
+    coupled_min_rows: int           # ... and is cut into batches of at least this many
     desc: str                       # progress bar label
     progress: bool
 
@@ -135,7 +138,7 @@ def craft_rows(shard: Shard, job: Crafting, rows: np.ndarray,
     cached = shard.from_leader(cached)
     if cached is not None:
         return cached[0], cached[1], True
-    mine = chunks_of(shard, rows, job.step, job.coupled)
+    mine = chunks_of(shard, rows, job.step, job.coupled, job.coupled_min_rows)
     bar = progress_bar(sum(len(c) for c in mine), job.desc, job.progress and shard.leader)
     done, files = {}, []
     for batch in mine:

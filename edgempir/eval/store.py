@@ -65,7 +65,7 @@ def crafted(ev, craft, xs, ys, ids, desc: str, what: dict) -> np.ndarray:
     batch's positions in ``xs`` and the images' ids, for per-image seeds), in batches of
     the evaluator ``ev`` shared over its ranks, kept under partial/checks for resume (the
     masking checks' and the reject policies' attacks)."""
-    from edgempir.eval.shard import Crafting, craft_rows
+    from edgempir.eval.shard import MIN_ROWS, Crafting, craft_rows
 
     torch = ev.torch
     fingerprint = digest({"run": ev.run_fingerprint, "subset": ev.subset_digest, "n": len(ys),
@@ -78,5 +78,5 @@ def crafted(ev, craft, xs, ys, ids, desc: str, what: dict) -> np.ndarray:
         return craft(xs[idx], ys[idx], idx, ids[idx]).detach().numpy()
 
     crafting = Crafting(path, fingerprint, tuple(xs.shape[1:]), ev.batch_size, False,
-                        f"{ev.config.protocol} {desc}", ev.progress)
+                        MIN_ROWS, f"{ev.config.protocol} {desc}", ev.progress)
     return craft_rows(ev.shard, crafting, np.arange(len(ys)), craft_batch)[0]

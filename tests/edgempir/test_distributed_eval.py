@@ -198,6 +198,9 @@ def test_coupled_batches_do_not_depend_on_the_ranks_and_spread_over_them(n_rows,
     sizes = [len(b) for b in one]
     assert max(sizes) <= 250 and max(sizes) - min(sizes) <= 1
     assert len(one) == n_batches
+    # a query-only attack (Square) is never cut below its batch: its cost is per query
+    assert len(chunks_of(Shard(), rows, 2000, coupled=True, min_rows=2000)) == \
+        -(-n_rows // 2000)
 
 
 def test_nproc_refuses_more_ranks_than_images_before_starting(synthetic_run, tmp_path, cli):
