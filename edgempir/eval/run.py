@@ -126,9 +126,7 @@ def _evaluate(run_dir, protocols, config: str, attacks, data_dir, allow_other_da
     configs = [get_config(p, config) for p in protocols]
     plans = select_attacks(configs, attacks)
     if options.overrides:
-        overrides = options.overrides
-        plans = [tuple(dataclasses.replace(p, params={**p.params, **overrides[p.name]})
-                       if p.name in overrides else p for p in plan) for plan in plans]
+        plans = [tuple(_overridden(p, options.overrides) for p in plan) for plan in plans]
     if options.batch_size < 1:
         raise AttackError(f"--batch-size {options.batch_size}: must be at least 1")
     run = _load(Path(run_dir), data_dir, allow_other_data, options.echo)
@@ -191,6 +189,17 @@ def _evaluator(run: LoadedRun, cfg: Config, plan, options: Options) -> Evaluator
                      batch_size=options.batch_size, partial_dir=partial_dir,
                      run_fingerprint=run.fingerprint, progress=options.progress,
                      echo=options.echo, shard=options.shard)
+
+
+def _overridden(planned, overrides: dict[str, dict]):
+    """``planned`` with ``overrides[its name]`` applied to every run of it, those aimed at
+    a member alone included (their own settings, e.g. quick's PGD-40, give way)."""
+    if planned.name not in overrides:
+        return planned
+    change = overrides[planned.name]
+    return dataclasses.replace(
+        planned, params={**planned.params, **change},
+        member_params={k: v for k, v in planned.member_params.items() if k not in change})
 
 
 def _discard(partial_dir: Path, shard: Shard) -> None:

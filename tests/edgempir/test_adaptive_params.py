@@ -79,3 +79,16 @@ def test_masking_check_settings():
     assert get_config("paper", "standard").checks is None
     member = next(p for p in get_config("adaptive", "quick").plan if p.name == "pgd")
     assert member.params_for("m0")["steps"] == 40 and member.params_for("surrogate")["steps"] == 50
+
+
+def test_overrides_reach_the_runs_aimed_at_members_alone():
+    """quick attacks each member alone with PGD-40; an API override of PGD's steps must
+    change those runs too, not only the one aimed at the ensemble."""
+    from edgempir.eval.run import _overridden
+
+    pgd = next(p for p in get_config("adaptive", "quick").plan if p.name == "pgd")
+    assert pgd.params_for("m0")["steps"] == 40 and pgd.params_for("surrogate")["steps"] == 50
+    short = _overridden(pgd, {"pgd": {"steps": 3}, "square": {"n_queries": 5}})
+    assert short.params_for("m0")["steps"] == short.params_for("surrogate")["steps"] == 3
+    assert short.params_for("m0")["restarts"] == pgd.params_for("m0")["restarts"]
+    assert _overridden(pgd, {"square": {"n_queries": 5}}) is pgd

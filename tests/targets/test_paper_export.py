@@ -16,7 +16,10 @@ FLOAT_CONVS = ("Conv", "FusedConv", "NchwcConv")
 
 
 @pytest.fixture(scope="module")
-def paper_run(tmp_path_factory, cli):
+def paper_run(tmp_path_factory):
+    """Trained for one epoch and evaluated with short attacks: export needs the adversarial
+    set, not strong attacks (the eval command itself is tested in tests/cli)."""
+    from edgempir.eval import evaluate
     from edgempir.members import PRESET_QUANTIZER, preset
     from edgempir.train import TrainConfig, train
 
@@ -25,7 +28,8 @@ def paper_run(tmp_path_factory, cli):
                       members=preset("paper", "synthetic"), epochs=1, batch_size=64,
                       preset="paper", quantizer=PRESET_QUANTIZER["paper"], schedule="constant")
     train(cfg, progress=False, echo=lambda s: None)
-    cli("eval", str(out), "--config", "quick", "--n", "64", "--attacks", "pgd")
+    evaluate(out, config="quick", n=64, attacks=["pgd"], progress=False,
+             overrides={"pgd": {"steps": 8}, "reject": {"steps": 3, "targets": 1}})
     return out
 
 
