@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgempir.attacks import make_attack
+from edgempir.attacks import REGISTRY, make_attack
 
 
 def _decisions(answer):
@@ -114,3 +114,56 @@ def test_sign_steps_stay_in_the_image_range_inside_the_loop(tiny_model, tiny_bat
     assert adv.min() >= 0.0 and adv.max() <= 1.0
     assert (adv - x).abs().max() <= 0.5 + 1e-7
     assert (adv != x).any()                     # the steps moved some pixels inward
+
+
+def _documented_defaults() -> dict[str, dict[str, str]]:
+    """docs/EVAL.md's table of attacks: name -> {parameter: default as written}; what a
+    row says in parentheses is commentary."""
+    import re
+    from pathlib import Path
+
+    rows = {}
+    doc = Path(__file__).resolve().parents[2] / "docs" / "EVAL.md"
+    for line in doc.read_text().splitlines():
+        m = re.match(r"\| `([a-z-]+)` \| [^|]+ \| (?:L-inf|L2) \| (.+) \|$", line)
+        if not m:
+            continue
+        text = m.group(2)
+        while re.search(r"\([^()]*\)", text):
+            text = re.sub(r"\([^()]*\)", "", text)
+        pairs = [p.split() for p in re.split(r"[,;]", text) if p.strip()]
+        rows[m.group(1)] = {p[0]: p[1].strip("`") for p in pairs if len(p) >= 2}
+    return rows
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_attacks_defaults_are_the_documented_ones(name):
+    """docs/EVAL.md lists each attack's defaults (AutoAttack's standard settings for its
+    components); a changed default changes every published number of that attack."""
+    documented = _documented_defaults()
+    assert name in documented, f"{name} is missing from docs/EVAL.md's table of attacks"
+    attack = make_attack(name, eps=None if name == "cw" else 0.1)
+    params = {k: v for k, v in attack.describe().items()
+              if k not in ("name", "norm", "eps", "seed")}
+    doc = documented[name]
+    doc.pop("eps", None)  # cw's "eps None = unbounded"
+    assert set(doc) == set(params), (name, doc, params)
+    for key, value in params.items():
+        written = doc[key]
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            assert written == str(value), (name, key, written, value)
+        else:
+            assert float(written) == value, (name, key, written, value)
+
+
+def test_torchattacks_components_couple_their_batches_and_square_only_queries():
+    """Eval's sharding relies on both (docs/DISTRIBUTED.md): a batch-coupled attack keeps
+    batches that do not depend on the ranks, and a query-only one is never cut below its
+    big batch."""
+    from edgempir.attacks._torchattacks import TorchattacksAttack
+
+    wrapped = {n for n, cls in REGISTRY.items() if issubclass(cls, TorchattacksAttack)}
+    assert wrapped == {"apgd-ce", "apgd-t", "fab-t", "square"}
+    assert all(REGISTRY[n].batch_coupled for n in wrapped)
+    assert [n for n, cls in REGISTRY.items() if not cls.white_box] == ["square"]
+    assert not make_attack("cw").batch_coupled and make_attack("cw", abort_early=True).batch_coupled
