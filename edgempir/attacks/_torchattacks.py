@@ -36,6 +36,17 @@ class TorchattacksAttack(Attack):
     def ta_kwargs(self, n_classes: int) -> dict[str, Any]:
         raise NotImplementedError
 
+    def ta_n_classes(self, n_classes: int) -> int:
+        """torchattacks' ``n_classes`` for a targeted attack (it attacks ``n_classes - 1``
+        target classes in turn): every class but the true one, or ``target_classes`` of
+        them when fewer are asked for."""
+        asked = getattr(self, "target_classes", None)
+        if asked is not None and int(asked) < 1:
+            raise AttackError(f"{self.name}: target_classes {asked} attacks no class; give at "
+                              "least 1, or None for every class but the true one")
+        targets = n_classes - 1 if asked is None else min(int(asked), n_classes - 1)
+        return targets + 1
+
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 decide: Decide | None) -> torch.Tensor:
         ta = _torchattacks()

@@ -16,4 +16,4 @@ class APGDT(TorchattacksAttack):
     def ta_kwargs(self, n_classes: int) -> dict:
         return {"norm": "Linf", "eps": self.eps, "steps": int(self.steps),
                 "n_restarts": int(self.restarts), "seed": self.seed, "rho": float(self.rho),
-                "n_classes": min(n_classes, int(self.target_classes or n_classes - 1) + 1)}
+                "n_classes": self.ta_n_classes(n_classes)}

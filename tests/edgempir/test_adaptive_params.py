@@ -92,3 +92,11 @@ def test_overrides_reach_the_runs_aimed_at_members_alone():
     assert short.params_for("m0")["steps"] == short.params_for("surrogate")["steps"] == 3
     assert short.params_for("m0")["restarts"] == pgd.params_for("m0")["restarts"]
     assert _overridden(pgd, {"square": {"n_queries": 5}}) is pgd
+
+
+def test_zero_target_classes_is_refused_not_read_as_all():
+    from edgempir.attacks import AttackError
+
+    for name in ("apgd-t", "fab-t"):
+        with pytest.raises(AttackError, match="target_classes 0 attacks no class"):
+            make_attack(name, eps=EPS, target_classes=0).ta_n_classes(CLASSES)
