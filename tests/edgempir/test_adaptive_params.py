@@ -59,7 +59,8 @@ def test_autoattack_components_get_the_documented_parameters(config, steps, quer
     assert pgd.random_start and pgd.restarts == (5 if config == "standard" else 1)
 
 
-@pytest.mark.parametrize("target_classes, expected", [(None, 9), (2, 2), (9, 9), (20, 9)])
+@pytest.mark.parametrize("target_classes, expected",
+                         [(None, 9), (1, 1), (2, 2), (9, 9), (20, 9)])
 def test_target_class_count_is_capped_by_the_classes(target_classes, expected):
     import torchattacks
 
@@ -100,3 +101,14 @@ def test_zero_target_classes_is_refused_not_read_as_all():
     for name in ("apgd-t", "fab-t"):
         with pytest.raises(AttackError, match="target_classes 0 attacks no class"):
             make_attack(name, eps=EPS, target_classes=0).ta_n_classes(CLASSES)
+
+
+def test_a_missing_torchattacks_is_a_one_line_error_that_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from edgempir.attacks import AttackError
+
+    monkeypatch.setitem(sys.modules, "torchattacks", None)  # import raises ImportError
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, CLASSES))
+    with pytest.raises(AttackError, match="pip install --no-deps torchattacks=="):
+        make_attack("square", eps=EPS)(model, torch.rand(2, 1, 2, 2), torch.tensor([0, 1]))
