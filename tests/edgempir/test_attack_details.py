@@ -167,3 +167,26 @@ def test_torchattacks_components_couple_their_batches_and_square_only_queries():
     assert all(REGISTRY[n].batch_coupled for n in wrapped)
     assert [n for n, cls in REGISTRY.items() if not cls.white_box] == ["square"]
     assert not make_attack("cw").batch_coupled and make_attack("cw", abort_early=True).batch_coupled
+
+
+@pytest.mark.parametrize("steps", [1, 5])
+def test_pgd_ref_is_the_references_madry_loop(tiny_model, tiny_batch, steps):
+    """pgd-ref against a transcription of CleverHans' MadryEtAl as the EMPIR reference
+    bundles it: start x + U(-eps, eps) without clipping, then per step FGM (step along the
+    gradient's sign, clip to [0, 1]) and clip the perturbation to the eps ball."""
+    x, y = tiny_batch
+    eps, step = 0.3, 0.02
+    attack = make_attack("pgd-ref", eps=eps, steps=steps, step_size=step, seed=4)
+    got = attack(tiny_model, x, y)
+
+    noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(4))  # one draw
+    adv = x + (2 * noise - 1) * eps
+    assert adv.min() < 0 or adv.max() > 1, "the case must start outside the image domain"
+    for _ in range(steps):
+        v = adv.detach().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(tiny_model(v), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, v)
+        moved = (adv + step * grad.sign()).clamp(0.0, 1.0)
+        adv = x + (moved - x).clamp(-eps, eps)
+    torch.testing.assert_close(got, adv, rtol=0, atol=1e-6)
+    assert (got - x).abs().max() <= eps + 1e-6 and got.min() >= 0 and got.max() <= 1
