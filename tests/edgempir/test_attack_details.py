@@ -190,3 +190,66 @@ def test_pgd_ref_is_the_references_madry_loop(tiny_model, tiny_batch, steps):
         adv = x + (moved - x).clamp(-eps, eps)
     torch.testing.assert_close(got, adv, rtol=0, atol=1e-6)
     assert (got - x).abs().max() <= eps + 1e-6 and got.min() >= 0 and got.max() <= 1
+
+
+# the synthetic images flip together: at eps 0.03 none reaches a wrong answer, at 0.1 all do
+@pytest.mark.parametrize("eps, broken", [(0.03, False), (0.1, True)])
+def test_confident_pgd_keeps_the_most_confident_wrong_iterate(tiny_model, tiny_batch, eps,
+                                                               broken):
+    """confident-pgd against its specification written out: for each of the `targets`
+    likeliest wrong classes, `steps` sign steps down the targeted cross-entropy inside the
+    eps ball and [0, 1]; every iterate (the start included) is a candidate, and per image
+    the result is the wrong-answer candidate of highest top probability (the first such on
+    ties), else the last iterate of the last target."""
+    x, y = tiny_batch
+    rel_step, steps, n_targets = 0.25, 4, 2
+    got = make_attack("confident-pgd", eps=eps, rel_step=rel_step, steps=steps,
+                      targets=n_targets)(tiny_model, x, y)
+
+    with torch.no_grad():
+        clean = tiny_model(x).softmax(dim=1)
+    wrong_classes = [[c for c in clean[i].argsort(descending=True).tolist() if c != y[i]]
+                     for i in range(len(y))]
+    candidates = []                          # every iterate, target-major then step
+    for k in range(n_targets):
+        target = torch.tensor([w[k] for w in wrong_classes])
+        adv = x.clone()
+        for s in range(steps + 1):
+            candidates.append(adv.detach())
+            if s == steps:
+                break
+            v = adv.detach().requires_grad_(True)
+            loss = torch.nn.functional.cross_entropy(tiny_model(v), target, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, v)
+            adv = torch.minimum(torch.maximum(v - rel_step * eps * grad.sign(),
+                                              (x - eps).clamp(min=0)), (x + eps).clamp(max=1))
+    stacked = torch.stack(candidates)        # [candidates, B, C, H, W]
+    with torch.no_grad():
+        probs = torch.stack([tiny_model(c).softmax(dim=1) for c in candidates])
+    conf, pred = probs.max(dim=2)            # [candidates, B]
+    score = torch.where(pred != y[None], conf, torch.full_like(conf, -1.0))
+    pick = score.argmax(dim=0)               # the first of the highest
+    expected = stacked[pick, torch.arange(len(y))]
+    never = (score.max(dim=0).values < 0)
+    expected[never] = stacked[-1][never]
+    assert bool(never.all()) is not broken and bool(never.any()) is not broken
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_confident_pgd_queries_stay_in_the_ball_and_targets_are_capped(tiny_model, tiny_batch):
+    """Every input the attack shows the model lies in the eps ball and [0, 1] (the final
+    projection would hide an iterate that left them, but not the choice it led to); more
+    targets than wrong classes attack every wrong class once."""
+    x, y = tiny_batch
+    eps = 0.1
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, v):
+            seen.append(v.detach().clone())
+            return tiny_model(v)
+
+    make_attack("confident-pgd", eps=eps, steps=3, rel_step=0.5, targets=20)(Spy(), x, y)
+    assert len(seen) == 1 + 9 * 4          # the clean pass, then 9 targets x (3 steps + 1)
+    for v in seen:
+        assert (v - x).abs().max() <= eps + 1e-6 and v.min() >= 0 and v.max() <= 1
