@@ -96,6 +96,9 @@ class Attack:
     #: True when one image's result depends on the other images of its batch whatever the
     #: seeding (eval then runs such an attack on the same batches on any number of ranks)
     batch_coupled: bool = False
+    #: a batch-coupled attack that must see batches of exactly this many images (the last
+    #: one smaller) whatever ``--batch-size``: the reference ran it so
+    batch_rows: int | None = None
 
     def __init__(self, eps: float | None = None, seed: int = 0, **params: Any):
         if eps is None and not self.eps_optional:

@@ -20,6 +20,9 @@ from torch import nn
 
 from edgempir.attacks.base import Attack, Decide
 
+#: CW's batch in the EMPIR reference (examples/mnist_attack.py: min(n, MAX_BATCH_SIZE = 100))
+REFERENCE_BATCH = 100
+
 
 class CW(Attack):
     name: ClassVar[str] = "cw"
@@ -30,8 +33,11 @@ class CW(Attack):
 
     def __init__(self, eps: float | None = None, seed: int = 0, **params):
         super().__init__(eps, seed, **params)
-        # the early abort compares the whole batch's loss: it couples the batch's images
+        # the early abort compares the whole batch's loss: it couples the batch's images,
+        # so eval runs it on the reference's batches of 100 (MAX_BATCH_SIZE, the CW batch
+        # of examples/mnist_attack.py in sancharisen/EMPIR)
         self.batch_coupled = bool(self.abort_early)
+        self.batch_rows = REFERENCE_BATCH if self.abort_early else None
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 decide: Decide | None) -> torch.Tensor:

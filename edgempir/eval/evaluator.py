@@ -181,6 +181,8 @@ class Evaluator:
         # never cut for the ranks (cutting a batch adds its per-query cost to each part)
         step = self.batch_size if attack.white_box else max(self.batch_size, 2000)
         min_rows = MIN_ROWS if attack.white_box else step
+        if attack.batch_rows:  # the reference's own batches (CW with early abort)
+            step = min_rows = attack.batch_rows
         # the batching matters only to an attack that couples a batch's images
         fingerprint = digest({"run": self.run_fingerprint, "subset": self.subset_digest,
                               "attack": attack.describe(), "source": job.source,

@@ -95,10 +95,15 @@ def coupled_batches(rows: np.ndarray, step: int, min_rows: int = MIN_ROWS
                     ) -> list[np.ndarray]:
     """The batches of a batch-coupled attack run over ``rows``: at most ``step`` rows each,
     and :data:`COUPLED_PARTS` of them where every one gets ``min_rows`` rows; sizes differ
-    by at most one. They depend on ``rows``, ``step`` and ``min_rows`` only, so one process
-    and any number of ranks attack the same batches."""
+    by at most one. ``min_rows >= step`` keeps batches of exactly ``step`` rows in order,
+    the last one smaller (Square; CW as the reference ran it). They depend on ``rows``,
+    ``step`` and ``min_rows`` only, so one process and any number of ranks attack the same
+    batches."""
+    rows = np.asarray(rows)
+    if min_rows >= step:
+        return [rows[s:s + step] for s in range(0, len(rows), step)] or [rows]
     parts = max(-(-len(rows) // step), min(COUPLED_PARTS, len(rows) // min_rows), 1)
-    return np.array_split(np.asarray(rows), parts)
+    return np.array_split(rows, parts)
 
 
 def chunks_of(shard: Shard, rows: np.ndarray, step: int, coupled: bool,

@@ -176,7 +176,7 @@ def test_coupled_attacks_keep_the_one_process_batches():
     ranks = [Shard(r, 3) for r in range(3)]
     coupled = [chunks_of(s, rows, 4, coupled=True) for s in ranks]
     assert [[c.tolist() for c in part] for part in coupled] == [
-        [[0, 1, 2, 3]], [[4, 5, 6]], [[7, 8, 9]]]
+        [[0, 1, 2, 3]], [[4, 5, 6, 7]], [[8, 9]]]
     shared = [np.concatenate(chunks_of(s, rows, 4, coupled=False)) for s in ranks]
     assert [len(p) for p in shared] == [4, 3, 3]
     assert np.array_equal(np.concatenate(shared), rows)
