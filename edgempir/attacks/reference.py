@@ -30,10 +30,8 @@ class PGDReference(BIM):
             return x.clone()
         gen = torch.Generator().manual_seed(self.seed)
         start = x + (2 * self.uniform(x.shape, None, gen, "start") - 1) * self.eps
-        lo = (x - self.eps).clamp(min=0.0)
-        hi = (x + self.eps).clamp(max=1.0)
-        # first step from the unclipped start, then ordinary projected steps
+        # first step from the unclipped start; sign_gradient_ascent projects it into the
+        # eps ball and [0, 1] and takes the ordinary projected steps from there
         first = (start + float(self.step_size) * input_gradient(model, start, y).sign())
-        adv = first.clamp(min=lo, max=hi)
         return sign_gradient_ascent(model, x, y, self.eps, float(self.step_size), steps - 1,
-                                    start=adv)
+                                    start=first)

@@ -183,22 +183,39 @@ def test_cw_with_early_abort_runs_on_the_references_batches_of_100():
                                              list(range(200, 250))]
 
 
-@pytest.mark.parametrize("steps", [1, 5])
+@pytest.mark.parametrize("steps", [0, 1, 2, 5])
 def test_pgd_ref_is_the_references_madry_loop(tiny_model, tiny_batch, steps):
     """pgd-ref against a transcription of CleverHans' MadryEtAl as the EMPIR reference
     bundles it: start x + U(-eps, eps) without clipping, then per step FGM (step along the
-    gradient's sign, clip to [0, 1]) and clip the perturbation to the eps ball."""
+    gradient's sign, clip to [0, 1]) and clip the perturbation to the eps ball. The model
+    ignores the image's left half (zero gradient there: a sign of 0 moves nothing), and
+    every point it is queried at after the start lies in [0, 1] and the ball."""
     x, y = tiny_batch
     eps, step = 0.3, 0.02
+    mask = torch.ones_like(x[:1])
+    mask[..., : x.shape[-1] // 2] = 0
+    seen = []
+
+    class Masked(torch.nn.Module):
+        def forward(self, v):
+            seen.append(v.detach().clone())
+            return tiny_model(v * mask)
+
+    model = Masked()
     attack = make_attack("pgd-ref", eps=eps, steps=steps, step_size=step, seed=4)
-    got = attack(tiny_model, x, y)
+    got = attack(model, x, y)
+    if steps == 0:
+        assert torch.equal(got, x) and not seen
+        return
+    for v in seen[1:]:
+        assert (v - x).abs().max() <= eps + 1e-6 and v.min() >= 0 and v.max() <= 1
 
     noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(4))  # one draw
     adv = x + (2 * noise - 1) * eps
     assert adv.min() < 0 or adv.max() > 1, "the case must start outside the image domain"
     for _ in range(steps):
         v = adv.detach().requires_grad_(True)
-        loss = torch.nn.functional.cross_entropy(tiny_model(v), y, reduction="sum")
+        loss = torch.nn.functional.cross_entropy(tiny_model(v * mask), y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, v)
         moved = (adv + step * grad.sign()).clamp(0.0, 1.0)
         adv = x + (moved - x).clamp(-eps, eps)
