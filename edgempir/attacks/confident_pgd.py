@@ -36,7 +36,7 @@ class ConfidentPGD(Attack):
         for k in range(targets.shape[1]):
             t = targets[:, k]
             adv = x.clone()
-            for s in range(int(self.steps) + 1):
+            for s in range(int(self.steps) + 1):  # every iterate is scored, the last too
                 adv = adv.detach().requires_grad_(True)
                 logits = model(adv)
                 with torch.no_grad():
@@ -44,10 +44,10 @@ class ConfidentPGD(Attack):
                     conf, pred = p.max(dim=1)
                     take = (pred != y) & (conf > best_conf)
                     best[take], best_conf[take] = adv.detach()[take], conf[take]
-                if s == int(self.steps):
-                    break
-                (grad,) = torch.autograd.grad(F.cross_entropy(logits, t, reduction="sum"), adv)
-                adv = (adv - step * grad.sign()).clamp(min=lo, max=hi)
+                if s < int(self.steps):
+                    (grad,) = torch.autograd.grad(F.cross_entropy(logits, t, reduction="sum"),
+                                                  adv)
+                    adv = (adv - step * grad.sign()).clamp(min=lo, max=hi)
             never = best_conf < 0
             best[never] = adv.detach()[never]
         return best
