@@ -234,7 +234,7 @@ def _evaluate_protocol(run: LoadedRun, cfg: Config, plan, options: Options,
             reject = _reject(ev, cfg, plan, e, clean_pred, clean_conf, options.overrides)
         results.append(res)
     disagreement = _slow_path_measurement(ev, eps_list, cfg, options.echo)
-    waits = [round(w, 2) for w in options.shard.all_gather(options.shard.waited[0])]
+    waits = [round(w, 2) for w in options.shard.all_gather(options.shard.waited)]
     report = build_report(cfg=cfg, plan=plan, ev=ev, run=run, data_record=run.data_record,
                           eps_list=eps_list, n_test=len(run.data.y_test), seed=options.seed,
                           overrides=options.overrides, results=results, checks=checks,

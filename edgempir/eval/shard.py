@@ -37,7 +37,7 @@ MIN_ROWS = 16
 COUPLED_PARTS = 8
 
 
-@dataclass(frozen=True)
+@dataclass
 class Shard:
     """This process's place: rank ``rank`` of ``world`` (0 of 1 without torchrun)."""
 
@@ -45,7 +45,7 @@ class Shard:
     world: int = 1
     # seconds this rank spent in collectives, mostly waiting for slower ranks: the
     # report's rank_wait_seconds, which shows how evenly the work was shared
-    waited: list[float] = field(default_factory=lambda: [0.0], compare=False)
+    waited: float = field(default=0.0, compare=False)
 
     @property
     def leader(self) -> bool:
@@ -68,7 +68,7 @@ class Shard:
         out: list = [None] * self.world
         t0 = time.perf_counter()
         dist.all_gather_object(out, obj)
-        self.waited[0] += time.perf_counter() - t0
+        self.waited += time.perf_counter() - t0
         return out
 
     def from_leader(self, obj):
@@ -80,7 +80,7 @@ class Shard:
         box = [obj if self.leader else None]
         t0 = time.perf_counter()
         dist.broadcast_object_list(box, src=0)
-        self.waited[0] += time.perf_counter() - t0
+        self.waited += time.perf_counter() - t0
         return box[0]
 
     def map_rows(self, fn: Callable[[np.ndarray], tuple], n: int) -> tuple:

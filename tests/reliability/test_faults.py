@@ -206,10 +206,8 @@ def test_train_killed_at_random_points_resumes_to_the_uninterrupted_run(syntheti
         if state.startswith("partial") and not refused:
             # an interrupted run is never restarted over by accident: without --resume the
             # same command refuses, in one line that names the option
-            proc = subprocess.run([sys.executable, "-m", "edgempir.cli", *args],
-                                  capture_output=True, text=True, timeout=300, check=False)
-            assert proc.returncode == 2 and "--resume" in proc.stderr, proc.stderr
-            assert proc.stderr.count("\n") == 1, proc.stderr
+            H.one_line_error(subprocess.run([*H.CLI, *args], capture_output=True, text=True,
+                                            timeout=300, check=False), "--resume")
             refused.append(state)
         return state
 
