@@ -34,6 +34,7 @@ from edgempir.eval.rejection import reject_report
 from edgempir.eval.report import build_report
 from edgempir.eval.shard import Shard, batch_independent
 from edgempir.eval.store import digest
+from edgempir.models.weight_cache import cached_quant_weights
 
 
 @dataclass
@@ -132,7 +133,8 @@ def _evaluate(run_dir, protocols, config: str, attacks, data_dir, allow_other_da
     run = _load(Path(run_dir), data_dir, allow_other_data, options.echo)
     files: list[Path] = []
     reports: dict[str, dict] = {}
-    with batch_independent(run.ens.members):
+    # the members' weights are frozen for the whole evaluation: quantized once, not per step
+    with batch_independent(run.ens.members), cached_quant_weights(run.ens.members):
         for cfg, plan in zip(configs, plans):
             report, written = _evaluate_protocol(run, cfg, plan, options, reports)
             files += written
