@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import testkit as H
 from shared import built_once, exported_once
 from tiny_bundle import make_tiny_bundle
 
@@ -63,11 +64,11 @@ def synthetic_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def evaluated_run(synthetic_run, tmp_path_factory) -> Path:
-    """synthetic_run copied and evaluated once (adaptive protocol, quick, PGD only, 64
-    images): what export needs. Shared by tests/targets and tests/cli."""
+    """synthetic_run copied and evaluated once (``testkit.EVAL_ARGS``: adaptive protocol,
+    quick, PGD only, 32 images): what export needs. Shared by tests/targets and tests/cli."""
     def build(run: Path) -> None:
         shutil.copytree(synthetic_run, run, ignore=shutil.ignore_patterns("eval"))
-        run_cli("eval", str(run), "--config", "quick", "--n", "64", "--attacks", "pgd")
+        run_cli("eval", str(run), *H.EVAL_ARGS)
     return built_once(tmp_path_factory, "evaluated/synthetic", build)
 
 

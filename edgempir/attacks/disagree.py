@@ -18,11 +18,11 @@ adaptive attacker can drive onto the slow path inside the L-inf eps ball:
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from edgempir.attacks.base import check_eps, frozen, per_image_uniform
+from edgempir.attacks.base import AttackError, check_eps, frozen, per_image_uniform
 from edgempir.contract import cascade_order
 
 LOSS = "minus the largest summed softmax probability of any class over the non-reference members"
@@ -115,16 +115,31 @@ def slow_path_attack(ens, x: torch.Tensor, eps: float, cfg: SlowPathAttack,
     return slow_path_summary(ens, clean, attacked, eps, cfg)
 
 
+def _checked_settings(settings: dict) -> dict:
+    """``overrides["disagree"]``: ``steps`` and ``restarts``, whole numbers >= 1."""
+    for key, value in settings.items():
+        if key not in ("steps", "restarts"):
+            raise AttackError(f"overrides['disagree'] has {key!r}; it takes steps and restarts")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise AttackError(f"overrides['disagree'][{key!r}] = {value!r}: must be a whole "
+                              "number >= 1")
+    return dict(settings)
+
+
 def disagreement_report(ens, x: torch.Tensor, eps: float, config: str, protocol: str,
                         seed: int, batch_size: int, ids: torch.Tensor | None = None,
-                        map_rows=None) -> dict | None:
+                        map_rows=None, settings: dict | None = None) -> dict | None:
     """eval's ``disagreement`` entry (docs/EVAL.md); None when the combiner is not the vote
     (no early exit to attack) or there is no cheaper member. ``map_rows(fn, n)`` (eval's
-    shards) runs ``fn(rows)`` on parts of ``range(n)`` and joins the per-image flags."""
+    shards) runs ``fn(rows)`` on parts of ``range(n)`` and joins the per-image flags.
+    ``settings`` (eval's ``overrides["disagree"]``) change the configuration's ``steps``
+    and ``restarts``; the description says what ran."""
     if ens.combiner != "vote" or not _cheap_members(ens):
         return None
     cfg = CONFIGS.get(config, CONFIGS["quick"])
     cfg = SlowPathAttack(cfg.steps, cfg.restarts, cfg.rel_step, seed)
+    if settings:
+        cfg = replace(cfg, **_checked_settings(settings))
 
     def flags(rows):
         rows = torch.as_tensor(rows, dtype=torch.long)

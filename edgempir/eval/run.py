@@ -235,7 +235,8 @@ def _evaluate_protocol(run: LoadedRun, cfg: Config, plan, options: Options,
                 checks = masking_checks(ev, e, res, cfg.checks)
             reject = _reject(ev, cfg, plan, e, clean_pred, clean_conf, options.overrides)
         results.append(res)
-    disagreement = _slow_path_measurement(ev, eps_list, cfg, options.echo)
+    disagreement = _slow_path_measurement(ev, eps_list, cfg, options.echo,
+                                          (options.overrides or {}).get("disagree"))
     waits = [round(w, 2) for w in options.shard.all_gather(options.shard.waited)]
     report = build_report(cfg=cfg, plan=plan, ev=ev, run=run, data_record=run.data_record,
                           eps_list=eps_list, n_test=len(run.data.y_test), seed=options.seed,
@@ -311,9 +312,10 @@ def _write_side_by_side(run: LoadedRun, config: str, reports: dict[str, dict]) -
 
 
 def _slow_path_measurement(ev: Evaluator, eps_list, cfg: Config,
-                           echo: Callable[[str], None]) -> dict | None:
+                           echo: Callable[[str], None], settings: dict | None) -> dict | None:
     """Issue 18: the early-exit vote's slow-path share under attack (adaptive protocol
-    only; edgempir/attacks/disagree.py), per image seeded and shared over the ranks."""
+    only; edgempir/attacks/disagree.py), per image seeded and shared over the ranks.
+    ``settings``: ``overrides["disagree"]`` (Python API: ``steps``, ``restarts``)."""
     from edgempir.attacks.disagree import disagreement_report
 
     if cfg.protocol != "adaptive" or not eps_list:
@@ -324,7 +326,7 @@ def _slow_path_measurement(ev: Evaluator, eps_list, cfg: Config,
         return ev.shard.map_rows(lambda rows: [t.numpy() for t in flags(rows)], n)
 
     out = disagreement_report(ev.ens, ev.x, eps_list[0], cfg.name, cfg.protocol, ev.seed,
-                              ev.batch_size, ids=ids, map_rows=map_rows)
+                              ev.batch_size, ids=ids, map_rows=map_rows, settings=settings)
     if out is not None:
         echo(f"{out['description']}: {100 * out['clean_slow_path']:.1f}% clean, "
              f"{100 * out['attacked_slow_path']:.1f}% under attack")

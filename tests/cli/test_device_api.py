@@ -13,13 +13,13 @@ from edgempir.targets.device.runtime import open_model
 def test_predict_is_the_engine_bench_measures(bundle):
     ens = load_bundle(bundle)
     s = read_set(ens.bundle.calib_file("clean"))
-    x = s["input"][:50]
+    x = s["input"][:20]  # fewer rows than the set holds: a cut the API must keep
     ids, logits = open_model(ens.bundle, "ensemble").run(x)
     np.testing.assert_array_equal(ens.predict(x), ids)
     np.testing.assert_array_equal(ens.member_logits(x), logits)
     out = ens.run(x)
     assert {"class_ids", "member_logits", "accepted"} <= set(out)
-    assert ens.accepted(x).dtype == bool and ens.accepted(x).shape == (50,)
+    assert ens.accepted(x).dtype == bool and ens.accepted(x).shape == (20,)
     assert [s.name for s in ens.specs] == [m["spec"] for m in ens.bundle.members]
     # one image without the batch axis is one row
     np.testing.assert_array_equal(ens.predict(x[0]), ids[:1])

@@ -115,6 +115,7 @@ FAST = {
     "cw": {"steps": 10},
     "apgd-ce": {"steps": 8},
     "square": {"n_queries": 30},
+    "disagree": {"steps": 5},
 }
 
 

@@ -1,6 +1,8 @@
 """The slow-path attack on the early-exit vote (edgempir.attacks.disagree)."""
+import pytest
 import torch
 
+from edgempir.attacks.base import AttackError
 from edgempir.attacks.disagree import SlowPathAttack, disagreement_report, slow_path_attack
 from edgempir.ensemble import Ensemble
 from edgempir.members import parse_members
@@ -54,4 +56,19 @@ def test_eval_reports_the_slow_path_share_under_protocol_adaptive_only(evaluated
     assert d["protocol"] == "adaptive" and d["n"] == 40 and d["eps"] == 0.1
     assert 0.0 <= d["clean_slow_path"] <= d["attacked_slow_path"] <= 1.0
     assert d["members_attacked"] == [0, 1] and d["reference_member"] == 2
-    assert d["attack"]["steps"] == 20 and "protocol adaptive (quick)" in d["description"]
+    # the suite's overrides shorten it (quick's own: 20 steps), and the report says so
+    assert d["attack"]["steps"] == 5 and "5-step PGD x1" in d["description"]
+    assert result.reports["adaptive"]["overrides"]["disagree"] == {"steps": 5}
+    assert "protocol adaptive (quick)" in d["description"]
+
+
+def test_settings_change_steps_and_restarts_and_refuse_anything_else():
+    ens = _ensemble(torch.randn(4, 3), torch.randn(4, 3), torch.randn(4, 3))
+    x = torch.rand(6, 1, 2, 2)
+    rep = disagreement_report(ens, x, 0.1, "quick", "adaptive", 0, 8,
+                              settings={"steps": 3, "restarts": 2})
+    assert rep["attack"]["steps"] == 3 and rep["attack"]["restarts"] == 2
+    assert "3-step PGD x2" in rep["description"]
+    for bad in ({"step": 3}, {"steps": 0}, {"restarts": 1.5}, {"steps": True}):
+        with pytest.raises(AttackError, match="overrides\\['disagree'\\]"):
+            disagreement_report(ens, x, 0.1, "quick", "adaptive", 0, 8, settings=bad)

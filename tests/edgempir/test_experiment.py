@@ -15,7 +15,8 @@ from edgempir.errors import EdgempirError
 # attack parameters cut down to keep the suite fast; the reports say so in config_label
 FAST = {"bim": {"steps": 3, "step_size": 0.03}, "pgd": {"steps": 3}, "cw": {"steps": 5},
         "apgd-ce": {"steps": 3}, "square": {"n_queries": 10},
-        "vote-pgd": {"steps": 3, "targets": 1}, "reject": {"steps": 3, "targets": 1}}
+        "vote-pgd": {"steps": 3, "targets": 1}, "reject": {"steps": 3, "targets": 1},
+        "disagree": {"steps": 3}}
 
 ROWS = {"empir-m2-adaptive", "empir-m0-adaptive", "empir-m1-adaptive", "empir-m2-paper",
         "empir-paper", "empir-adaptive", "empir-adv-adaptive", "fp32-adv-adaptive",

@@ -2,7 +2,7 @@
 
 Builds on tests/conftest.py: ``synthetic_run`` (trained in process: w2a4, w4a4, fp32, one
 epoch, seed 0) is the uninterrupted reference for the train fault test, ``evaluated_run``
-(eval quick, PGD, 64 images, in a subprocess) the one for the eval fault test, and
+(eval ``testkit.EVAL_ARGS``, in a subprocess) the one for the eval fault test, and
 ``x86_bundle`` (tests/conftest.py, exported once from it) the one for export and every
 bundle test.
 Plain helpers live in tests/support/testkit.py; the tiny bundle in tests/conftest.py.

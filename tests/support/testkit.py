@@ -22,7 +22,9 @@ CLI = [sys.executable, "-m", "edgempir.cli"]
 # the exact settings of tests/conftest.py's fixtures, as command lines
 TRAIN_ARGS = ("train", "--dataset", "synthetic", "--arch", "mnist", "--members",
               "w2a4,w4a4,fp32", "--epochs", "1", "--batch-size", "64", "--seed", "0")
-EVAL_ARGS = ("--config", "quick", "--n", "64", "--attacks", "pgd")
+# the session's evaluation (tests/conftest.py evaluated_run) and the eval fault test's: 32
+# images keep both short (the masking checks take 32 anyway)
+EVAL_ARGS = ("--config", "quick", "--n", "32", "--attacks", "pgd")
 EXPORT_N_CALIB = 64
 
 

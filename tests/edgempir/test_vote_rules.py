@@ -1,0 +1,60 @@
+"""The numpy vote's details that a published number rests on (edgempir/vote.py): absent
+votes, class 0, NaN logits, the early exit's skipping with the reference anywhere and with
+an even or a large ensemble, and its refusals. Written for the survivors of the mutation
+run of 2026-12-01 (docs/TESTING.md)."""
+import numpy as np
+import pytest
+from vote_cases import logits_for
+
+from edgempir.vote import NOT_RUN, cascade, cascade_from_logits, member_preds, vote, vote_preds
+
+
+def test_an_absent_vote_is_no_vote_for_any_class():
+    # member 1 did not run: 2 (m0) against 0 (the reference): no majority, the reference
+    # decides; an absent vote counted as the last class would make 2 a majority
+    assert vote_preds(np.array([[2], [NOT_RUN], [0]]), 2, 3).tolist() == [0]
+
+
+def test_a_majority_for_class_zero_beats_the_reference():
+    assert vote_preds(np.array([[0, 1], [0, 1], [1, 0]]), 2, 3).tolist() == [0, 1]
+    assert vote(logits_for([[0], [0], [1]]), 2).tolist() == [0]
+
+
+def test_a_nan_logit_never_wins_and_an_all_nan_row_is_an_absent_vote():
+    logits = np.array([[[np.nan, 1.0, 2.0], [np.nan] * 3]], dtype=np.float32)
+    assert member_preds(logits).tolist() == [[2, NOT_RUN]]
+
+
+def _ran(preds, ref, order):
+    ids, ran = cascade_from_logits(logits_for(preds), order, ref)
+    assert ids.tolist() == vote(logits_for(preds), ref).tolist()
+    return ran.astype(int).tolist()
+
+
+def test_a_reference_that_is_not_the_last_member_still_lets_others_be_skipped():
+    # M = 5, reference 0 run last: after 1-1-1 no class can reach 3 of 5 without it, so the
+    # fourth member in the order (member 4) is skipped
+    assert _ran([[0], [0], [1], [2], [3]], 0, [1, 2, 3, 4, 0]) == [[1], [1], [1], [1], [0]]
+
+
+def test_an_even_ensemble_skips_where_a_majority_is_out_of_reach():
+    # M = 4: 1-1 after two: even the third member's vote makes no strict majority (2 of 4),
+    # so the reference decides; 2-0 after two: the third can make 3 of 4
+    assert _ran([[0], [1], [0], [1]], 3, [0, 1, 2, 3]) == [[1], [1], [0], [1]]
+    assert _ran([[0], [0], [0], [1]], 3, [0, 1, 2, 3]) == [[1], [1], [1], [0]]
+
+
+def test_seven_members_run_the_fifth_while_three_votes_are_no_majority():
+    assert _ran([[0], [0], [0], [1], [0], [1], [1]], 6, list(range(7))) == \
+        [[1], [1], [1], [1], [1], [0], [0]]
+
+
+@pytest.mark.parametrize("order", [[2, 1, 0], [0, 0, 2], [0, 2], [1, 0, 2, 3]])
+def test_an_order_that_is_not_every_member_once_with_the_reference_last_is_refused(order):
+    with pytest.raises(ValueError, match="reference last"):
+        cascade(lambda i, rows: np.zeros((len(rows), 3)), 2, 3, order, 2)
+
+
+def test_an_empty_batch_runs_no_member():
+    ids, logits, ran = cascade(lambda i, rows: pytest.fail("ran a member"), 0, 3, [0, 1, 2], 2)
+    assert ids.shape == (0,) and logits.shape == (3, 0, 1) and ran.shape == (3, 0)
