@@ -2,11 +2,21 @@
 votes, class 0, NaN logits, the early exit's skipping with the reference anywhere and with
 an even or a large ensemble, and its refusals. Written for the survivors of the mutation
 run of 2026-12-01 (docs/TESTING.md)."""
+import json
+
 import numpy as np
 import pytest
 from vote_cases import logits_for
 
-from edgempir.vote import NOT_RUN, cascade, cascade_from_logits, member_preds, vote, vote_preds
+from edgempir.vote import (
+    NOT_RUN,
+    accepted,
+    cascade,
+    cascade_from_logits,
+    member_preds,
+    vote,
+    vote_preds,
+)
 
 
 def test_an_absent_vote_is_no_vote_for_any_class():
@@ -58,3 +68,13 @@ def test_an_order_that_is_not_every_member_once_with_the_reference_last_is_refus
 def test_an_empty_batch_runs_no_member():
     ids, logits, ran = cascade(lambda i, rows: pytest.fail("ran a member"), 0, 3, [0, 1, 2], 2)
     assert ids.shape == (0,) and logits.shape == (3, 0, 1) and ran.shape == (3, 0)
+
+
+def test_reject_policies_by_value_not_by_identity():
+    # a policy name read from a manifest is an equal string, not the same object
+    logits = logits_for([[0, 1], [0, 2], [0, 1]])
+    majority, unanimous = json.loads('["majority", "unanimous"]')
+    assert accepted(logits, majority).tolist() == [True, True]
+    assert accepted(logits, unanimous).tolist() == [True, False]
+    with pytest.raises(ValueError, match="unknown reject policy 'strict'"):
+        accepted(logits, "strict")
