@@ -33,6 +33,10 @@ for name in "${names[@]}"; do
   fi
   trap 'git checkout -q HEAD -- "$module"' EXIT INT TERM
   rm -f "$out/$name.sqlite"
+  # the suite's trained run and bundles, built once by the cover run on the unmutated code
+  # and reused by every mutant's session (tests/support/shared.py)
+  rm -rf "$out/artefacts"
+  export EDGEMPIR_TEST_ARTEFACTS="$PWD/$out/artefacts"
   PATH="$PWD/$BIN:$PATH" OMP_NUM_THREADS=1 "$BIN/cosmic-ray" init "$cfg" "$out/$name.sqlite"
   "$PY" scripts/mutation_tools.py skip-annotations "$out/$name.sqlite" "$module"
   if [ "${MUTATION_EXEC:-fast}" = cosmic-ray ]; then

@@ -5,6 +5,12 @@ run or exported bundle would be built twice. ``built_once`` builds it in a folde
 workers of the session share (the parent of their base temp folders), under a file lock:
 the first worker builds, the others wait and reuse. What it returns is read-only for the
 tests (they copy before changing anything, as they already must within one worker).
+
+``EDGEMPIR_TEST_ARTEFACTS=DIR`` keeps them in DIR across sessions instead: mutation runs
+(scripts/mutation.sh) start one pytest session per mutant, and a test that needs the
+trained run or a bundle would otherwise train and export again for every mutant. The
+script empties DIR before each module, and the first session (the run that records which
+tests execute which lines, on the unmutated code) builds them.
 """
 from __future__ import annotations
 
@@ -27,7 +33,8 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
     """``root/name`` built by ``build(path)`` exactly once per session; a build that failed
     (no marker) is removed and tried again by the next worker that asks, so that its error
     is reported there too."""
-    root = shared_root(tmp_path_factory) / "shared-artefacts"
+    kept = os.environ.get("EDGEMPIR_TEST_ARTEFACTS")
+    root = Path(kept) if kept else shared_root(tmp_path_factory) / "shared-artefacts"
     root.mkdir(parents=True, exist_ok=True)
     target, stem = root / name, name.replace("/", "--")
     with open(root / f"{stem}.lock", "w") as lock:
