@@ -31,13 +31,15 @@ def test_a_majority_for_class_zero_beats_the_reference():
 
 
 def test_a_nan_logit_never_wins_and_an_all_nan_row_is_an_absent_vote():
-    logits = np.array([[[np.nan, 1.0, 2.0], [np.nan] * 3]], dtype=np.float32)
-    assert member_preds(logits).tolist() == [[2, NOT_RUN]]
+    logits = np.array([[[np.nan, 1.0, 2.0], [np.nan] * 3, [np.nan, -1.0, -2.0]]],
+                      dtype=np.float32)
+    assert member_preds(logits).tolist() == [[2, NOT_RUN, 1]]
 
 
-def _ran(preds, ref, order):
-    ids, ran = cascade_from_logits(logits_for(preds), order, ref)
-    assert ids.tolist() == vote(logits_for(preds), ref).tolist()
+def _ran(preds, ref, order, classes=4):
+    logits = logits_for(preds, classes)
+    ids, ran = cascade_from_logits(logits, order, ref)
+    assert ids.tolist() == vote(logits, ref).tolist()
     return ran.astype(int).tolist()
 
 
@@ -57,12 +59,23 @@ def test_an_even_ensemble_skips_where_a_majority_is_out_of_reach():
 def test_seven_members_run_the_fifth_while_three_votes_are_no_majority():
     assert _ran([[0], [0], [0], [1], [0], [1], [1]], 6, list(range(7))) == \
         [[1], [1], [1], [1], [1], [0], [0]]
+    # four different votes: even the two non-reference votes left make 3 of 7 at most,
+    # so members 4 and 5 are skipped and the reference decides
+    assert _ran([[0], [1], [2], [3], [4], [5], [6]], 6, list(range(7)), classes=8) == \
+        [[1], [1], [1], [1], [0], [0], [1]]
 
 
-@pytest.mark.parametrize("order", [[2, 1, 0], [0, 0, 2], [0, 2], [1, 0, 2, 3]])
-def test_an_order_that_is_not_every_member_once_with_the_reference_last_is_refused(order):
+def test_a_numpy_integer_reference_is_the_same_reference():
+    logits = logits_for([[0, 1], [1, 1], [2, 0]])
+    ids, ran = cascade_from_logits(logits, [0, 1, 2], np.int64(2))
+    assert ids.tolist() == [2, 1] and ran.astype(int).tolist() == [[1, 1], [1, 1], [1, 0]]
+
+
+@pytest.mark.parametrize("order, ref", [([2, 1, 0], 2), ([0, 0, 2], 2), ([0, 2], 2),
+                                        ([1, 0, 2, 3], 2), ([0, 1, 2], 0), ([1, 2, 0], 1)])
+def test_an_order_that_is_not_every_member_once_with_the_reference_last_is_refused(order, ref):
     with pytest.raises(ValueError, match="reference last"):
-        cascade(lambda i, rows: np.zeros((len(rows), 3)), 2, 3, order, 2)
+        cascade(lambda i, rows: np.zeros((len(rows), 3)), 2, 3, order, ref)
 
 
 def test_an_empty_batch_runs_no_member():
@@ -76,5 +89,6 @@ def test_reject_policies_by_value_not_by_identity():
     majority, unanimous = json.loads('["majority", "unanimous"]')
     assert accepted(logits, majority).tolist() == [True, True]
     assert accepted(logits, unanimous).tolist() == [True, False]
-    with pytest.raises(ValueError, match="unknown reject policy 'strict'"):
-        accepted(logits, "strict")
+    for unknown in ("strict", "any", "zealous"):  # before, between and after the two names
+        with pytest.raises(ValueError, match=f"unknown reject policy '{unknown}'"):
+            accepted(logits, unknown)
