@@ -107,7 +107,7 @@ class Settings:
         self.pgd_steps = 2 if quick else 10
         self.pgd_rounds = 1 if quick else 3
         self.eval_ns = (2, 4) if quick else (32, 64, 128)
-        self.eval_overrides = {"pgd": {"steps": 2}} if quick else None
+        self.eval_overrides = {"pgd": {"steps": 2}, "disagree": {"steps": 2}} if quick else None
         self.compare_int8 = not quick
 
     def to_json(self) -> dict:

@@ -4,6 +4,8 @@ and how aimed_search runs its searches (a recording ascent stands in for PGD/APG
 Written for the survivors of the mutation run of 2026-12-01 (docs/TESTING.md)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -37,6 +39,7 @@ def test_decisive_coalitions_for_other_ensemble_sizes(m, ref, pairs, with_ref):
 
 def test_the_unanimous_coalition_and_an_unknown_mode():
     assert coalitions(3, 2, "all") == [Coalition((0, 1, 2))]
+    assert coalitions(1, 0, "decisive") == [Coalition((0,))]   # a single model: one search
     with pytest.raises(AttackError, match="coalitions 'most'"):
         coalitions(3, 2, "most")
 
@@ -86,6 +89,12 @@ def test_success_is_a_wrong_vote_or_a_unanimous_wrong_one():
     decisive, unanimous = success_fn(view, "decisive"), success_fn(view, "all")
     assert [bool(decisive(s, y)) for s in (split, same, right)] == [True, True, False]
     assert [bool(unanimous(s, y)) for s in (split, same, right)] == [False, True, False]
+    # wrong by a lower class than the true one (y = 2); member 0 above the others
+    below = _logits([0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0])  # all vote 1
+    top_first = _logits([0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0])  # 2, 1, 1
+    y2 = torch.tensor([2])
+    assert bool(decisive(below, y2)) and bool(unanimous(below, y2))
+    assert not bool(unanimous(top_first, torch.tensor([0])))
 
 
 def test_likeliest_wrong_classes_skip_the_true_class_and_follow_the_coalition():
@@ -95,6 +104,13 @@ def test_likeliest_wrong_classes_skip_the_true_class_and_follow_the_coalition():
     assert likeliest_wrong(logits, (1,), y, 2).tolist() == [[2, 3]]
     assert likeliest_wrong(logits, (2,), y, 1).tolist() == [[3]]
     assert likeliest_wrong(logits, (0, 1), y, 9).shape == (1, 3)  # at most classes - 1
+    # a second image whose true class is 2; and probabilities that underflow to 0 (a very
+    # sure member): the true class is still never a target
+    two = torch.stack([logits[:, 0], logits[:, 0]], dim=1)
+    assert likeliest_wrong(two, (0,), torch.tensor([0, 2]), 2).tolist() == [[1, 3], [0, 1]]
+    sure = _logits([0.0, 200.0, -200.0, -200.0])
+    for target in likeliest_wrong(sure, (0,), y, 3)[0].tolist():
+        assert target != 0
 
 
 class Recorder:
@@ -109,9 +125,10 @@ class Recorder:
         return xs + 0.01 * len(self.calls), torch.full((len(xs),), self.hit)
 
 
-def _search(ens, recorder, reduce="sum", decide=None, n_targets=2, kappa=1.0, n=2):
-    x, y = torch.full((n, 1, 1, 3), 0.5), torch.zeros(n, dtype=torch.long)
-    return aimed_search(ens, x, y, decide, mode="decisive", n_targets=n_targets, kappa=kappa,
+def _search(ens, recorder, reduce="sum", decide=None, n_targets=2, kappa=1.0, n=2,
+            mode="decisive", label=0):
+    x, y = torch.full((n, 1, 1, 3), 0.5), torch.full((n,), label, dtype=torch.long)
+    return aimed_search(ens, x, y, decide, mode=mode, n_targets=n_targets, kappa=kappa,
                         reduce=reduce, ascent=recorder)
 
 
@@ -140,6 +157,44 @@ def test_the_callers_decision_overrules_the_search():
     confirmed = Recorder(hit=True)
     _search(ens, confirmed, decide=lambda xb: torch.ones(len(xb), dtype=torch.long))
     assert len(confirmed.calls) == 1
+    below = Recorder(hit=True)  # the decision is wrong by a lower class than the label
+    _search(ens, below, decide=lambda xb: torch.zeros(len(xb), dtype=torch.long), label=2)
+    assert len(below.calls) == 1
+    # the unanimous attacker's success is every member on one wrong class, not the decision
+    unanimous = Recorder(hit=True)
+    _search(ens, unanimous, mode="all", decide=lambda xb: torch.zeros(len(xb), dtype=torch.long))
+    assert len(unanimous.calls) == 1
+
+
+def test_names_read_from_json_act_like_the_literals():
+    """Settings arrive from JSON and the CLI as equal strings, not the same objects."""
+    ens = _ensemble([3.0, 1.0, 0, 0], [3.0, 0, 1.0, 0], [3.0, 0, 0, 1.0])
+    decisive, all_, sum_ = json.loads('["decisive", "all", "sum"]')
+    by_json, by_literal = Recorder(hit=False), Recorder(hit=False)
+    _search(ens, by_json, reduce=sum_, mode=decisive, kappa=0.5)
+    _search(ens, by_literal, reduce="sum", mode="decisive", kappa=0.5)
+    assert by_json.calls == by_literal.calls
+    assert coalitions(3, 2, all_) == [Coalition((0, 1, 2))]
+    view = MembersView(ens)
+    same = _logits([0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0])
+    assert not bool(success_fn(view, all_)(same, torch.tensor([0])))  # 1, 2, 1: not unanimous
+    logits = _logits([0.0, 5.0, 0.0], [2.0, 0.0, 0.0])
+    assert coalition_loss(Coalition((0, 1)), logits, torch.tensor([0]), torch.tensor([1]), 1.0,
+                          sum_).tolist() == [pytest.approx(1.0)]
+    denied = Recorder(hit=True)
+    _search(ens, denied, mode=decisive, decide=lambda xb: torch.zeros(len(xb), dtype=torch.long))
+    assert len(denied.calls) == 10
+
+
+def test_five_members_floor_every_search_at_three_clipped_terms():
+    specs = [parse_spec(s) for s in ("w2a4", "w2a4", "w4a4", "w4a4", "fp32")]
+    rows = [[3.0, 1.0, 0, 0], [3.0, 0, 1.0, 0], [3.0, 0, 0, 1.0], [3.0, 1.0, 0, 0],
+            [3.0, 0, 1.0, 0]]
+    ens = Ensemble([Fixed(r) for r in rows], specs, "vote")
+    rec = Recorder(hit=False)
+    _search(ens, rec, n_targets=1, kappa=0.5)
+    # 10 triples, then the reference with each pair of the other four leaving the label
+    assert len(rec.calls) == 10 + 6 and {c["floor"] for c in rec.calls} == {-1.5}
 
 
 def test_two_classes_give_one_target_whatever_is_asked_and_a_bad_loss_is_refused():
