@@ -51,7 +51,7 @@ def safe_relpath(bundle: Path, rel: Any) -> Path:
     try:
         real = full.resolve(strict=False)
         root = bundle.resolve(strict=False)
-    except OSError:
+    except (OSError, RuntimeError):  # a symlink loop: RuntimeError before Python 3.13
         raise fail(bundle, f"file path {rel!r} cannot be resolved") from None
     if root != real and root not in real.parents:
         raise fail(bundle, f"file path {rel!r} points outside the bundle (symlink)")

@@ -80,6 +80,9 @@ def test_an_unknown_key_is_named_cut_to_60_characters():
     key = "k" * 70
     _refused(lambda: C.check_keys(P, {key: 1}, frozenset(), "top."),
              f"unknown key 'top.{'k' * 60}' (this")
+    # several: the first in sorted order, whatever the manifest's order
+    _refused(lambda: C.check_keys(P, {"zz": 1, "ok": 2, "aa": 3}, frozenset({"ok"}), ""),
+             "unknown key 'aa'")
 
 
 def test_a_path_inside_passes_and_a_symlink_out_is_refused(tmp_path):
@@ -90,6 +93,10 @@ def test_a_path_inside_passes_and_a_symlink_out_is_refused(tmp_path):
     (tmp_path / "outside.npz").write_bytes(b"x")
     (bundle / "calib" / "link.npz").symlink_to(tmp_path / "outside.npz")
     _refused(lambda: C.safe_relpath(bundle, "calib/link.npz"), "outside the bundle (symlink)")
+    # a symlink loop cannot be resolved: one line, not the runtime's own error
+    (bundle / "calib" / "loop1").symlink_to("loop2")
+    (bundle / "calib" / "loop2").symlink_to("loop1")
+    _refused(lambda: C.safe_relpath(bundle, "calib/loop1"), "cannot be resolved")
     # a bundle path given with a symlinked parent still holds its own files
     alias = tmp_path / "alias"
     alias.symlink_to(bundle)
