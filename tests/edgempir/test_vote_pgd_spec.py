@@ -70,7 +70,10 @@ def _by_hand(logits_fn, loss_fn, success, x, start, eps, step, steps, floor):
 
 
 def test_sign_descent_is_its_specification_image_by_image():
-    for seed, eps, step, steps in ((0, 0.3, 0.05, 25), (1, 0.1, 0.02, 10), (2, 0.5, 0.1, 40)):
+    # the last case takes an odd number of small steps that stay inside the ball (the
+    # others end in its corners, where one step more or less changes nothing)
+    for seed, eps, step, steps in ((0, 0.3, 0.05, 25), (1, 0.1, 0.02, 10), (2, 0.5, 0.1, 40),
+                                   (3, 0.5, 0.01, 7)):
         x, start, logits_fn, loss_fn, success = _problem(seed=seed)
         got, got_hit = sign_descent(logits_fn, loss_fn, success, x, start, eps, step, steps,
                                     FLOOR)
@@ -108,3 +111,29 @@ def test_each_search_starts_uniformly_in_the_ball_from_its_own_per_image_seed():
                      (x - eps).clamp(min=0.0))
     assert torch.equal(out, want)
     assert (out - x).abs().max() > 0.5 * eps  # a real start, not the image
+
+
+class Biased(nn.Module):
+    """A linear member sure of class 0 (bias 50): no step within eps changes its vote.
+    Pixel 3 has no weight (zero gradient)."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        w = torch.randn(4, 3, generator=torch.Generator().manual_seed(seed)) + 0.5
+        w[3] = 0.0
+        self.w = nn.Parameter(w)
+        self.b = nn.Parameter(torch.tensor([50.0, 0.0, 0.0]))
+
+    def forward(self, x):
+        return x.flatten(1) @ self.w + self.b
+
+
+def test_a_step_moves_each_pixel_by_rel_step_times_eps_and_a_flat_pixel_not_at_all():
+    specs = [parse_spec(s) for s in ("w2a4", "w2a4", "fp32")]
+    ens = Ensemble([Biased(s) for s in range(3)], specs, "vote")
+    x = torch.full((3, 1, 2, 2), 0.5)
+    attack = make_attack("vote-pgd", eps=0.3, rel_step=0.1, steps=1, random_start=False,
+                         targets=1)
+    moved = (attack(ens, x, torch.zeros(3, dtype=torch.long)) - x).flatten(1)
+    assert torch.allclose(moved[:, :3].abs(), torch.full((3, 3), 0.03))
+    assert torch.equal(moved[:, 3], torch.zeros(3))
