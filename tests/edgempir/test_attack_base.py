@@ -5,12 +5,14 @@ values: a published figure is reproduced only with the same draws). Written for 
 survivors of the mutation run of 2026-12-01 (docs/TESTING.md)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
 
 from edgempir.attacks import make_attack
-from edgempir.attacks.base import frozen, per_image_uniform, project
+from edgempir.attacks.base import AttackError, check_eps, frozen, per_image_uniform, project
 
 
 def _model():
@@ -20,8 +22,11 @@ def _model():
 
 @pytest.mark.parametrize("x, y, ids, needle", [
     (torch.rand(2, 4), torch.zeros(2), None, "x [B, C, H, W]"),
+    (torch.rand(2, 1, 1, 2, 2), torch.zeros(2), None, "x [B, C, H, W]"),
     (torch.rand(2, 1, 2, 2), torch.zeros(3), None, "y [B]"),
+    (torch.rand(2, 1, 2, 2), torch.zeros(1), None, "y [B]"),
     (torch.rand(2, 1, 2, 2), torch.zeros(2), torch.arange(3), "ids must be [B]"),
+    (torch.rand(2, 1, 2, 2), torch.zeros(2), torch.arange(1), "ids must be [B]"),
     (torch.rand(2, 1, 2, 2) - 0.5, torch.zeros(2), None, "in [0, 1]"),
     (torch.rand(2, 1, 2, 2) + 0.5, torch.zeros(2), None, "in [0, 1]"),
 ])
@@ -29,6 +34,44 @@ def test_call_refuses_what_is_not_a_batch_of_images(x, y, ids, needle):
     attack = make_attack("fgsm", eps=0.1)
     with pytest.raises(ValueError, match=needle.replace("[", "\\[")):
         attack(_model(), x, y.long(), ids=ids)
+
+
+def test_one_image_with_its_id_is_attacked():
+    model = _model()
+    x = torch.full((1, 1, 2, 2), 0.5)
+    y = model(x).argmax(dim=1)
+    out = make_attack("pgd", eps=0.2, steps=3)(model, x, y, ids=torch.tensor([7]))
+    assert not torch.equal(out, x)
+
+
+def test_an_attack_needs_an_eps_and_names_its_parameters():
+    with pytest.raises(AttackError, match="needs an eps"):
+        make_attack("pgd")
+    with pytest.raises(AttackError, match="its parameters are .*restarts.*steps"):
+        make_attack("pgd", eps=0.1, stpes=3)
+
+
+def test_eps_bounds_per_norm():
+    assert make_attack("pgd", eps=1.0).eps == 1.0               # the whole range, allowed
+    with pytest.raises(AttackError, match=r"outside \(0, 1\]"):
+        make_attack("pgd", eps=1.5)
+    with pytest.raises(AttackError, match=r"outside \(0, inf\)"):
+        make_attack("cw", eps=-1.0)
+    linf, l2 = json.loads('["Linf", "L2"]')  # norms read from a report
+    assert check_eps(1.0, linf) == 1.0 and check_eps(5.0, l2) == 5.0
+    with pytest.raises(AttackError, match=r"outside \(0, 1\]"):
+        check_eps(2.0, linf)
+
+
+def test_uniform_draws_per_image_with_ids_and_from_the_generator_without():
+    attack = make_attack("pgd", eps=0.1, seed=3)
+    attack.ids = None
+    gen = torch.Generator().manual_seed(1)
+    assert torch.equal(attack.uniform((2, 3), None, gen, "start"),
+                       torch.rand((2, 3), generator=torch.Generator().manual_seed(1)))
+    attack.ids = torch.tensor([4, 9])
+    assert torch.equal(attack.uniform((1, 3), torch.tensor([1]), gen, "start"),
+                       per_image_uniform((1, 3), torch.tensor([9]), 3, "pgd", 0.1, "start"))
 
 
 def test_an_empty_batch_comes_back_empty_and_the_model_as_it_was():
@@ -58,6 +101,9 @@ def test_projection_into_each_ball_and_the_image_range():
     assert torch.equal(project(x, near, 0.25, "L2"), near)  # inside: unchanged
     assert torch.equal(project(x, x, 0.25, "L2"), x)        # zero delta: no NaN
     assert project(x, x + 0.9, None, "L2").max() == 1.0     # unbounded: the range only
+    assert project(x, x - 0.9, None, "L2").min() == 0.0
+    linf = json.loads('"Linf"')                             # a norm read from a report
+    assert torch.equal(project(x, far, 0.2, linf), project(x, far, 0.2, "Linf"))
 
 
 def test_the_printed_form_names_the_parameters_not_the_name():
