@@ -92,7 +92,7 @@ def test_ensemble_refusals_and_subsets():
         ens.predict_early_exit(torch.rand(2, 1, 2, 2))
     assert ens.subset([0, 2]).combiner == "mean-softmax"
     assert ens.subset([0, 2], "vote").combiner == "vote"
-    voting = _ensemble()
+    voting = _ensemble(json.loads('"vote"'))  # the combiner as a run manifest gives it
     x = torch.rand(8, 1, 2, 2)
     ids, ran = voting.predict_early_exit(x)
     assert ids.tolist() == voting.predict(x).tolist() and ran.shape == (3, 8)
