@@ -76,6 +76,8 @@ def _by_hand(model, x, y, steps, lr, c, confidence, abort_early, eps, decide):
     (True, 0.8, 1.0, 0.5, 30, 1.0, True),
     (True, None, 0.0, 10.0, 30, 0.5, False),
     (True, None, 0.0, 10.0, 29, 1.0, False),
+    (True, None, 0.0, 10.0, 9, 1.0, False),      # fewer than 10 steps: a check every step
+    (False, None, 0.0, 50.0, 1, 1.0, False),     # one step: only the last iterate can win
 ])
 def test_cw_is_its_specification(abort_early, eps, confidence, c, steps, lr, own_decide):
     model = Linear(0)
