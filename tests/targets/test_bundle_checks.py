@@ -1,0 +1,90 @@
+"""verify_bundle's field checks at their boundaries (targets/device/bundle.py), on the tiny
+bundle with one field changed (files and hashes untouched), and the Bundle accessors.
+Written for the survivors of the mutation run of 2026-12-01 (docs/TESTING.md)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import testkit as H
+
+from edgempir.errors import BundleError
+from edgempir.targets.device.bundle import MAX_BITS, MAX_INPUT_ELEMENTS, verify_bundle
+
+
+def _set(path: str, value):
+    def edit(m):
+        *parents, last = path.split(".")
+        d = m
+        for p in parents:
+            d = d[int(p)] if isinstance(d, list) else d[p]
+        if isinstance(d, list):
+            d[int(last)] = value
+        else:
+            d[last] = value
+    return edit
+
+
+def _with(bundle, edit):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    edit(manifest)
+    H.write_raw_manifest(bundle, manifest)
+
+
+REFUSED = {
+    "one-class": (_set("num_classes", 1), "num_classes"),
+    "class-names-short": (_set("class_names", [f"c{i}" for i in range(9)]), "class_names"),
+    "class-name-not-text": (_set("class_names.3", 3), "class_names"),
+    "shape-2d": (_set("input.shape", [28, 28]), "is not [C, H, W]"),
+    "shape-4d": (_set("input.shape", [1, 1, 28, 28]), "is not [C, H, W]"),
+    "shape-zero": (_set("input.shape", [1, 0, 28]), "is not [C, H, W]"),
+    "shape-bool": (_set("input.shape", [True, 28, 28]), "is not [C, H, W]"),
+    "shape-one-too-many": (_set("input.shape", [1, 1, MAX_INPUT_ELEMENTS + 1]), "elements"),
+    "no-members": (_set("members", []), "no members"),
+    "index-off": (_set("members.1.index", 2), "members[1].index is not 1"),
+    "bits-zero": (_set("members.0.weight_bits", 0), "bit width"),
+    "bits-too-many": (_set("members.2.act_bits", MAX_BITS + 1), "bit width"),
+    "weight-bytes-missing": (lambda m: m["members"][0]["weight_bytes"].pop("stored"),
+                             "weight_bytes.'stored'"),
+    "reference-negative": (_set("reference_member", -1), "reference_member -1"),
+    "reference-past-the-end": (_set("reference_member", 3), "reference_member 3"),
+    "fp32-bool": (_set("fp32_member", True), "fp32_member"),
+    "fp32-negative": (_set("fp32_member", -1), "fp32_member"),
+    "fp32-past-the-end": (_set("fp32_member", 3), "fp32_member"),
+    "fp32-text": (_set("fp32_member", "2"), "fp32_member"),
+    "accuracy-above-one": (_set("host_accuracy.clean", 1.01), "host_accuracy.clean"),
+    "accuracy-negative": (_set("host_accuracy.clean", -0.01), "host_accuracy.clean"),
+    "accuracy-bool": (_set("host_accuracy.clean", True), "host_accuracy.clean"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_a_field_past_its_boundary_is_refused(tiny_copy, case):
+    edit, needle = REFUSED[case]
+    _with(tiny_copy, edit)
+    with pytest.raises(BundleError) as info:
+        verify_bundle(tiny_copy)
+    assert needle in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("edit", [
+    _set("input.shape", [1, 1, MAX_INPUT_ELEMENTS // 28 // 28 * 28 * 28]),  # within the limit
+    _set("host_accuracy.clean", 0), _set("host_accuracy.clean", 1),
+    _set("host_accuracy.adv-adaptive", None), _set("fp32_member", None), _set("num_classes", 10),
+], ids=["shape-at-limit", "accuracy-0", "accuracy-1", "accuracy-none", "no-fp32", "classes"])
+def test_values_at_the_boundary_pass(tiny_copy, edit):
+    _with(tiny_copy, edit)
+    verify_bundle(tiny_copy)
+
+
+def test_members_and_sets_by_index_and_name(tiny_copy):
+    b = verify_bundle(tiny_copy)
+    assert b.member_file(0) == tiny_copy / "members" / "0-w2a4.onnx"
+    assert b.member_file(2).is_file()
+    for bad in (-1, 3, "0", 1.0):
+        with pytest.raises(BundleError, match=r"has members 0\.\.2, not"):
+            b.member_file(bad)
+    assert b.calib_file("clean") == tiny_copy / "calib" / "clean.npz"
+    with pytest.raises(BundleError, match="no calibration set 'train'; it has adv-adaptive, "
+                                          "calibration, clean"):
+        b.calib_file("train")
