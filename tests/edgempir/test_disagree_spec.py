@@ -1,0 +1,107 @@
+"""The slow-path attack against its specification written out (edgempir/attacks/disagree.py's
+docstring): every point it judges, restart by restart and step by step, computed here by
+hand (random start per image in the ball, sign ascent on minus the largest summed
+probability of the cheaper members, projection), the flags an image gets, and the record.
+Written for the survivors of the mutation run of 2026-12-01 (docs/TESTING.md)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from edgempir.attacks import disagree as D
+from edgempir.attacks.base import per_image_uniform
+from edgempir.ensemble import Ensemble
+from edgempir.members import parse_spec
+
+
+class Linear(nn.Module):
+    def __init__(self, seed: int):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4, 3, generator=torch.Generator().manual_seed(seed)))
+
+    def forward(self, x):
+        return x.flatten(1) @ self.w
+
+
+def _ensemble():
+    specs = [parse_spec(s) for s in ("w2a4", "w4a4", "fp32")]   # cascade: 0, 1, then 2
+    return Ensemble([Linear(s) for s in (1, 2, 3)], specs, "vote").eval()
+
+
+def _slow(ens, x):
+    """The early-exit rule by hand: the reference runs where the cheap pair disagrees."""
+    with torch.no_grad():
+        return ens.members[0](x).argmax(1) != ens.members[1](x).argmax(1)
+
+
+def _by_hand(ens, x, ids, eps, cfg):
+    """(points judged, in order, for one batch holding all of x; clean flags; attacked)."""
+    judged = [x]
+    hit = _slow(ens, x)
+    clean = hit.clone()
+    for r in range(cfg.restarts):
+        rows = (~hit).nonzero().squeeze(1)
+        if len(rows) == 0:
+            break
+        x0 = x[rows]
+        lo, hi = (x0 - eps).clamp(min=0.0), (x0 + eps).clamp(max=1.0)
+        u = per_image_uniform(x0.shape, ids[rows], cfg.seed, "pgd-disagreement", eps, r)
+        adv = torch.max(torch.min(x0 + (2 * u - 1) * eps, hi), lo)
+        judged.append(adv)
+        found = _slow(ens, adv)
+        for _ in range(cfg.steps):
+            a = adv.detach().requires_grad_(True)
+            total = ens.members[0](a).softmax(1) + ens.members[1](a).softmax(1)
+            (g,) = torch.autograd.grad(-total.max(dim=1).values.sum(), a)
+            adv = torch.max(torch.min(adv + cfg.rel_step * eps * g.sign(), hi), lo)
+            judged.append(adv)
+            found = found | _slow(ens, adv)
+        hit[rows[found]] = True
+    return judged, clean, hit
+
+
+def test_every_point_judged_and_every_flag_is_the_specification(monkeypatch):
+    ens = _ensemble()
+    x = torch.rand(24, 1, 2, 2, generator=torch.Generator().manual_seed(7))
+    ids = torch.arange(100, 124)
+    cfg = D.SlowPathAttack(steps=4, restarts=2, rel_step=0.25, seed=3)
+    eps = 0.15
+    seen = []
+    real = D._on_slow_path
+
+    def recording(e, xb):
+        seen.append(xb.detach().clone())
+        return real(e, xb)
+
+    monkeypatch.setattr(D, "_on_slow_path", recording)
+    clean, attacked = D.slow_path_flags(ens, x, eps, cfg, batch_size=64, ids=ids)
+    judged, want_clean, want_attacked = _by_hand(ens, x, ids, eps, cfg)
+    assert len(seen) == len(judged)
+    for got, want in zip(seen, judged):
+        assert torch.allclose(got, want, atol=1e-7, rtol=0)
+    assert torch.equal(clean, want_clean) and torch.equal(attacked, want_attacked)
+    # the case means something: some clean, some pushed there, some never
+    assert 0 < int(clean.sum()) < int(attacked.sum()) < len(x), (clean, attacked)
+    # per image: the same flags in batches of 5 (the last one smaller)
+    monkeypatch.setattr(D, "_on_slow_path", real)
+    again = D.slow_path_flags(ens, x, eps, cfg, batch_size=5, ids=ids)
+    assert torch.equal(again[0], clean) and torch.equal(again[1], attacked)
+
+
+def test_the_record_says_what_ran_on_what():
+    ens = _ensemble()
+    x = torch.rand(24, 1, 2, 2, generator=torch.Generator().manual_seed(7))
+    cfg = D.SlowPathAttack(steps=4, restarts=2, rel_step=0.25, seed=3)
+    clean, attacked = D.slow_path_flags(ens, x, 0.15, cfg, batch_size=64,
+                                        ids=torch.arange(100, 124))
+    rec = D.slow_path_summary(ens, clean, attacked, 0.15, cfg)
+    assert rec["n"] == 24 and rec["eps"] == 0.15 and rec["norm"] == "Linf"
+    assert rec["clean_slow_path"] == pytest.approx(float(clean.float().mean()))
+    assert rec["attacked_slow_path"] == pytest.approx(float(attacked.float().mean()))
+    assert rec["members_attacked"] == [0, 1] and rec["reference_member"] == 2
+    assert rec["attack"] == {"name": "pgd-disagreement", "loss": D.LOSS, "steps": 4,
+                             "restarts": 2, "rel_step": 0.25, "seed": 3}
+    empty = D.slow_path_summary(ens, torch.zeros(0, dtype=torch.bool),
+                                torch.zeros(0, dtype=torch.bool), 0.15, cfg)
+    assert empty["n"] == 0 and empty["clean_slow_path"] is None
