@@ -5,6 +5,9 @@ probability of the cheaper members, projection), the flags an image gets, and th
 Written for the survivors of the mutation run of 2026-12-01 (docs/TESTING.md)."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -105,3 +108,27 @@ def test_the_record_says_what_ran_on_what():
     empty = D.slow_path_summary(ens, torch.zeros(0, dtype=torch.bool),
                                 torch.zeros(0, dtype=torch.bool), 0.15, cfg)
     assert empty["n"] == 0 and empty["clean_slow_path"] is None
+
+
+def test_the_settings_are_the_documented_ones():
+    """docs/EVAL.md: "Standard: 100 steps x 2 restarts; quick: 20 x 1; step 0.1 eps"."""
+    text = " ".join((Path(__file__).parents[2] / "docs" / "EVAL.md").read_text().split())
+    found = re.search(r"Standard: (\d+) steps x (\d+) restarts; quick: (\d+) x (\d+); "
+                      r"step ([\d.]+) eps", text)
+    assert found, "docs/EVAL.md no longer states the slow-path settings"
+    s_steps, s_restarts, q_steps, q_restarts, rel = found.groups()
+    assert (D.CONFIGS["standard"].steps, D.CONFIGS["standard"].restarts) == \
+        (int(s_steps), int(s_restarts))
+    assert (D.CONFIGS["quick"].steps, D.CONFIGS["quick"].restarts) == (int(q_steps),
+                                                                        int(q_restarts))
+    assert D.CONFIGS["quick"].rel_step == D.CONFIGS["standard"].rel_step == float(rel)
+    assert D.SlowPathAttack().seed == 0
+
+
+def test_one_step_is_a_setting_and_no_image_gives_empty_flags():
+    ens = _ensemble()
+    rep = D.disagreement_report(ens, torch.rand(4, 1, 2, 2), 0.1, "quick", "adaptive", 0, 8,
+                                settings={"steps": 1, "restarts": 1})
+    assert rep["attack"]["steps"] == 1 and rep["attack"]["restarts"] == 1
+    clean, attacked = D.slow_path_flags(ens, torch.rand(0, 1, 2, 2), 0.1, D.SlowPathAttack())
+    assert clean.shape == (0,) and attacked.shape == (0,)
