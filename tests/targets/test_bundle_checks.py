@@ -9,7 +9,12 @@ import pytest
 import testkit as H
 
 from edgempir.errors import BundleError
-from edgempir.targets.device.bundle import MAX_BITS, MAX_INPUT_ELEMENTS, verify_bundle
+from edgempir.targets.device.bundle import check_onnx_size, read_manifest, verify_bundle
+
+# the documented limits, written out: a test that imported the constants would move with them
+MAX_INPUT_ELEMENTS = 1 << 24
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_ONNX_BYTES = 256 << 20
 
 
 def _set(path: str, value):
@@ -43,14 +48,22 @@ REFUSED = {
     "no-members": (_set("members", []), "no members"),
     "index-off": (_set("members.1.index", 2), "members[1].index is not 1"),
     "bits-zero": (_set("members.0.weight_bits", 0), "bit width"),
-    "bits-too-many": (_set("members.2.act_bits", MAX_BITS + 1), "bit width"),
+    "bits-too-many": (_set("members.2.act_bits", 33), "bit width"),
     "weight-bytes-missing": (lambda m: m["members"][0]["weight_bytes"].pop("stored"),
                              "weight_bytes.'stored'"),
     "reference-negative": (_set("reference_member", -1), "reference_member -1"),
     "reference-past-the-end": (_set("reference_member", 3), "reference_member 3"),
+    "reference-far-past": (_set("reference_member", 4), "reference_member 4"),
+    "index-below": (_set("members.2.index", 1), "members[2].index is not 2"),
+    "schema-other": (_set("schema", "edgempir.bundlf"), "not an edgempir bundle manifest"),
+    "schema-before": (_set("schema", "edgempir.bundld"), "not an edgempir bundle manifest"),
+    "version-older": (_set("schema_version", 0), "schema version 0"),
+    "version-newer": (_set("schema_version", 2), "schema version 2"),
     "fp32-bool": (_set("fp32_member", True), "fp32_member"),
     "fp32-negative": (_set("fp32_member", -1), "fp32_member"),
     "fp32-past-the-end": (_set("fp32_member", 3), "fp32_member"),
+    "fp32-far-past": (_set("fp32_member", 4), "fp32_member"),
+    "class-names-long": (_set("class_names", [f"c{i}" for i in range(11)]), "class_names"),
     "fp32-text": (_set("fp32_member", "2"), "fp32_member"),
     "accuracy-above-one": (_set("host_accuracy.clean", 1.01), "host_accuracy.clean"),
     "accuracy-negative": (_set("host_accuracy.clean", -0.01), "host_accuracy.clean"),
@@ -71,7 +84,9 @@ def test_a_field_past_its_boundary_is_refused(tiny_copy, case):
     _set("input.shape", [1, 1, MAX_INPUT_ELEMENTS // 28 // 28 * 28 * 28]),  # within the limit
     _set("host_accuracy.clean", 0), _set("host_accuracy.clean", 1),
     _set("host_accuracy.adv-adaptive", None), _set("fp32_member", None), _set("num_classes", 10),
-], ids=["shape-at-limit", "accuracy-0", "accuracy-1", "accuracy-none", "no-fp32", "classes"])
+    _set("fp32_member", 0), _set("input.shape", [2, 1, MAX_INPUT_ELEMENTS // 2]),
+], ids=["shape-at-limit", "accuracy-0", "accuracy-1", "accuracy-none", "no-fp32", "classes",
+        "fp32-first", "shape-exactly-the-limit"])
 def test_values_at_the_boundary_pass(tiny_copy, edit):
     _with(tiny_copy, edit)
     verify_bundle(tiny_copy)
@@ -88,3 +103,25 @@ def test_members_and_sets_by_index_and_name(tiny_copy):
     with pytest.raises(BundleError, match="no calibration set 'train'; it has adv-adaptive, "
                                           "calibration, clean"):
         b.calib_file("train")
+
+
+def test_the_manifest_size_limit_is_exact(tiny_copy):
+    text = (tiny_copy / "manifest.json").read_text()
+    (tiny_copy / "manifest.json").write_text(text + " " * (MAX_MANIFEST_BYTES - len(text)))
+    assert read_manifest(tiny_copy)["schema"] == "edgempir.bundle"   # exactly the limit
+    with open(tiny_copy / "manifest.json", "a") as f:
+        f.write(" ")
+    with pytest.raises(BundleError):
+        read_manifest(tiny_copy)
+
+
+def test_the_onnx_size_limit_is_exact(tmp_path):
+    onnx = tmp_path / "m.onnx"
+    with open(onnx, "wb") as f:  # sparse: nothing is written but the size
+        f.truncate(MAX_ONNX_BYTES)
+    check_onnx_size(tmp_path, "m.onnx", onnx)
+    with open(onnx, "r+b") as f:
+        f.truncate(MAX_ONNX_BYTES + 1)
+    with pytest.raises(BundleError, match=f"{MAX_ONNX_BYTES + 1} bytes, more than the "
+                                          f"{MAX_ONNX_BYTES}"):
+        check_onnx_size(tmp_path, "m.onnx", onnx)
