@@ -5,6 +5,7 @@ probability of the cheaper members, projection), the flags an image gets, and th
 Written for the survivors of the mutation run of 2026-12-01 (docs/TESTING.md)."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -132,3 +133,35 @@ def test_one_step_is_a_setting_and_no_image_gives_empty_flags():
     assert rep["attack"]["steps"] == 1 and rep["attack"]["restarts"] == 1
     clean, attacked = D.slow_path_flags(ens, torch.rand(0, 1, 2, 2), 0.1, D.SlowPathAttack())
     assert clean.shape == (0,) and attacked.shape == (0,)
+
+
+class Flat(Linear):
+    """A member blind to pixel 3 (its gradient there is 0)."""
+
+    def __init__(self, seed: int):
+        super().__init__(seed)
+        with torch.no_grad():
+            self.w[3] = 0.0
+
+
+def test_a_pixel_without_gradient_stays_where_the_start_put_it(monkeypatch):
+    specs = [parse_spec(s) for s in ("w2a4", "w4a4", "fp32")]
+    ens = Ensemble([Flat(s) for s in (1, 2, 3)], specs, "vote").eval()
+    x = torch.rand(12, 1, 2, 2, generator=torch.Generator().manual_seed(8))
+    ids, cfg = torch.arange(12), D.SlowPathAttack(steps=3, restarts=1, rel_step=0.25, seed=1)
+    seen = []
+    real = D._on_slow_path
+    monkeypatch.setattr(D, "_on_slow_path", lambda e, xb: seen.append(xb.clone()) or real(e, xb))
+    D.slow_path_flags(ens, x, 0.15, cfg, batch_size=64, ids=ids)
+    judged, _, _ = _by_hand(ens, x, ids, 0.15, cfg)
+    assert len(seen) == len(judged) > 2
+    for got, want in zip(seen, judged):
+        assert torch.equal(got.flatten(1)[:, 3], want.flatten(1)[:, 3])
+
+
+def test_a_reference_first_and_a_combiner_read_from_json():
+    specs = [parse_spec(s) for s in ("fp32", "w2a4", "w4a4")]       # the reference is member 0
+    ens = Ensemble([Linear(s) for s in (3, 1, 2)], specs, json.loads('"vote"')).eval()
+    rep = D.disagreement_report(ens, torch.rand(6, 1, 2, 2), 0.1, "quick", "adaptive", 0, 8)
+    assert rep is not None and rep["reference_member"] == 0
+    assert sorted(rep["members_attacked"]) == [1, 2]
