@@ -37,7 +37,7 @@ def _with(bundle, edit):
 
 
 REFUSED = {
-    "one-class": (_set("num_classes", 1), "num_classes"),
+    "one-class": (lambda m: m.update(num_classes=1, class_names=["c0"]), "num_classes"),
     "class-names-short": (_set("class_names", [f"c{i}" for i in range(9)]), "class_names"),
     "class-name-not-text": (_set("class_names.3", 3), "class_names"),
     "shape-2d": (_set("input.shape", [28, 28]), "is not [C, H, W]"),
@@ -45,6 +45,9 @@ REFUSED = {
     "shape-zero": (_set("input.shape", [1, 0, 28]), "is not [C, H, W]"),
     "shape-bool": (_set("input.shape", [True, 28, 28]), "is not [C, H, W]"),
     "shape-one-too-many": (_set("input.shape", [1, 1, MAX_INPUT_ELEMENTS + 1]), "elements"),
+    "shape-twice-the-limit": (_set("input.shape", [2, 2, MAX_INPUT_ELEMENTS // 2]), "elements"),
+    "shape-negative": (_set("input.shape", [1, -28, 28]), "is not [C, H, W]"),
+    "digest-not-text": (lambda m: m["files"].update({next(iter(m["files"])): 123}), "sha256"),
     "no-members": (_set("members", []), "no members"),
     "index-off": (_set("members.1.index", 2), "members[1].index is not 1"),
     "bits-zero": (_set("members.0.weight_bits", 0), "bit width"),
@@ -85,8 +88,9 @@ def test_a_field_past_its_boundary_is_refused(tiny_copy, case):
     _set("host_accuracy.clean", 0), _set("host_accuracy.clean", 1),
     _set("host_accuracy.adv-adaptive", None), _set("fp32_member", None), _set("num_classes", 10),
     _set("fp32_member", 0), _set("input.shape", [2, 1, MAX_INPUT_ELEMENTS // 2]),
+    lambda m: m.update(num_classes=2, class_names=["a", "b"]),
 ], ids=["shape-at-limit", "accuracy-0", "accuracy-1", "accuracy-none", "no-fp32", "classes",
-        "fp32-first", "shape-exactly-the-limit"])
+        "fp32-first", "shape-exactly-the-limit", "two-classes"])
 def test_values_at_the_boundary_pass(tiny_copy, edit):
     _with(tiny_copy, edit)
     verify_bundle(tiny_copy)
