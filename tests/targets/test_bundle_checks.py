@@ -46,6 +46,7 @@ REFUSED = {
     "shape-bool": (_set("input.shape", [True, 28, 28]), "is not [C, H, W]"),
     "shape-one-too-many": (_set("input.shape", [1, 1, MAX_INPUT_ELEMENTS + 1]), "elements"),
     "shape-twice-the-limit": (_set("input.shape", [2, 2, MAX_INPUT_ELEMENTS // 2]), "elements"),
+    "shape-one-and-a-half": (_set("input.shape", [3, 1, MAX_INPUT_ELEMENTS // 2]), "elements"),
     "shape-negative": (_set("input.shape", [1, -28, 28]), "is not [C, H, W]"),
     "digest-not-text": (lambda m: m["files"].update({next(iter(m["files"])): 123}), "sha256"),
     "no-members": (_set("members", []), "no members"),
