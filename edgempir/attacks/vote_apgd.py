@@ -20,10 +20,14 @@ from edgempir.attacks.vote_pgd import Keeper, tracked_step
 
 
 def checkpoints(steps: int) -> set[int]:
+    """APGD's checkpoints (Croce & Hein 2020, section 3.2): ``ceil(p_j * steps)`` with
+    p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06). Each product is
+    rounded to 9 decimals before the ceiling: float sums land a hair above the exact value
+    (0.41 + 0.16 gives 0.5700000000000001, whose ceiling at 100 steps would be 58, not 57)."""
     p = [0.0, 0.22]
     while p[-1] < 1:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    return {math.ceil(q * steps) for q in p[1:] if q <= 1} - {0}
+    return {math.ceil(round(q * steps, 9)) for q in p[1:] if round(q, 9) <= 1} - {0}
 
 
 def apgd_descent(logits_fn, loss_fn, success, x, eps: float, steps: int, rho: float,
