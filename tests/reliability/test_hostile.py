@@ -252,60 +252,47 @@ def test_malformed_onnx_is_refused_before_a_runtime_parses_it(bundle_copy, damag
 
 
 # ----------------------------------------------------------------- manifests
-def _set(path: str, value):
-    def edit(m):
-        *parents, last = path.split(".")
-        d = m
-        for p in parents:
-            d = d[int(p)] if isinstance(d, list) else d[p]
-        if isinstance(d, list):
-            d[int(last)] = value
-        else:
-            d[last] = value
-    return edit
-
-
 MANIFEST_CASES = {
     # issue 18: how the vote runs
-    "vote-execution-mode": (_set("vote_execution.mode", "fastest"), "vote_execution"),
-    "vote-execution-order": (_set("vote_execution.order", [2, 0, 0]), "vote_execution.order"),
+    "vote-execution-mode": (H.set_field("vote_execution.mode", "fastest"), "vote_execution"),
+    "vote-execution-order": (H.set_field("vote_execution.order", [2, 0, 0]), "vote_execution.order"),
     # wrong types
-    "members-not-list": (_set("members", {"0": {}}), "members"),
-    "member-not-object": (_set("members.0", "w2a4"), "members[0]"),
-    "shape-strings": (_set("input.shape", ["1", "28", "28"]), "input.shape"),
-    "calib-entry-not-object": (_set("calib.clean", "calib/clean.npz"), "calib.clean."),
-    "host-accuracy-string": (_set("host_accuracy.clean", "high"), "host_accuracy.clean"),
+    "members-not-list": (H.set_field("members", {"0": {}}), "members"),
+    "member-not-object": (H.set_field("members.0", "w2a4"), "members[0]"),
+    "shape-strings": (H.set_field("input.shape", ["1", "28", "28"]), "input.shape"),
+    "calib-entry-not-object": (H.set_field("calib.clean", "calib/clean.npz"), "calib.clean."),
+    "host-accuracy-string": (H.set_field("host_accuracy.clean", "high"), "host_accuracy.clean"),
     # NaN is not JSON: refused by the reader before the field check (edgempir/validate.py)
-    "host-accuracy-nan": (_set("host_accuracy.clean", float("nan")), "NaN is not a JSON number"),
-    "weight-bits-absurd": (_set("members.0.weight_bits", 10 ** 9), "weight_bits"),
+    "host-accuracy-nan": (H.set_field("host_accuracy.clean", float("nan")), "NaN is not a JSON number"),
+    "weight-bits-absurd": (H.set_field("members.0.weight_bits", 10 ** 9), "weight_bits"),
     # the member spec crosses to the device typed and checked (edgempir/contract.py)
-    "spec-contradicts-bits": (_set("members.0.weight_bits", 8), "weight_bits/act_bits 8/4"),
-    "spec-unparsable": (_set("members.0.spec", "w2a4; rm -rf"), "is not understood"),
-    "reference-not-the-rule": (_set("reference_member", 0), "the vote rule picks member 2"),
-    "threads-string": (_set("profile.onnxruntime.intra_op_threads", "4"), "intra_op_threads"),
-    "opt-level-unknown": (_set("profile.onnxruntime.graph_optimization_level", "turbo"),
+    "spec-contradicts-bits": (H.set_field("members.0.weight_bits", 8), "weight_bits/act_bits 8/4"),
+    "spec-unparsable": (H.set_field("members.0.spec", "w2a4; rm -rf"), "is not understood"),
+    "reference-not-the-rule": (H.set_field("reference_member", 0), "the vote rule picks member 2"),
+    "threads-string": (H.set_field("profile.onnxruntime.intra_op_threads", "4"), "intra_op_threads"),
+    "opt-level-unknown": (H.set_field("profile.onnxruntime.graph_optimization_level", "turbo"),
                           "graph_optimization_level"),
-    "providers-empty": (_set("profile.onnxruntime.providers", []), "providers"),
-    "profile-runtime-mismatch": (_set("profile.runtime", "tensorrt"), "differs from runtime"),
+    "providers-empty": (H.set_field("profile.onnxruntime.providers", []), "providers"),
+    "profile-runtime-mismatch": (H.set_field("profile.runtime", "tensorrt"), "differs from runtime"),
     # unknown keys
-    "unknown-top-level": (_set("post_install", "curl x | sh"), "unknown key 'post_install'"),
-    "unknown-member-key": (_set("members.0.loader", "pickle"), "unknown key 'members[0].loader'"),
-    "unknown-input-key": (_set("input.preprocess", "eval"), "unknown key 'input.preprocess'"),
-    "unknown-profile-key": (_set("profile.onnxruntime.custom_op_library", "/tmp/evil.so"),
+    "unknown-top-level": (H.set_field("post_install", "curl x | sh"), "unknown key 'post_install'"),
+    "unknown-member-key": (H.set_field("members.0.loader", "pickle"), "unknown key 'members[0].loader'"),
+    "unknown-input-key": (H.set_field("input.preprocess", "eval"), "unknown key 'input.preprocess'"),
+    "unknown-profile-key": (H.set_field("profile.onnxruntime.custom_op_library", "/tmp/evil.so"),
                             "unknown key 'custom_op_library'"),
-    "unknown-calib-set": (_set("calib.extra", {"file": "calib/clean.npz"}),
+    "unknown-calib-set": (H.set_field("calib.extra", {"file": "calib/clean.npz"}),
                           "unknown key 'calib.extra'"),
     # found by test_fuzz.py: a key "\n" put a newline into the one-line error
-    "unknown-key-newline": (_set("\n", None), "unknown key '\\n'"),
-    "files-key-newline": (_set("files.a\nb", "0" * 64), "'a\\nb' is not a plain relative path"),
+    "unknown-key-newline": (H.set_field("\n", None), "unknown key '\\n'"),
+    "files-key-newline": (H.set_field("files.a\nb", "0" * 64), "'a\\nb' is not a plain relative path"),
     # absurd shapes and sizes
-    "input-1e12-elements": (_set("input.shape", [1, 10 ** 6, 10 ** 6]), "elements per image"),
-    "input-zero-side": (_set("input.shape", [1, 0, 28]), "input.shape"),
-    "num-classes-mismatch": (_set("num_classes", 10 ** 12), "num_classes"),
+    "input-1e12-elements": (H.set_field("input.shape", [1, 10 ** 6, 10 ** 6]), "elements per image"),
+    "input-zero-side": (H.set_field("input.shape", [1, 0, 28]), "input.shape"),
+    "num-classes-mismatch": (H.set_field("num_classes", 10 ** 12), "num_classes"),
     # paths that leave the bundle
-    "ensemble-dotdot": (_set("ensemble_file", "../ensemble.onnx"), "ensemble.onnx"),
-    "member-file-dotdot": (_set("members.0.file", "members/../../x.onnx"), "members/../../x"),
-    "calib-absolute": (_set("calib.clean.file", "/etc/passwd"), "/etc/passwd"),
+    "ensemble-dotdot": (H.set_field("ensemble_file", "../ensemble.onnx"), "ensemble.onnx"),
+    "member-file-dotdot": (H.set_field("members.0.file", "members/../../x.onnx"), "members/../../x"),
+    "calib-absolute": (H.set_field("calib.clean.file", "/etc/passwd"), "/etc/passwd"),
 }
 
 
@@ -370,13 +357,13 @@ def test_a_valid_but_swapped_set_is_refused_by_its_sha256(tiny_copy):
 
 # ----------------------------------------------------------------- run manifests
 RUN_CASES = {
-    "weights-outside": (_set("members.0.file", "../../../etc/passwd"), "members[0].file"),
-    "weights-absolute": (_set("members.0.file", "/etc/passwd"), "members[0].file"),
-    "members-not-list": (_set("members", "w2a4,fp32"), "members"),
+    "weights-outside": (H.set_field("members.0.file", "../../../etc/passwd"), "members[0].file"),
+    "weights-absolute": (H.set_field("members.0.file", "/etc/passwd"), "members[0].file"),
+    "members-not-list": (H.set_field("members", "w2a4,fp32"), "members"),
     "member-without-file": (lambda m: m["members"][0].pop("file"), "members[0].file"),
-    "shape-absurd": (_set("dataset.input_shape", [1, 10 ** 6, 10 ** 6]), "input_shape"),
-    "classes-bool": (_set("dataset.num_classes", True), "num_classes"),
-    "reference-out-of-range": (_set("reference_member", 7), "reference_member"),
+    "shape-absurd": (H.set_field("dataset.input_shape", [1, 10 ** 6, 10 ** 6]), "input_shape"),
+    "classes-bool": (H.set_field("dataset.num_classes", True), "num_classes"),
+    "reference-out-of-range": (H.set_field("reference_member", 7), "reference_member"),
 }
 
 

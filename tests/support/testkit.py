@@ -40,6 +40,21 @@ def resign(bundle: Path, edit=None) -> dict:
     return write_manifest(bundle, manifest)
 
 
+def set_field(path: str, value):
+    """An edit for ``resign``/``write_raw_manifest``: set the manifest field at the dotted
+    ``path`` (list items by index, e.g. ``members.0.weight_bits``) to ``value``."""
+    def edit(m):
+        *parents, last = path.split(".")
+        d = m
+        for p in parents:
+            d = d[int(p)] if isinstance(d, list) else d[p]
+        if isinstance(d, list):
+            d[int(last)] = value
+        else:
+            d[last] = value
+    return edit
+
+
 def write_raw_manifest(bundle: Path, manifest: dict) -> None:
     """Write the manifest exactly as given (``files`` included, nothing recomputed)."""
     (bundle / "manifest.json").write_text(json.dumps(manifest))

@@ -17,19 +17,6 @@ MAX_MANIFEST_BYTES = 16 << 20
 MAX_ONNX_BYTES = 256 << 20
 
 
-def _set(path: str, value):
-    def edit(m):
-        *parents, last = path.split(".")
-        d = m
-        for p in parents:
-            d = d[int(p)] if isinstance(d, list) else d[p]
-        if isinstance(d, list):
-            d[int(last)] = value
-        else:
-            d[last] = value
-    return edit
-
-
 def _with(bundle, edit):
     manifest = json.loads((bundle / "manifest.json").read_text())
     edit(manifest)
@@ -38,40 +25,40 @@ def _with(bundle, edit):
 
 REFUSED = {
     "one-class": (lambda m: m.update(num_classes=1, class_names=["c0"]), "num_classes"),
-    "class-names-short": (_set("class_names", [f"c{i}" for i in range(9)]), "class_names"),
-    "class-name-not-text": (_set("class_names.3", 3), "class_names"),
-    "shape-2d": (_set("input.shape", [28, 28]), "is not [C, H, W]"),
-    "shape-4d": (_set("input.shape", [1, 1, 28, 28]), "is not [C, H, W]"),
-    "shape-zero": (_set("input.shape", [1, 0, 28]), "is not [C, H, W]"),
-    "shape-bool": (_set("input.shape", [True, 28, 28]), "is not [C, H, W]"),
-    "shape-one-too-many": (_set("input.shape", [1, 1, MAX_INPUT_ELEMENTS + 1]), "elements"),
-    "shape-twice-the-limit": (_set("input.shape", [2, 2, MAX_INPUT_ELEMENTS // 2]), "elements"),
-    "shape-one-and-a-half": (_set("input.shape", [3, 1, MAX_INPUT_ELEMENTS // 2]), "elements"),
-    "shape-negative": (_set("input.shape", [1, -28, 28]), "is not [C, H, W]"),
+    "class-names-short": (H.set_field("class_names", [f"c{i}" for i in range(9)]), "class_names"),
+    "class-name-not-text": (H.set_field("class_names.3", 3), "class_names"),
+    "shape-2d": (H.set_field("input.shape", [28, 28]), "is not [C, H, W]"),
+    "shape-4d": (H.set_field("input.shape", [1, 1, 28, 28]), "is not [C, H, W]"),
+    "shape-zero": (H.set_field("input.shape", [1, 0, 28]), "is not [C, H, W]"),
+    "shape-bool": (H.set_field("input.shape", [True, 28, 28]), "is not [C, H, W]"),
+    "shape-one-too-many": (H.set_field("input.shape", [1, 1, MAX_INPUT_ELEMENTS + 1]), "elements"),
+    "shape-twice-the-limit": (H.set_field("input.shape", [2, 2, MAX_INPUT_ELEMENTS // 2]), "elements"),
+    "shape-one-and-a-half": (H.set_field("input.shape", [3, 1, MAX_INPUT_ELEMENTS // 2]), "elements"),
+    "shape-negative": (H.set_field("input.shape", [1, -28, 28]), "is not [C, H, W]"),
     "digest-not-text": (lambda m: m["files"].update({next(iter(m["files"])): 123}), "sha256"),
-    "no-members": (_set("members", []), "no members"),
-    "index-off": (_set("members.1.index", 2), "members[1].index is not 1"),
-    "bits-zero": (_set("members.0.weight_bits", 0), "bit width"),
-    "bits-too-many": (_set("members.2.act_bits", 33), "bit width"),
+    "no-members": (H.set_field("members", []), "no members"),
+    "index-off": (H.set_field("members.1.index", 2), "members[1].index is not 1"),
+    "bits-zero": (H.set_field("members.0.weight_bits", 0), "bit width"),
+    "bits-too-many": (H.set_field("members.2.act_bits", 33), "bit width"),
     "weight-bytes-missing": (lambda m: m["members"][0]["weight_bytes"].pop("stored"),
                              "weight_bytes.'stored'"),
-    "reference-negative": (_set("reference_member", -1), "reference_member -1"),
-    "reference-past-the-end": (_set("reference_member", 3), "reference_member 3"),
-    "reference-far-past": (_set("reference_member", 4), "reference_member 4"),
-    "index-below": (_set("members.2.index", 1), "members[2].index is not 2"),
-    "schema-other": (_set("schema", "edgempir.bundlf"), "not an edgempir bundle manifest"),
-    "schema-before": (_set("schema", "edgempir.bundld"), "not an edgempir bundle manifest"),
-    "version-older": (_set("schema_version", 0), "schema version 0"),
-    "version-newer": (_set("schema_version", 2), "schema version 2"),
-    "fp32-bool": (_set("fp32_member", True), "fp32_member"),
-    "fp32-negative": (_set("fp32_member", -1), "fp32_member"),
-    "fp32-past-the-end": (_set("fp32_member", 3), "fp32_member"),
-    "fp32-far-past": (_set("fp32_member", 4), "fp32_member"),
-    "class-names-long": (_set("class_names", [f"c{i}" for i in range(11)]), "class_names"),
-    "fp32-text": (_set("fp32_member", "2"), "fp32_member"),
-    "accuracy-above-one": (_set("host_accuracy.clean", 1.01), "host_accuracy.clean"),
-    "accuracy-negative": (_set("host_accuracy.clean", -0.01), "host_accuracy.clean"),
-    "accuracy-bool": (_set("host_accuracy.clean", True), "host_accuracy.clean"),
+    "reference-negative": (H.set_field("reference_member", -1), "reference_member -1"),
+    "reference-past-the-end": (H.set_field("reference_member", 3), "reference_member 3"),
+    "reference-far-past": (H.set_field("reference_member", 4), "reference_member 4"),
+    "index-below": (H.set_field("members.2.index", 1), "members[2].index is not 2"),
+    "schema-other": (H.set_field("schema", "edgempir.bundlf"), "not an edgempir bundle manifest"),
+    "schema-before": (H.set_field("schema", "edgempir.bundld"), "not an edgempir bundle manifest"),
+    "version-older": (H.set_field("schema_version", 0), "schema version 0"),
+    "version-newer": (H.set_field("schema_version", 2), "schema version 2"),
+    "fp32-bool": (H.set_field("fp32_member", True), "fp32_member"),
+    "fp32-negative": (H.set_field("fp32_member", -1), "fp32_member"),
+    "fp32-past-the-end": (H.set_field("fp32_member", 3), "fp32_member"),
+    "fp32-far-past": (H.set_field("fp32_member", 4), "fp32_member"),
+    "class-names-long": (H.set_field("class_names", [f"c{i}" for i in range(11)]), "class_names"),
+    "fp32-text": (H.set_field("fp32_member", "2"), "fp32_member"),
+    "accuracy-above-one": (H.set_field("host_accuracy.clean", 1.01), "host_accuracy.clean"),
+    "accuracy-negative": (H.set_field("host_accuracy.clean", -0.01), "host_accuracy.clean"),
+    "accuracy-bool": (H.set_field("host_accuracy.clean", True), "host_accuracy.clean"),
 }
 
 
@@ -85,10 +72,10 @@ def test_a_field_past_its_boundary_is_refused(tiny_copy, case):
 
 
 @pytest.mark.parametrize("edit", [
-    _set("input.shape", [1, 1, MAX_INPUT_ELEMENTS // 28 // 28 * 28 * 28]),  # within the limit
-    _set("host_accuracy.clean", 0), _set("host_accuracy.clean", 1),
-    _set("host_accuracy.adv-adaptive", None), _set("fp32_member", None), _set("num_classes", 10),
-    _set("fp32_member", 0), _set("input.shape", [2, 1, MAX_INPUT_ELEMENTS // 2]),
+    H.set_field("input.shape", [1, 1, MAX_INPUT_ELEMENTS // 28 // 28 * 28 * 28]),  # within the limit
+    H.set_field("host_accuracy.clean", 0), H.set_field("host_accuracy.clean", 1),
+    H.set_field("host_accuracy.adv-adaptive", None), H.set_field("fp32_member", None), H.set_field("num_classes", 10),
+    H.set_field("fp32_member", 0), H.set_field("input.shape", [2, 1, MAX_INPUT_ELEMENTS // 2]),
     lambda m: m.update(num_classes=2, class_names=["a", "b"]),
 ], ids=["shape-at-limit", "accuracy-0", "accuracy-1", "accuracy-none", "no-fp32", "classes",
         "fp32-first", "shape-exactly-the-limit", "two-classes"])
