@@ -33,6 +33,7 @@ import json
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -168,6 +169,7 @@ def run_fork(args: list[str], timeout: float, log: Path) -> tuple[int | None, st
 
     pid = os.fork()
     if pid == 0:  # the child: fresh imports of the project, no bytecode written
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # only the parent restores the module
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
@@ -208,6 +210,16 @@ def preload() -> None:
         "a preloaded library imported edgempir: the forks would not see the mutant"
 
 
+def _refuse_a_changed_module(module: Path) -> None:
+    """Mutants are applied to the module as committed: a module with uncommitted changes
+    (a mutant left by a run killed with SIGKILL) would shift every mutant."""
+    diff = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(module)], cwd=ROOT,
+                          check=False)
+    if diff.returncode != 0:
+        sys.exit(f"mutation_fast: {module} differs from HEAD (a mutant left by a killed run?);"
+                 f" `git checkout -- {module.relative_to(ROOT)}` restores it")
+
+
 def execute(cfg_path: str, db_path: str, cov_path: str) -> int:
     from cosmic_ray.mutating import _make_diff, use_mutation
     from cosmic_ray.plugins import get_operator
@@ -217,6 +229,10 @@ def execute(cfg_path: str, db_path: str, cov_path: str) -> int:
     cfg = read_config(cfg_path)
     cov = json.loads(Path(cov_path).read_text())
     module = ROOT / cfg["module-path"]
+    _refuse_a_changed_module(module)
+    # a stopped run (kill, pkill) leaves through use_mutation's restore, not with the
+    # mutant on disk, where the next run would take it for the module
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     source = module.read_text()
     pycache = module.parent / "__pycache__"
     log = Path(db_path).with_suffix(".log")

@@ -16,5 +16,7 @@ bash scripts/install.sh
 # `-m "slow or not slow"` runs everything.
 workers=${EDGEMPIR_TEST_WORKERS:-2}
 args=(-q -m "not slow")
-[ "$workers" = 0 ] || args+=(-n "$workers" --dist loadfile)
+# whole files to a worker, in the order tests/conftest.py gives (slowest first): xdist would
+# otherwise order files by their number of tests, and a slow file with few tests came last
+[ "$workers" = 0 ] || args+=(-n "$workers" --dist loadfile --no-loadscope-reorder)
 exec .venv/bin/python -m pytest "${args[@]}" "$@"
