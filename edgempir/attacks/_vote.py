@@ -125,48 +125,101 @@ def likeliest_wrong(logits: torch.Tensor, members: tuple[int, ...], y: torch.Ten
 
 
 #: an ascent: (logits_fn, loss_fn(logits, rows) -> [b], success(logits, rows) -> [b] bool,
-#: x, floor, rows=, search=) -> (lowest-loss successful iterate or the last one, success
-#: [n]); the callbacks' ``rows`` index the samples of ``x`` that the logits belong to (an
-#: ascent drops samples that succeed at the loss's ``floor``); the keywords ``rows`` (of
-#: the attacked batch) and ``search`` ((coalition, target) numbers) key per-image seeds
+#: x, floor, draws=) -> (lowest-loss successful iterate or the last one, success [n]); the
+#: callbacks' ``rows`` index the samples of ``x`` that the logits belong to (an ascent drops
+#: samples that succeed at the loss's ``floor``); ``draws`` keys per-image seeds: one
+#: ``(rows of the attacked batch, (coalition, target) numbers)`` per search stacked in ``x``,
+#: in order (one search, or several run as one batch: :data:`STACK_ROWS`)
 Ascent = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+#: once the searches left, times the images left, fit in this many rows, they run as one
+#: batch: a search on a few images costs nearly what it costs on many, so the last, mostly
+#: unbreakable images would otherwise pay every search's steps one small batch at a time.
+#: An image's result is the same either way (it is seeded per image, and a member's rows do
+#: not depend on the other rows of a batch of MIN_ROWS or more: eval/shard.py).
+STACK_ROWS = 256
+
+
+@dataclass(frozen=True)
+class Search:
+    """One targeted search: coalition number ``ci`` (``c``), the ``k``-th likeliest wrong
+    class of the coalition, ``targets`` [n] for every image of the attacked batch."""
+
+    ci: int
+    c: Coalition
+    k: int
+    targets: torch.Tensor
+
+    def floor(self, kappa: float, reduce: str) -> float:
+        """The loss's floor: every clipped term at -kappa (``max``: the largest one)."""
+        terms = len(self.c.targeted) + len(self.c.away)
+        return -kappa * (terms if reduce == "sum" else 1)
 
 
 def aimed_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, decide: Decide | None,
                  *, mode: str, n_targets: int, kappa: float, reduce: str,
-                 ascent: Callable) -> torch.Tensor:
-    """One ``ascent`` per (coalition, likeliest wrong class) on what is still unbroken."""
+                 ascent: Callable, stack_rows: int | None = None) -> torch.Tensor:
+    """One ``ascent`` per (coalition, likeliest wrong class) on what is still unbroken; the
+    last ones stacked into one batch once they fit in ``stack_rows`` rows (default
+    :data:`STACK_ROWS`; an image keeps the first search that breaks it, as if they ran one by
+    one)."""
+    stack_rows = STACK_ROWS if stack_rows is None else stack_rows
     if reduce not in LOSSES:
         raise AttackError(f"loss {reduce!r}: choose one of {', '.join(LOSSES)}")
     view = MembersView(model)
     with torch.no_grad():
         clean_logits = view.logits(x)
-    m = clean_logits.shape[0]
     success = success_fn(view, mode)
+    searches = []
+    for ci, c in enumerate(coalitions(clean_logits.shape[0], view.reference, mode)):
+        targets = likeliest_wrong(clean_logits, c.targeted, y, int(n_targets))
+        searches += [Search(ci, c, k, targets[:, k]) for k in range(targets.shape[1])]
     best = x.clone()
     done = torch.zeros(len(y), dtype=torch.bool)
-    for ci, c in enumerate(coalitions(m, view.reference, mode)):
-        targets = likeliest_wrong(clean_logits, c.targeted, y, int(n_targets))
-        for k in range(targets.shape[1]):
-            todo = torch.nonzero(~done)[:, 0]
-            if todo.numel() == 0:
-                return best
-            ys, ts = y[todo], targets[todo, k]
-
-            def loss_fn(logits, rows, ys=ys, ts=ts, c=c):
-                return coalition_loss(c, logits, ys[rows], ts[rows], kappa, reduce)
-
-            def won(logits, rows, ys=ys):
-                return success(logits, ys[rows])
-
-            # the loss's floor: every clipped term at -kappa ("max": the largest one)
-            terms = len(c.targeted) + len(c.away)
-            floor = -kappa * (terms if reduce == "sum" else 1)
-            # rows and search: which images and which search, for per-image seeds
-            adv, hit = ascent(view.logits, loss_fn, won, x[todo], floor, rows=todo,
-                              search=(ci, k))
-            if decide is not None and mode == "decisive":
-                hit = hit & (decide(adv) != ys)   # the caller's word on the deployed decision
-            best[todo] = adv
-            done[todo] = hit
+    s = 0
+    while s < len(searches):
+        todo = torch.nonzero(~done)[:, 0]
+        if todo.numel() == 0:
+            break
+        rest = searches[s:]
+        floors = {search.floor(kappa, reduce) for search in rest}
+        n = len(rest) if len(todo) * len(rest) <= stack_rows and len(floors) == 1 else 1
+        adv, hit = _run_stacked(view, success, searches[s:s + n], x, y, todo, decide,
+                                mode == "decisive", kappa, reduce, ascent)
+        best[todo] = adv
+        done[todo] = hit
+        s += n
     return best
+
+
+def _run_stacked(view, success, stack: list[Search], x, y, todo, decide, confirm: bool,
+                 kappa: float, reduce: str, ascent: Callable):
+    """The searches of ``stack`` on the images ``todo``, as one batch (search-major);
+    per image (the first search that broke it, else the last search's result; broken)."""
+    g, b = len(stack), len(todo)
+    ys, ts = y[todo].repeat(g), torch.cat([search.targets[todo] for search in stack])
+
+    def loss_fn(logits, rows):  # rows: increasing, so each search's rows are one run
+        if g == 1:
+            return coalition_loss(stack[0].c, logits, ys[rows], ts[rows], kappa, reduce)
+        group = torch.div(rows, b, rounding_mode="floor")
+        parts = []
+        for j in torch.unique(group).tolist():
+            sel = torch.nonzero(group == j)[:, 0]
+            r = rows[sel]
+            parts.append(coalition_loss(stack[j].c, logits[:, sel], ys[r], ts[r], kappa,
+                                        reduce))
+        return torch.cat(parts)
+
+    def won(logits, rows):
+        return success(logits, ys[rows])
+
+    draws = [(todo, (search.ci, search.k)) for search in stack]
+    adv, hit = ascent(view.logits, loss_fn, won, x[todo].repeat(g, *([1] * (x.ndim - 1))),
+                      stack[0].floor(kappa, reduce), draws=draws)
+    if decide is not None and confirm:
+        hit = hit & (decide(adv) != ys)   # the caller's word on the deployed decision
+    adv, hit = adv.view(g, b, *x.shape[1:]), hit.view(g, b)
+    # per image: the first search that broke it, else the last one
+    first = torch.where(hit.any(dim=0), hit.float().argmax(dim=0), torch.tensor(g - 1))
+    return adv[first, torch.arange(b)], hit.any(dim=0)

@@ -147,7 +147,7 @@ class Attack:
         """Return adversarial inputs; ``decide`` None means the model's own argmax."""
         raise NotImplementedError
 
-    def uniform(self, shape: torch.Size, rows: torch.Tensor | None, gen: torch.Generator,
+    def uniform(self, shape: tuple[int, ...], rows: torch.Tensor | None, gen: torch.Generator,
                 *draw) -> torch.Tensor:
         """U[0, 1) noise of ``shape`` for the batch rows ``rows`` (None: every row): per
         image from (seed, attack, eps, ``draw``, image id) when the call has ``ids``, else

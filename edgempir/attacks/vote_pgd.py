@@ -88,10 +88,11 @@ class VotePGD(Attack):
         gen = torch.Generator().manual_seed(self.seed)
         eps, step = float(self.eps), float(self.rel_step) * float(self.eps)
 
-        def ascent(logits_fn, loss_fn, success, xs, floor, rows, search):
+        def ascent(logits_fn, loss_fn, success, xs, floor, draws):
             start = xs
-            if self.random_start:
-                noise = self.uniform(xs.shape, rows, gen, "search", *search)
+            if self.random_start:  # per search stacked in xs: its images' own draws
+                noise = torch.cat([self.uniform((len(rows), *xs.shape[1:]), rows, gen,
+                                                "search", *search) for rows, search in draws])
                 start = xs + (2 * noise - 1) * eps
             return sign_descent(logits_fn, loss_fn, success, xs, start, eps, step,
                                 int(self.steps), floor)

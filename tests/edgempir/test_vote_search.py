@@ -120,16 +120,19 @@ class Recorder:
         self.calls: list[dict] = []
         self.hit = hit
 
-    def __call__(self, logits_fn, loss_fn, success, xs, floor, rows, search):
-        self.calls.append({"floor": floor, "rows": rows.tolist(), "search": search})
+    def __call__(self, logits_fn, loss_fn, success, xs, floor, draws):
+        assert len(xs) == sum(len(rows) for rows, _ in draws)
+        for rows, search in draws:
+            self.calls.append({"floor": floor, "rows": rows.tolist(), "search": search})
         return xs + 0.01 * len(self.calls), torch.full((len(xs),), self.hit)
 
 
 def _search(ens, recorder, reduce="sum", decide=None, n_targets=2, kappa=1.0, n=2,
-            mode="decisive", label=0):
+            mode="decisive", label=0, stack_rows=0):
+    """The searches one by one (``stack_rows`` 0) unless asked otherwise."""
     x, y = torch.full((n, 1, 1, 3), 0.5), torch.full((n,), label, dtype=torch.long)
     return aimed_search(ens, x, y, decide, mode=mode, n_targets=n_targets, kappa=kappa,
-                        reduce=reduce, ascent=recorder)
+                        reduce=reduce, ascent=recorder, stack_rows=stack_rows)
 
 
 def test_each_search_stops_at_its_own_floor_and_runs_only_what_is_unbroken():
