@@ -20,10 +20,10 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; th
   exit 2
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-# --no-compile: pip would byte-compile every file of every package (torch alone: 22 of the 30
-# s its install takes on a fresh 2-core machine, 2026-12-01); Python compiles what is imported
-# at first import instead, a small part of it
-pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile)
+# not --no-compile, though byte-compiling is most of torch's install (22 of 30 s here): where
+# PYTHONDONTWRITEBYTECODE is set (these machines), nothing would ever write the .pyc files,
+# and every process would compile torch's modules again (the suite took 150 s longer)
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 
 # torch first and pinned: an unpinned torch (asked for by brevitas) pulls a multi-GB CUDA
 # build. Where no local CPU wheel is configured, TORCH_INDEX_URL can point at a CPU index.

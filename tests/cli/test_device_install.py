@@ -41,10 +41,8 @@ def device_venv(wheel, python310, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("device-venv")
     subprocess.run([str(python310), "-m", "venv", str(root)], check=True, timeout=300)
     py = root / "bin" / "python"
-    # --no-compile as scripts/install.sh: byte-compiling all of numpy and ONNX Runtime would
-    # be most of the install's time
     subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "--no-compile", f"{wheel}[device]"], check=True, timeout=900)
+                    f"{wheel}[device]"], check=True, timeout=900)
     return root
 
 
