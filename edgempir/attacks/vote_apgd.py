@@ -3,8 +3,10 @@
 Same coalitions, targets and clipped margin loss (``_vote``); each search is APGD: step
 ``2 eps``, momentum 0.75, and at the checkpoints ``0, 0.22, ...`` of the budget the step is
 halved and the search restarts from its best point when fewer than ``rho`` of the steps
-since the last checkpoint lowered the loss, or when neither the step nor the best loss
-changed. Iterates are judged by the real decision as in ``vote-pgd``.
+since the last checkpoint lowered the loss, or when the step was not halved at the last
+checkpoint and the best loss has not moved since (Algorithm 1's two conditions; until
+2026-12-01 the second ignored the last checkpoint's halving, and a restart zeroed the
+momentum). Iterates are judged by the real decision as in ``vote-pgd``.
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ def apgd_descent(logits_fn, loss_fn, success, x, eps: float, steps: int, rho: fl
     prev = cur.clone()
     marks = checkpoints(steps)
     last_mark, lowered = 0, torch.zeros(len(x))
-    eta_then, best_then = eta.clone(), best_loss.clone()
+    eta_then, best_then = eta.clone(), best_loss.clone()  # at checkpoint w_0 = 0
     for k in range(steps):
         z = (cur - eta.view(view) * grad.sign()).clamp(min=lo, max=hi)
         nxt = z if k == 0 else (cur + alpha * (z - cur) + (1 - alpha) * (cur - prev)
@@ -68,13 +70,18 @@ def apgd_descent(logits_fn, loss_fn, success, x, eps: float, steps: int, rho: fl
         if bool(settled.all()):
             break
         if k + 1 in marks:
+            # the paper's two conditions: too few steps lowered the loss, or the step was not
+            # halved at the last checkpoint (eta then, before that decision, is eta now) and
+            # the best loss has not moved since
             halve = (lowered < rho * (k + 1 - last_mark)) | ((eta == eta_then)
                                                               & (best_loss == best_then))
+            eta_then, best_then = eta.clone(), best_loss.clone()
             eta[halve] /= 2
-            cur[halve], grad[halve], prev[halve] = best[halve], best_grad[halve], best[halve]
+            # restart from the best point; the momentum term is then best - the iterate
+            # before (x^(k+1) := x_max, as the paper and auto-attack's code do)
+            cur[halve], grad[halve] = best[halve], best_grad[halve]
             loss[halve] = best_loss[halve]
             last_mark, lowered = k + 1, torch.zeros(len(x))
-            eta_then, best_then = eta.clone(), best_loss.clone()
     found, hit = keeper.found, keeper.hit
     found[~hit] = best[~hit]
     return found, hit

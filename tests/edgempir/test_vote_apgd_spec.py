@@ -1,9 +1,11 @@
 """vote-apgd against its specification written out (edgempir/attacks/vote_apgd.py;
-Croce & Hein 2020, Algorithm 1): apgd_descent as an independent per-image loop with Python
-scalars (step 2 eps, momentum, the checkpoints in exact fractions, halving and the restart
-from the best point under either condition, the lowest-loss successful iterate kept, the
-best iterate where nothing succeeded). Written for the survivors of the mutation run of
-2026-12-01 (docs/TESTING.md)."""
+Croce & Hein 2020, Algorithm 1, as auto-attack's autopgd_base.py runs it): apgd_descent as an
+independent per-image loop with Python scalars (step 2 eps, momentum, the checkpoints in
+exact fractions, halving and the restart from the best point under either condition, the
+second one only when the step was not halved at the last checkpoint, the momentum after a
+restart from the iterate before; the lowest-loss successful iterate kept, the best iterate
+where nothing succeeded). Written for the survivors of the mutation run of 2026-12-01
+(docs/TESTING.md)."""
 from __future__ import annotations
 
 from fractions import Fraction
@@ -93,13 +95,14 @@ def _one_image(problem, i, eps, steps, rho, floor, alpha, log):
         if loss < best_loss:
             best, best_loss, best_grad = cur.clone(), loss, grad
         if k + 1 in marks:
+            # condition 2: eta at the last checkpoint (before its decision) is eta now
             stalled = eta == eta_then and best_loss == best_then
             few = lowered < rho * (k + 1 - last)
             log.append((i, k + 1, "stalled" if stalled else "few" if few else "kept"))
-            if few or stalled:
-                eta /= 2
-                cur, prev, grad, loss = best.clone(), best.clone(), best_grad, best_loss
             last, lowered, eta_then, best_then = k + 1, 0, eta, best_loss
+            if few or stalled:  # x^(k+1) := x_max; prev stays x^(k) (momentum from there)
+                eta /= 2
+                cur, grad, loss = best.clone(), best_grad, best_loss
     return (kept, True) if kept is not None else (best, False)
 
 

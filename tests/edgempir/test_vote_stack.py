@@ -147,3 +147,27 @@ def test_searches_with_different_floors_are_not_stacked():
     aimed_search(ens, x, y, None, mode="decisive", n_targets=1, kappa=1.0, reduce="max",
                  ascent=asc, stack_rows=10**6)
     assert [len(c) for c in asc.calls] == [7]  # "max": one floor
+
+
+def test_brevitas_members_give_the_same_examples_stacked_as_one_search_at_a_time(monkeypatch):
+    """The members eval attacks (the paper's MNIST net, w2a4/w4a4/fp32, Brevitas; inside
+    eval's batch_independent as eval runs them): stacking changes only the batches, and a
+    member's rows do not depend on them (eval/shard.py)."""
+    from edgempir.eval.shard import batch_independent
+    from edgempir.models import build_model
+
+    torch.manual_seed(0)
+    specs = [parse_spec(s) for s in ("w2a4", "w4a4", "fp32")]
+    members = [build_model("mnist", s, (1, 28, 28), 10).eval() for s in specs]
+    ens = Ensemble(members, specs, "vote")
+    x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    attack = make_attack("vote-pgd", eps=0.3, seed=2, steps=3, targets=2)
+    ids = torch.arange(6)
+    with batch_independent(members):
+        monkeypatch.setattr(_vote, "STACK_ROWS", 0)
+        one_by_one = attack(ens, x, y, ids=ids)
+        monkeypatch.setattr(_vote, "STACK_ROWS", 10**6)
+        stacked = attack(ens, x, y, ids=ids)
+    assert torch.equal(stacked, one_by_one)
+    assert not torch.equal(stacked, x)

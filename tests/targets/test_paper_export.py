@@ -28,8 +28,10 @@ def paper_run(tmp_path_factory):
                       members=preset("paper", "synthetic"), epochs=1, batch_size=64,
                       preset="paper", quantizer=PRESET_QUANTIZER["paper"], schedule="constant")
     train(cfg, progress=False, echo=lambda s: None)
-    evaluate(out, config="quick", n=64, attacks=["pgd"], progress=False,
-             overrides={"pgd": {"steps": 8}, "reject": {"steps": 3, "targets": 1}})
+    # 32 images: the calibration sets export takes below
+    evaluate(out, config="quick", n=32, attacks=["pgd"], progress=False,
+             overrides={"pgd": {"steps": 8}, "reject": {"steps": 3, "targets": 1},
+                        "disagree": {"steps": 5}})
     return out
 
 
