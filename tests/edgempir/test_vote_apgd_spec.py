@@ -164,6 +164,27 @@ def test_the_first_step_reaches_the_balls_corner_and_a_settled_batch_stops_there
     assert hit.all() and calls == [2, 2]
 
 
+def test_a_batch_goes_on_after_success_until_the_loss_reaches_its_floor():
+    """Succeeding is not enough to stop: the same case with the floor at -1, which the ball
+    cannot reach (its best corner gives -0.2), runs every step."""
+    calls = []
+    w = torch.tensor([[2.0, -1.0], [-1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
+
+    def logits_fn(xb):
+        calls.append(len(xb))
+        return (xb.flatten(1) @ w).unsqueeze(0)
+
+    def loss_fn(logits, rows):
+        return (logits[0, :, 0] - logits[0, :, 1]).clamp(min=-1.0)
+
+    def success(logits, rows):
+        return logits[0].argmax(dim=1) == 1
+
+    x = torch.full((2, 1, 2, 2), 0.5)
+    found, hit = apgd_descent(logits_fn, loss_fn, success, x, 0.2, 5, 0.75, -1.0)
+    assert hit.all() and calls == [2] * 6
+
+
 class Linear(nn.Module):
     def __init__(self, seed: int):
         super().__init__()
