@@ -112,10 +112,11 @@ CASES = [  # seed, eps, steps, rho, kappa: floors out of reach, in reach, a tiny
     (2, 0.5, 45, 0.3, 50.0),
     (3, 0.05, 12, 1.0, 2.0),
     (4, 0.25, 100, 0.75, 30.0),
+    (6, 0.5, 4, 0.75, 50.0),  # 4 steps: a checkpoint after each, one image halves at 1
 ]
 
 
-@pytest.mark.parametrize("alpha", [0.75, 0.5])
+@pytest.mark.parametrize("alpha", [None, 0.5])  # None: the default, the paper's 0.75
 def test_apgd_descent_is_its_specification_image_by_image(alpha):
     marks: list = []
     hits: list = []
@@ -123,9 +124,10 @@ def test_apgd_descent_is_its_specification_image_by_image(alpha):
         problem = _problem(10, seed, kappa)
         floor = -2 * kappa
         x = problem[0]
-        got, got_hit = apgd_descent(*problem[1:], x, eps, steps, rho, floor, alpha=alpha)
+        kw = {} if alpha is None else {"alpha": alpha}
+        got, got_hit = apgd_descent(*problem[1:], x, eps, steps, rho, floor, **kw)
         log: list = []
-        want = [_one_image(problem, i, eps, steps, rho, floor, alpha, log)
+        want = [_one_image(problem, i, eps, steps, rho, floor, alpha or 0.75, log)
                 for i in range(len(x))]
         assert torch.equal(got_hit, torch.tensor([hit for _, hit in want])), seed
         assert torch.equal(got, torch.cat([point for point, _ in want])), seed
