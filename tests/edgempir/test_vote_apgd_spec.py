@@ -185,6 +185,8 @@ def test_a_batch_goes_on_after_success_until_the_loss_reaches_its_floor():
     x = torch.full((2, 1, 2, 2), 0.5)
     found, hit = apgd_descent(logits_fn, loss_fn, success, x, 0.2, 5, 0.75, -1.0)
     assert hit.all() and calls == [2] * 6
+    # the ball's best corner, found at the first step, is kept (no later iterate is lower)
+    assert torch.allclose((found - x).flatten(1), torch.tensor([[-0.2, 0.2, -0.2, 0.0]] * 2))
 
 
 class Linear(nn.Module):
