@@ -46,7 +46,7 @@ fi
 # byte-compile what was installed since the last time (the stamp is the installed set); a
 # file that does not compile (a template, a Python-2 example) is left as pip leaves it
 stamp=.venv/.edgempir-compiled
-installed=$(.venv/bin/python -m pip freeze --disable-pip-version-check 2>/dev/null)
+installed=$(.venv/bin/python -m pip freeze --exclude-editable --disable-pip-version-check 2>/dev/null)
 if [ "$installed" != "$(cat "$stamp" 2>/dev/null)" ]; then
   site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
   .venv/bin/python -m compileall -qq -j 0 "$site" >/dev/null 2>&1 || true

@@ -51,7 +51,7 @@ def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
 
     def key(item) -> int:
-        rel = Path(str(item.fspath)).resolve().relative_to(REPO / "tests").as_posix()
+        rel = Path(item.path).resolve().relative_to(REPO / "tests").as_posix()
         return rank.get(rel, len(SLOWEST_FILES))
 
     items.sort(key=key)  # stable
