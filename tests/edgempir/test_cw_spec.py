@@ -9,19 +9,9 @@ import math
 
 import pytest
 import torch
-from torch import nn
+from linear_member import seeded_linear
 
 from edgempir.attacks import make_attack
-
-
-class Linear(nn.Module):
-    def __init__(self, seed: int):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.w = nn.Parameter(torch.randn(4, 3, generator=g) * 2)
-
-    def forward(self, x):
-        return x.flatten(1) @ self.w
 
 
 def _by_hand(model, x, y, steps, lr, c, confidence, abort_early, eps, decide):
@@ -81,7 +71,7 @@ def _by_hand(model, x, y, steps, lr, c, confidence, abort_early, eps, decide):
     (False, None, 0.0, 50.0, 1, 1.0, False),     # one step: only the last iterate can win
 ])
 def test_cw_is_its_specification(abort_early, eps, confidence, c, steps, lr, own_decide):
-    model = Linear(0)
+    model = seeded_linear(4, 3, seed=0, scale=2)
     g = torch.Generator().manual_seed(5)
     x = torch.rand(10, 1, 2, 2, generator=g)
     x[0] = 0.0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from linear_member import LinearMember, seeded_linear
 
 from edgempir.attacks import disagree as D
 from edgempir.attacks.base import per_image_uniform
@@ -19,18 +19,9 @@ from edgempir.ensemble import Ensemble
 from edgempir.members import parse_spec
 
 
-class Linear(nn.Module):
-    def __init__(self, seed: int):
-        super().__init__()
-        self.w = nn.Parameter(torch.randn(4, 3, generator=torch.Generator().manual_seed(seed)))
-
-    def forward(self, x):
-        return x.flatten(1) @ self.w
-
-
 def _ensemble():
     specs = [parse_spec(s) for s in ("w2a4", "w4a4", "fp32")]   # cascade: 0, 1, then 2
-    return Ensemble([Linear(s) for s in (1, 2, 3)], specs, "vote").eval()
+    return Ensemble([seeded_linear(4, 3, s) for s in (1, 2, 3)], specs, "vote").eval()
 
 
 def _slow(ens, x):
@@ -135,18 +126,17 @@ def test_one_step_is_a_setting_and_no_image_gives_empty_flags():
     assert clean.shape == (0,) and attacked.shape == (0,)
 
 
-class Flat(Linear):
+def flat(seed: int) -> LinearMember:
     """A member blind to pixel 3 (its gradient there is 0)."""
-
-    def __init__(self, seed: int):
-        super().__init__(seed)
-        with torch.no_grad():
-            self.w[3] = 0.0
+    member = seeded_linear(4, 3, seed)
+    with torch.no_grad():
+        member.w[3] = 0.0
+    return member
 
 
 def test_a_pixel_without_gradient_stays_where_the_start_put_it(monkeypatch):
     specs = [parse_spec(s) for s in ("w2a4", "w4a4", "fp32")]
-    ens = Ensemble([Flat(s) for s in (1, 2, 3)], specs, "vote").eval()
+    ens = Ensemble([flat(s) for s in (1, 2, 3)], specs, "vote").eval()
     x = torch.rand(12, 1, 2, 2, generator=torch.Generator().manual_seed(8))
     ids, cfg = torch.arange(12), D.SlowPathAttack(steps=3, restarts=1, rel_step=0.25, seed=1)
     seen = []
@@ -161,7 +151,7 @@ def test_a_pixel_without_gradient_stays_where_the_start_put_it(monkeypatch):
 
 def test_a_reference_first_and_a_combiner_read_from_json():
     specs = [parse_spec(s) for s in ("fp32", "w2a4", "w4a4")]       # the reference is member 0
-    ens = Ensemble([Linear(s) for s in (3, 1, 2)], specs, json.loads('"vote"')).eval()
+    ens = Ensemble([seeded_linear(4, 3, s) for s in (3, 1, 2)], specs, json.loads('"vote"')).eval()
     rep = D.disagreement_report(ens, torch.rand(6, 1, 2, 2), 0.1, "quick", "adaptive", 0, 8)
     assert rep is not None and rep["reference_member"] == 0
     assert sorted(rep["members_attacked"]) == [1, 2]

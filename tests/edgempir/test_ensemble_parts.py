@@ -8,22 +8,13 @@ import json
 
 import pytest
 import torch
-from torch import nn
+from linear_member import LinearMember
 
 from edgempir.ensemble import AgreeingMembersAverage, Ensemble, accepted, combine
 from edgempir.errors import SpecError
 from edgempir.members import parse_spec
 
 SPECS = [parse_spec(s) for s in ("w2a4", "w4a4", "fp32")]  # reference: member 2
-
-
-class Linear(nn.Module):
-    def __init__(self, w):
-        super().__init__()
-        self.w = nn.Parameter(torch.as_tensor(w, dtype=torch.float32))
-
-    def forward(self, x):
-        return x.flatten(1) @ self.w
 
 
 def _logits(*members):
@@ -57,7 +48,7 @@ def test_combiners_by_value_and_unknown_names():
 
 def _ensemble(combiner="vote", seed=0) -> Ensemble:
     g = torch.Generator().manual_seed(seed)
-    return Ensemble([Linear(torch.randn(4, 5, generator=g) * 4) for _ in SPECS], SPECS, combiner)
+    return Ensemble([LinearMember(torch.randn(4, 5, generator=g) * 4) for _ in SPECS], SPECS, combiner)
 
 
 def test_the_surrogate_is_the_log_of_the_mean_softmax():
@@ -83,7 +74,7 @@ def test_the_agreeing_members_target_averages_those_that_vote_the_decision():
 
 
 def test_ensemble_refusals_and_subsets():
-    members = [Linear(torch.ones(4, 3)) for _ in range(3)]
+    members = [LinearMember(torch.ones(4, 3)) for _ in range(3)]
     for specs in (SPECS[:2], SPECS + SPECS[:1]):
         with pytest.raises(ValueError, match="one spec per member"):
             Ensemble(members, specs)

@@ -13,7 +13,7 @@ from math import ceil
 
 import pytest
 import torch
-from torch import nn
+from linear_member import seeded_linear
 
 from edgempir.attacks import make_attack
 from edgempir.attacks._vote import Coalition, coalition_loss
@@ -189,16 +189,6 @@ def test_a_batch_goes_on_after_success_until_the_loss_reaches_its_floor():
     assert torch.allclose((found - x).flatten(1), torch.tensor([[-0.2, 0.2, -0.2, 0.0]] * 2))
 
 
-class Linear(nn.Module):
-    def __init__(self, seed: int):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.w = nn.Parameter(torch.randn(6, 4, generator=g) * 3)
-
-    def forward(self, x):
-        return x.flatten(1) @ self.w
-
-
 def test_the_attack_passes_its_parameters_to_the_search(monkeypatch):
     """VoteAPGD hands apgd_descent its own eps, steps and rho (not the defaults)."""
     seen = []
@@ -211,7 +201,7 @@ def test_the_attack_passes_its_parameters_to_the_search(monkeypatch):
 
     monkeypatch.setattr(module, "apgd_descent", spy)
     specs = [parse_spec(s) for s in ("w2a4", "w4a4", "fp32")]
-    ens = Ensemble([Linear(s) for s in range(3)], specs, "vote")
+    ens = Ensemble([seeded_linear(6, 4, s, scale=3) for s in range(3)], specs, "vote")
     x = torch.rand(4, 1, 2, 3, generator=torch.Generator().manual_seed(9))
     y = ens(x).argmax(dim=1)
     make_attack("vote-apgd", eps=0.07, steps=13, rho=0.4, kappa=3.0, targets=1)(ens, x, y)
