@@ -207,18 +207,3 @@ def test_two_classes_give_one_target_whatever_is_asked_and_a_bad_loss_is_refused
     assert [c["search"][1] for c in rec.calls] == [0] * 5
     with pytest.raises(AttackError, match="loss 'mean'"):
         _search(ens, Recorder(hit=False), reduce="mean")
-
-
-@pytest.mark.parametrize("steps", [10, 50, 100, 7, 1000])
-def test_apgd_checkpoints_are_the_papers_in_exact_arithmetic(steps):
-    """Croce & Hein 2020, section 3.2, computed with fractions: a float sum a hair above
-    0.57 or 0.70 once moved a checkpoint by one step."""
-    from fractions import Fraction
-    from math import ceil
-
-    from edgempir.attacks.vote_apgd import checkpoints
-
-    p = [Fraction(0), Fraction(22, 100)]
-    while p[-1] < 1:
-        p.append(p[-1] + max(p[-1] - p[-2] - Fraction(3, 100), Fraction(6, 100)))
-    assert checkpoints(steps) == {ceil(q * steps) for q in p[1:] if q <= 1} - {0}
