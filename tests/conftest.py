@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 
-#: The slowest test files, slowest first (their seconds summed, 2026-12-01: faults 200,
+#: The slowest test files, slowest first (their seconds summed in a run beside a mutation run,
+#: 2026-12-01, so about 1.5x a quiet run's: faults 200,
 #: hostile 95, arm 93, paper_export 70, adv_train 67, cifar 63; the rest below 55).
 #: scripts/test.sh hands the workers whole files in collection order
 #: (``--dist loadfile --no-loadscope-reorder``); slow files last would leave one worker
