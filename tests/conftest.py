@@ -8,6 +8,18 @@ Fixtures that build on it live next to the tests that use them
 from __future__ import annotations
 
 import os
+
+# Before anything imports numpy or torch: their thread pools read OMP_NUM_THREADS once, when
+# they load. Under pytest-xdist (``-n 2``, scripts/test.sh) each worker, and every command it
+# starts, computes on one thread: two workers on CI's two cores. A worker inherits the
+# controller's environment, so it overrides what the controller set; a ``setdefault`` here
+# kept the controller's 2, and two workers ran four threads on two cores (the adversarial
+# training test took 2.4x its time alone). Run without workers, two threads.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+else:
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+
 import shutil
 import subprocess
 import sys
@@ -19,10 +31,6 @@ from shared import built_once, exported_once
 from tiny_bundle import make_tiny_bundle
 
 REPO = Path(__file__).resolve().parents[1]
-
-# keep torch from grabbing every core on CI's 2-core machine; under pytest-xdist (``-n 2``,
-# scripts/test.sh) each worker gets one core's worth, or the two oversubscribe them
-os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 
 #: The slowest test files, slowest first (their seconds summed in a run beside a mutation run,
