@@ -33,22 +33,24 @@ from tiny_bundle import make_tiny_bundle
 REPO = Path(__file__).resolve().parents[1]
 
 
-#: The slowest test files, slowest first (their seconds summed in a run beside a mutation run,
-#: 2026-12-01, so about 1.5x a quiet run's: faults 200,
-#: hostile 95, arm 93, paper_export 70, adv_train 67, cifar 63; the rest below 55).
+#: The slowest test files, slowest first (their seconds summed in a fresh-clone CI run,
+#: 2026-12-01 10:38 UTC: faults 88 with the session's run and evaluation, arm 60,
+#: eval_cli 28, cifar 25, robustness 25, experiment 23, experiment_cli 22, perf 21,
+#: device_install 20, adv_train 16; the rest 14 and below).
 #: scripts/test.sh hands the workers whole files in collection order
 #: (``--dist loadfile --no-loadscope-reorder``); slow files last would leave one worker
-#: running them alone at the end. The second and third need no artefact the first builds
-#: (the session's trained run), so the other worker does not wait for it.
+#: running them alone at the end. The three after the first need no artefact the first
+#: builds (the session's trained run), so the other worker does not wait for it.
 SLOWEST_FILES = (
-    "reliability/test_faults.py", "targets/test_paper_export.py",
-    "edgempir/test_adv_train.py", "cli/test_cifar_cli.py", "reliability/test_hostile.py",
-    "targets/test_arm.py", "benchmarks/test_perf_smoke.py", "edgempir/test_robustness.py",
-    "edgempir/test_distributed_eval.py", "edgempir/test_experiment.py",
-    "cli/test_experiment_cli.py", "cli/test_eval_cli.py", "cli/test_train_cli.py",
-    "cli/test_device_install.py", "edgempir/test_presets.py", "cli/test_export_cli.py",
-    "reliability/test_fuzz.py", "targets/test_packing.py",
-    "reliability/test_hostile_inputs.py", "edgempir/test_archs.py")
+    "reliability/test_faults.py", "cli/test_cifar_cli.py", "cli/test_device_install.py",
+    "edgempir/test_adv_train.py", "targets/test_arm.py", "cli/test_eval_cli.py",
+    "edgempir/test_robustness.py", "edgempir/test_experiment.py",
+    "cli/test_experiment_cli.py", "benchmarks/test_perf_smoke.py",
+    "edgempir/test_distributed_eval.py", "reliability/test_hostile.py",
+    "edgempir/test_train.py", "targets/test_paper_export.py", "cli/test_export_cli.py",
+    "edgempir/test_presets.py", "cli/test_train_cli.py", "cli/test_folder_cli.py",
+    "edgempir/test_distributed.py", "reliability/test_fuzz.py",
+    "reliability/test_hostile_inputs.py", "targets/test_packing.py", "edgempir/test_archs.py")
 
 
 def pytest_collection_modifyitems(config, items):
