@@ -6,9 +6,9 @@ bash scripts/install.sh
 # lint first: seconds, and a finding fails CI like a test would
 .venv/bin/ruff check .
 # two workers (pytest-xdist), a test file each at a time: many tests run the CLI in subprocesses that
-# import torch on one core; two workers keep both cores busy (quiet 2-core machine, fresh
-# clone, 2026-12-01: .ci/run 8.3-8.6 min in all for 1004-1006 tests, pytest 7.0-7.5; CI's
-# last serial run: 14.2 min for 753).
+# import torch on one core; two workers, one thread each (tests/conftest.py), keep both cores
+# busy (2-core machine, fresh clone, 2026-12-01: .ci/run 5.3-6.0 min in all for 1008 tests,
+# pytest 4.4-5.0; CI's last serial run: 14.2 min for 753).
 # The session's run and bundles are built once for both workers (tests/support/shared.py);
 # EDGEMPIR_TEST_WORKERS=0 runs it serially.
 # Tests marked `slow` (torchrun with several ranks, image folders end to end: minutes each)
