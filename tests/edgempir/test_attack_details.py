@@ -72,6 +72,28 @@ def test_pgd_restarts_rerun_only_the_unbroken_samples(tiny_model, tiny_batch):
     assert not torch.equal(out[:half], single[:half])   # a new random start for the rest
 
 
+def test_pgd_every_restart_but_the_last_narrows_to_the_unbroken_samples(tiny_model,
+                                                                        tiny_batch):
+    """Protocol adaptive standard's PGD x5: after each restart but the last, the samples the
+    decision calls broken keep their example, and the next restart runs on the rest only
+    (a later restart must never replace an adversarial example with a failed one)."""
+    x, y = tiny_batch
+    half = len(x) // 2
+    broken_late = torch.cat([y[:half], torch.full((len(x) - half,), 99)])
+    answers = iter([y, y, y, broken_late])       # the fourth restart breaks the second half
+    decide, calls = _decisions(lambda xb: next(answers)[: len(xb)])
+    sizes = []
+
+    class Recording(torch.nn.Module):
+        def forward(self, xb):
+            sizes.append(len(xb))
+            return tiny_model(xb)
+
+    make_attack("pgd", eps=0.05, steps=1, restarts=5)(Recording(), x, y, decide=decide)
+    assert calls == [len(x)] * 4                 # no decision after the last restart
+    assert sizes[-1] == half, sizes              # the fifth runs on the unbroken half only
+
+
 def test_sign_steps_are_projected_after_every_step(tiny_model, tiny_batch):
     """An independent loop: each step leaves the ball and is projected back at once (the
     base class's final projection alone would hide a wrong bound inside the loop)."""
