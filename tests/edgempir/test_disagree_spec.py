@@ -56,12 +56,26 @@ def _by_hand(ens, x, ids, eps, cfg):
     return judged, clean, hit
 
 
-def test_every_point_judged_and_every_flag_is_the_specification(monkeypatch):
+EPS_BRIGHT = 0.05  # at 0.15 every image is pushed onto the slow path
+
+
+def _images(kind: str) -> torch.Tensor:
+    g = torch.Generator().manual_seed(7)
+    if kind == "uniform":
+        return torch.rand(24, 1, 2, 2, generator=g)
+    # 6 images per bright pixel: their likeliest classes (of the cheap members' summed
+    # probabilities) differ, so a loss summed over the batch instead of over the members
+    # would step them another way
+    bright = torch.eye(4).repeat_interleave(6, 0) * 0.8
+    return (bright + 0.2 * torch.rand(24, 4, generator=g)).reshape(24, 1, 2, 2)
+
+
+@pytest.mark.parametrize("images, eps", [("uniform", 0.15), ("bright-pixel", EPS_BRIGHT)])
+def test_every_point_judged_and_every_flag_is_the_specification(monkeypatch, images, eps):
     ens = _ensemble()
-    x = torch.rand(24, 1, 2, 2, generator=torch.Generator().manual_seed(7))
+    x = _images(images)
     ids = torch.arange(100, 124)
     cfg = D.SlowPathAttack(steps=4, restarts=2, rel_step=0.25, seed=3)
-    eps = 0.15
     seen = []
     real = D._on_slow_path
 
