@@ -3,13 +3,19 @@ bundle with one field changed (files and hashes untouched), and the Bundle acces
 Written for the survivors of the mutation run of 2026-12-01 (docs/TESTING.md)."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 import testkit as H
 
 from edgempir.errors import BundleError
-from edgempir.targets.device.bundle import check_onnx_size, read_manifest, verify_bundle
+from edgempir.targets.device.bundle import (
+    check_onnx_size,
+    hash_files,
+    read_manifest,
+    verify_bundle,
+)
 
 # the documented limits, written out: a test that imported the constants would move with them
 MAX_INPUT_ELEMENTS = 1 << 24
@@ -117,3 +123,28 @@ def test_the_onnx_size_limit_is_exact(tmp_path):
     with pytest.raises(BundleError, match=f"{MAX_ONNX_BYTES + 1} bytes, more than the "
                                           f"{MAX_ONNX_BYTES}"):
         check_onnx_size(tmp_path, "m.onnx", onnx)
+
+
+def test_an_oversized_onnx_file_is_refused_by_its_size_before_it_is_hashed(tiny_copy):
+    """Any listed .onnx file, not only the graphs the manifest names: its size is checked
+    before its sha256 (a wrong digest here is never reached)."""
+    with open(tiny_copy / "extra.onnx", "wb") as f:  # sparse: nothing is written but the size
+        f.truncate(MAX_ONNX_BYTES + 1)
+    _with(tiny_copy, lambda m: m["files"].update({"extra.onnx": "0" * 64}))
+    with pytest.raises(BundleError, match=f"extra.onnx is {MAX_ONNX_BYTES + 1} bytes, more "
+                                          f"than the {MAX_ONNX_BYTES}"):
+        verify_bundle(tiny_copy)
+
+
+def test_hash_files_leaves_out_only_the_top_level_manifest_and_engines(tmp_path):
+    """What export lists: everything but manifest.json and engines/ at the top (engine
+    files are built on the device); the same names deeper down are ordinary files, and the
+    walk goes on past both."""
+    files = {"manifest.json": b"{}", "engines/ensemble.engine": b"e", "b.onnx": b"o",
+             "x.npz": b"x", "a/manifest.json": b"m", "a/engines/k": b"k", "z/y": b"y"}
+    for rel, data in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    got = hash_files(tmp_path)
+    assert list(got) == ["a/engines/k", "a/manifest.json", "b.onnx", "x.npz", "z/y"]
+    assert got["z/y"] == hashlib.sha256(b"y").hexdigest()
