@@ -4,11 +4,13 @@ output; every node is prefixed ``m<i>/`` (unnamed ones by their op type); the en
 the members' opset, and at least 13 (the vote's ReduceSum takes its axes as an input)."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgempir.targets.host.graph import merge_ensemble
+from edgempir.targets.host.graph import add_accepted, merge_ensemble
 
 K = 3
 
@@ -53,3 +55,22 @@ def test_nodes_are_prefixed_by_member_and_unnamed_ones_get_their_op_type():
 def test_the_ensemble_keeps_the_members_opset(member_opset, expected):
     model = merge_ensemble([_member(opset=member_opset)] * 2, 0, K)
     assert {o.domain: o.version for o in model.opset_import} == {"": expected}
+
+
+REDUCTIONS = {"ArgMax", "ArgMin", "ReduceSum", "ReduceMax", "ReduceMin"}
+
+
+@pytest.mark.parametrize("vote", ["full", "early-exit"])
+def test_every_reduction_of_the_vote_drops_its_axis_with_keepdims_0(vote):
+    """The ONNX spec allows keepdims 0 or 1. ONNX Runtime reads ``keepdims == 1`` and a
+    runtime that reads it as a boolean (TensorRT's parser) keeps the axis for any other
+    non-zero value, so the graph must say 0, not merely something ONNX Runtime treats as 0
+    (the mutants keepdims=-1 ran unnoticed on ONNX Runtime)."""
+    model = merge_ensemble([_member()] * 3, 2, K, vote=vote)
+    add_accepted(model, "unanimous")
+    ours = [n for n in model.graph.node  # not the members' own nodes (m0/..., m1/...)
+            if n.op_type in REDUCTIONS and not re.match(r"m\d+/", n.name)]
+    assert len(ours) >= 4, [n.name for n in ours]
+    for node in ours:
+        keepdims = {a.name: a.i for a in node.attribute}.get("keepdims")
+        assert keepdims == 0, (node.name, keepdims)
