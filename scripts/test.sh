@@ -7,8 +7,8 @@ bash scripts/install.sh
 .venv/bin/ruff check .
 # two workers (pytest-xdist), a test file each at a time: many tests run the CLI in subprocesses that
 # import torch on one core; two workers, one thread each (tests/conftest.py), keep both cores
-# busy (2-core machine, fresh clone, 2026-12-01: .ci/run 5.3-6.0 min in all for 1008 tests,
-# pytest 4.4-5.0; CI's last serial run: 14.2 min for 753).
+# busy (2-core machine, fresh clone, 2026-12-01: .ci/run 5.3-6.0 min in all for 1008-1018
+# tests, pytest 4.4-5.0; CI's last serial run: 14.2 min for 753).
 # The session's run and bundles are built once for both workers (tests/support/shared.py);
 # EDGEMPIR_TEST_WORKERS=0 runs it serially.
 # Tests marked `slow` (torchrun with several ranks, image folders end to end: minutes each)
