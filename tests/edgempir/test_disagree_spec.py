@@ -100,7 +100,7 @@ def test_every_point_judged_and_every_flag_is_the_specification(monkeypatch, ima
 
 def test_the_record_says_what_ran_on_what():
     ens = _ensemble()
-    x = torch.rand(24, 1, 2, 2, generator=torch.Generator().manual_seed(7))
+    x = _images("uniform")
     cfg = D.SlowPathAttack(steps=4, restarts=2, rel_step=0.25, seed=3)
     clean, attacked = D.slow_path_flags(ens, x, 0.15, cfg, batch_size=64,
                                         ids=torch.arange(100, 124))
